@@ -1,0 +1,48 @@
+# hmr_jax: the README's two commands (`make demo`, `make test`) and a few more.
+# Installing is incremental: a stamp file per extra set is rebuilt only when setup.py changes.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+# torch must come from the CPU wheel; installing it first (pinned) keeps pip from ever
+# resolving a CUDA build for the `torch` extra (smplx depends on torch).
+TORCH_PIN := torch==2.13.0
+
+.PHONY: demo test test-all test-parity install-test install-demo bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.stamp-test: setup.py | $(PY)
+	$(PIP) install -q $(TORCH_PIN)
+	$(PIP) install -q -e '.[dev,torch]'
+	touch $@
+
+$(VENV)/.stamp-demo: setup.py | $(PY)
+	$(PIP) install -q $(TORCH_PIN)
+	$(PIP) install -q -e '.[synthetic]'
+	touch $@
+
+install-test: $(VENV)/.stamp-test
+install-demo: $(VENV)/.stamp-demo
+
+# Everything except tests marked `slow`.
+test: $(VENV)/.stamp-test
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(VENV)/.stamp-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-parity: $(VENV)/.stamp-test
+	$(PY) -m pytest -m parity $(PYTEST_ARGS)
+
+demo: $(VENV)/.stamp-demo
+	@$(PY) -m hmr_jax.demo
+
+bench: $(VENV)/.stamp-test
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache *.egg-info

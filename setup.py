@@ -1,0 +1,46 @@
+"""Packaging for hmr_jax: JAX/Flax human mesh recovery (Mesh-VQ-VAE, VQ-HPS, MEGA).
+
+Every dependency is pinned to a set known to resolve together on CPU with Python 3.11
+(see README). The `torch` extra pins torch==2.13.0, whose CPU wheel is installed first by
+the Makefile so that pip never pulls a CUDA build.
+"""
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "chex==0.1.92",
+    "ml-collections==1.1.0",
+    "numpy==2.4.6",
+    "scipy==1.17.1",
+    "protobuf==7.36.2",
+    "grain==0.2.18",
+    "array-record==0.8.6",
+    "tensorflow-datasets==4.9.10",
+    "absl-py==2.5.1",
+    "pillow==13.0.0",
+    "tqdm==4.70.1",
+    "tensorboardX==2.6.5",
+]
+
+EXTRAS_REQUIRE = {
+    # Checkpoint conversion from the original PyTorch code and SMPL checks against smplx.
+    # torch must be the CPU wheel: the Makefile installs torch==2.13.0 before this extra.
+    "torch": ["torch==2.13.0", "smplx==0.1.28"],
+    # Data generation for the embedded synthetic default (anny body model runs on torch CPU).
+    "synthetic": ["torch==2.13.0", "anny==0.6.2", "trimesh==5.2.0"],
+    "dev": ["pytest==9.0.3", "pytest-xdist==3.8.0", "trimesh==5.2.0"],
+}
+
+setup(
+    name="hmr_jax",
+    version="0.1.0",
+    description="JAX/Flax reimplementation of Mesh-VQ-VAE, VQ-HPS and MEGA for human mesh recovery",
+    packages=find_packages(include=["hmr_jax", "hmr_jax.*", "data_prep", "data_prep.*"]),
+    python_requires=">=3.11",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)
