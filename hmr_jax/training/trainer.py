@@ -1,0 +1,390 @@
+"""The generic training loop shared by every stage (``train.py`` calls ``train(config, workdir)``).
+
+Reading order: distributed set-up -> device mesh and shardings -> input pipeline -> variables,
+optimizer, train state -> restore from ``WORKDIR/checkpoints`` -> one jit-compiled train step ->
+loop with logging, validation, checkpoints, preemption and NaN handling.
+
+* Devices: one ``jax.sharding.Mesh`` over every device of every host, axis ``"data"``. The batch
+  is sharded on it (each host loads ``global_batch / process_count`` examples and
+  ``jax.make_array_from_process_local_data`` assembles the global array); parameters and
+  optimizer state are replicated (``config.sharding.params = "replicated"``) or sharded along
+  their largest divisible axis (``"fsdp"``). jit inserts the gradient all-reduce.
+* Determinism: the step's random key is ``fold_in(key(seed), step)`` and the Grain iterator
+  position is checkpointed, so a run killed at any moment and restarted continues with exactly
+  the loss sequence of an uninterrupted run.
+* Failures: a step whose loss is NaN / inf is not applied (parameters stay finite); the loop
+  notices at the next logged or checkpointed step, stops with ``NonFiniteLossError`` and keeps
+  the last checkpoint (written before). SIGTERM (preemption) saves a checkpoint and returns.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from hmr_jax.training import checkpointing, optim
+from hmr_jax.training.metric_writers import MetricWriter
+from hmr_jax.training.stages import Stage, get_stage
+
+log = logging.getLogger(__name__)
+
+DATA_AXIS = "data"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or inf; the message names the step and the last checkpoint."""
+
+
+# ----------------------------------------------------------------------------- distributed
+def initialize_distributed(config) -> None:
+    """Start ``jax.distributed`` when the run spans several processes.
+
+    ``config.distributed.coordinator_address`` / ``num_processes`` / ``process_id`` set
+    explicitly (e.g. two processes on one machine), or ``config.distributed.auto=True`` lets JAX
+    discover them (TPU pods, SLURM, ...). Nothing happens for a single process.
+    """
+    dist = config.get("distributed")
+    if dist is None or jax.distributed.is_initialized():
+        return
+    if dist.get("coordinator_address"):
+        jax.distributed.initialize(coordinator_address=dist.coordinator_address,
+                                   num_processes=dist.num_processes,
+                                   process_id=dist.process_id)
+    elif dist.get("auto", False):
+        jax.distributed.initialize()
+
+
+def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
+    """A 1-D mesh, axis ``"data"``, over all (or the first ``num_devices``) global devices."""
+    devices = jax.devices()
+    if num_devices:
+        if num_devices > len(devices):
+            raise ValueError(f"config.num_devices={num_devices} but only {len(devices)} devices exist")
+        devices = devices[:num_devices]
+    return jax.sharding.Mesh(np.array(devices), (DATA_AXIS,))
+
+
+def param_shardings(tree: Any, mesh: jax.sharding.Mesh, mode: str, min_size: int = 2 ** 14):
+    """Shardings of a pytree of arrays (or ShapeDtypeStructs).
+
+    ``"replicated"``: every device holds everything. ``"fsdp"``: each array with at least
+    ``min_size`` elements is split along its largest axis divisible by the mesh size.
+    """
+    replicated = NamedSharding(mesh, P())
+    if mode == "replicated":
+        return jax.tree.map(lambda _: replicated, tree)
+    if mode != "fsdp":
+        raise ValueError(f"config.sharding.params={mode!r} is unknown; use replicated or fsdp")
+    n = mesh.devices.size
+
+    def rule(x):
+        shape = getattr(x, "shape", ())
+        if int(np.prod(shape, dtype=np.int64)) < min_size:
+            return replicated
+        for axis in np.argsort(shape)[::-1]:
+            if shape[axis] % n == 0:
+                spec = [None] * len(shape)
+                spec[axis] = DATA_AXIS
+                return NamedSharding(mesh, P(*spec))
+        return replicated
+
+    return jax.tree.map(rule, tree)
+
+
+# ----------------------------------------------------------------------------- input pipeline
+def _as_map_dataset(source) -> grain.MapDataset:
+    return source if isinstance(source, grain.MapDataset) else grain.MapDataset.source(source)
+
+
+def local_batch_size(global_batch: int) -> int:
+    """Examples this process loads per step; the global batch must split evenly over hosts
+    and devices."""
+    if global_batch % jax.process_count() or global_batch % jax.device_count():
+        raise ValueError(f"config.batch_size={global_batch} must be divisible by the number of "
+                         f"processes ({jax.process_count()}) and devices ({jax.device_count()})")
+    return global_batch // jax.process_count()
+
+
+def train_dataset(stage: Stage, config) -> tuple[grain.IterDataset, int]:
+    """This process's infinite, shuffled, augmented, batched training stream and the number of
+    optimizer steps per epoch.
+
+    The global example stream (reshuffled every epoch with seed ``config.seed``, augmented by a
+    generator Grain seeds from the example's global position) does not depend on the number of
+    processes: global batch ``b`` is stream elements ``[b*B, (b+1)*B)`` and process ``i`` of ``n``
+    reads only its contiguous slice of it (``B/n`` examples), which
+    ``make_array_from_process_local_data`` places at the same offsets of the global array. So one
+    host and a pod see the same batches, and only the examples a host needs are decoded there.
+    """
+    ds = _as_map_dataset(stage.train_source())
+    n_total = len(ds)
+    global_batch = int(config.batch_size)
+    local = local_batch_size(global_batch)
+    steps_per_epoch = n_total // global_batch
+    if steps_per_epoch < 1:
+        raise ValueError(f"The training set has {n_total} examples, fewer than one batch "
+                         f"(config.batch_size={global_batch}).")
+    stream = ds.seed(config.seed).shuffle().repeat(None).random_map(stage.augment)
+    offset = jax.process_index() * local
+
+    def global_position(j: int) -> int:
+        return (j // local) * global_batch + offset + j % local
+
+    ds = grain.MapDataset.range(0, len(stream) // global_batch * local).map(
+        lambda j: stream[global_position(j)])
+    ds = ds.batch(local, drop_remainder=True)
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=config.data.get("read_threads", 0),
+                                                 prefetch_buffer_size=config.data.get("prefetch", 0)))
+    workers = config.data.get("workers", 0)
+    if workers:
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    return it_ds, steps_per_epoch
+
+
+def to_global(batch: dict, sharding: NamedSharding) -> dict:
+    """Assemble each process's local batch into globally sharded arrays."""
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+                        batch)
+
+
+# ----------------------------------------------------------------------------- state and step
+def make_train_step(stage: Stage, tx: optax.GradientTransformation, seed: int):
+    """The pure train step ``(state, frozen, batch) -> (state, metrics)``.
+
+    ``state`` = {"step", "params", "opt_state", "model_state", "nonfinite", "first_nonfinite"}.
+    An update whose loss is not finite, or that the stage marks invalid, is not applied; a
+    non-finite loss increments ``nonfinite`` (and records its step) for the host to report.
+    """
+    base_key = jax.random.key(seed)
+
+    def train_step(state, frozen, batch):
+        step = state["step"]
+        rng = jax.random.fold_in(base_key, step)
+
+        def loss_fn(params):
+            return stage.loss(params, state["model_state"], frozen, batch, rng, step)
+
+        (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        finite = jnp.isfinite(loss)
+        apply = jnp.logical_and(finite, jnp.asarray(out.valid))
+
+        def pick(new, old):
+            return jax.tree.map(lambda a, b: jnp.where(apply, a, b), new, old)
+
+        new_state = {
+            "step": step + 1,
+            "params": pick(params, state["params"]),
+            "opt_state": pick(opt_state, state["opt_state"]),
+            "model_state": pick(out.model_state, state["model_state"]),
+            "nonfinite": state["nonfinite"] + (~finite).astype(jnp.int32),
+            "first_nonfinite": jnp.where((state["nonfinite"] == 0) & ~finite, step,
+                                         state["first_nonfinite"]),
+        }
+        metrics = {"loss": loss, **out.terms,
+                   "grad_norm": optax.global_norm(grads), "applied": apply.astype(jnp.float32)}
+        return new_state, metrics
+
+    return train_step
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop polls (single process). Multi-process runs use JAX's
+    preemption sync point so that every host stops at the same step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+        if jax.process_count() == 1:
+            try:
+                self._previous = signal.signal(signal.SIGTERM, self._handler)
+            except ValueError:  # not the main thread
+                self._previous = None
+
+    def _handler(self, signum, frame):
+        self.requested = True
+
+    def reached(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            try:
+                from jax.experimental import multihost_utils
+                return bool(multihost_utils.reached_preemption_sync_point(step))
+            except Exception:  # noqa: BLE001 - no preemption service: never preempted
+                return False
+        return self.requested
+
+    def restore(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1)
+
+
+# ----------------------------------------------------------------------------- the loop
+def train(config, workdir: str) -> dict:
+    """Train ``config.stage`` for ``config.total_steps`` steps in ``workdir``; resumable.
+
+    Returns a summary ``{"step", "loss", "preempted", "resumed_from", ...}``. Raises
+    ``NonFiniteLossError`` on a NaN / inf loss (the last checkpoint is kept).
+    """
+    initialize_distributed(config)
+    os.makedirs(workdir, exist_ok=True)
+    is_main = jax.process_index() == 0
+    if is_main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+    mesh = make_mesh(config.get("num_devices", 0) or None)
+    if mesh.devices.size != jax.device_count() and jax.process_count() > 1:
+        raise ValueError("config.num_devices must be unset in multi-process runs")
+    replicated = NamedSharding(mesh, P())
+    batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
+
+    stage = get_stage(config)
+    data, steps_per_epoch = train_dataset(stage, config)
+    train_iter = iter(data)
+
+    # Variables from the shapes of one batch (a separate iterator: the real one is untouched).
+    example = next(iter(data))
+    example = to_global(example, batch_sharding)
+    init_key = jax.random.key(config.seed + 1)
+    abstract_vars = jax.eval_shape(stage.init, init_key, example)
+    var_shardings = type(abstract_vars)(
+        params=param_shardings(abstract_vars.params, mesh, config.sharding.params),
+        model_state=jax.tree.map(lambda _: replicated, abstract_vars.model_state),
+        frozen=jax.tree.map(lambda _: replicated, abstract_vars.frozen))
+    variables = jax.jit(stage.init, out_shardings=var_shardings)(init_key, example)
+    variables = _load_pretrained(stage, variables)
+
+    tx, schedule = optim.make_optimizer(config.optim, config.batch_size, steps_per_epoch)
+    opt_state = jax.jit(tx.init)(variables.params)
+    state = {"step": jnp.zeros((), jnp.int32), "params": variables.params, "opt_state": opt_state,
+             "model_state": variables.model_state, "nonfinite": jnp.zeros((), jnp.int32),
+             "first_nonfinite": jnp.full((), -1, jnp.int32)}
+    state = jax.device_put(state, jax.tree.map(lambda x: x.sharding, state))
+    state_shardings = jax.tree.map(lambda x: x.sharding, state)
+    frozen = variables.frozen
+
+    ckpt_cfg = config.checkpoint
+    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                              save_every=ckpt_cfg.every_steps,
+                                              keep=ckpt_cfg.keep,
+                                              async_save=ckpt_cfg.get("async_save", True))
+    writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.get("tensorboard", True))
+    restored, resumed_from = checkpointer.restore_latest(checkpointing.abstract_like(state),
+                                                         train_iter)
+    if restored is not None:
+        state = restored
+        writer.truncate_after(resumed_from)
+        log.warning("Resumed from step %d in %s", resumed_from, checkpointer.directory)
+
+    step_fn = jax.jit(make_train_step(stage, tx, config.seed),
+                      in_shardings=(state_shardings, None, batch_sharding),
+                      out_shardings=(state_shardings, replicated),
+                      donate_argnums=(0,))
+    val_fn = jax.jit(stage.validate) if stage.val_source() is not None else None
+
+    total = int(config.total_steps)
+    step = int(jax.device_get(state["step"]))
+    log_every = max(int(config.log_every_steps), 1)
+    eval_every = int(config.get("eval_every_steps", 0))
+    preemption = _Preemption()
+    bar = _progress(total, step, is_main and config.get("progress_bar", True))
+    summary = {"resumed_from": resumed_from, "preempted": False}
+    last_time, last_step = time.perf_counter(), step
+    metrics = None
+    try:
+        while step < total:
+            if preemption.reached(step):
+                checkpointer.save(step, state, train_iter, force=True)
+                checkpointer.wait()
+                log.warning("Preemption signal: saved step %d and stopped.", step)
+                summary["preempted"] = True
+                break
+            batch = to_global(next(train_iter), batch_sharding)
+            state, metrics = step_fn(state, frozen, batch)
+            step += 1
+            if bar is not None:
+                bar.update(1)
+            do_log = step % log_every == 0 or step == total
+            do_save = step % ckpt_cfg.every_steps == 0 or step == total
+            if not (do_log or do_save):
+                continue
+            _check_finite(state, checkpointer)
+            if do_log:
+                now = time.perf_counter()
+                steps_per_s = (step - last_step) / max(now - last_time, 1e-9)
+                last_time, last_step = now, step
+                host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                host.update(lr=float(schedule(step - 1)), steps_per_s=steps_per_s,
+                            images_per_s=steps_per_s * config.batch_size, epoch=(step - 1) / steps_per_epoch)
+                writer.write(step, host)
+                summary["loss"] = host["loss"]
+                if bar is not None:
+                    bar.set_postfix(loss=f"{host['loss']:.4g}", img_s=f"{host['images_per_s']:.1f}")
+            if eval_every and (step % eval_every == 0 or step == total) and val_fn is not None:
+                writer.write(step, _validate(stage, val_fn, state, frozen, config, batch_sharding),
+                             prefix="val/")
+            if do_save:
+                checkpointer.save(step, state, train_iter, force=step == total)
+    finally:
+        if bar is not None:
+            bar.close()
+        preemption.restore()
+        checkpointer.close()
+        writer.close()
+    summary["step"] = step
+    summary["state"] = state
+    summary["frozen"] = frozen
+    return summary
+
+
+def _check_finite(state, checkpointer: checkpointing.Checkpointer) -> None:
+    """Raise ``NonFiniteLossError`` if any step since the last check had a NaN / inf loss."""
+    bad, first = (int(v) for v in jax.device_get((state["nonfinite"], state["first_nonfinite"])))
+    if bad:
+        checkpointer.wait()
+        last = checkpointer.latest_step()
+        raise NonFiniteLossError(
+            f"The training loss became NaN/inf at step {first + 1} ({bad} step(s) so far); those "
+            f"updates were not applied. Stopping. The last good checkpoint is "
+            f"{'step ' + str(last) if last is not None else 'none'} in {checkpointer.directory}. "
+            "Lower optim.base_lr, enable optim.grad_clip_norm, or check the data near this step.")
+
+
+def _validate(stage: Stage, val_fn, state, frozen, config, batch_sharding) -> dict:
+    """Mean of the stage's per-sample validation metrics over ``config.eval_batches`` batches."""
+    ds = _as_map_dataset(stage.val_source())
+    ds = ds[jax.process_index()::jax.process_count()]
+    ds = ds.batch(local_batch_size(config.batch_size), drop_remainder=True)
+    sums, count = {}, 0
+    for i, batch in enumerate(ds):
+        if i >= config.get("eval_batches", 10):
+            break
+        out = jax.device_get(val_fn(state["params"], state["model_state"], frozen,
+                                    to_global(batch, batch_sharding)))
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + float(np.sum(v))
+        count += config.batch_size
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+def _load_pretrained(stage: Stage, variables):
+    """Let the stage put converted pre-trained weights into freshly initialised variables."""
+    loader = getattr(stage, "load_pretrained", None)
+    return loader(variables) if loader is not None else variables

@@ -1,0 +1,41 @@
+"""Train any stage: ``python train.py --config configs/NAME.py --workdir DIR [--config.key=value]``.
+
+Stages (one config file each): ``configs/train_mesh_vqvae.py`` (the tokenizer),
+``configs/train_mega_pretrain.py`` (MEGA's VQMAE on meshes), ``configs/train_mega_{hrnet,resnet,vit}.py``,
+``configs/train_vqhps_{hrnet,resnet}.py``, and ``configs/train_toy.py`` (a seconds-long check).
+A run resumes from the latest checkpoint in ``--workdir`` automatically. Several hosts: set
+``--config.distributed.auto=True`` (TPU pods, SLURM) or the explicit coordinator fields.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Training config file (configs/train_*.py).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics.jsonl and TensorBoard.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes at INFO
+    from hmr_jax.training.trainer import NonFiniteLossError, train
+    try:
+        summary = train(FLAGS.config, FLAGS.workdir)
+    except NonFiniteLossError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        sys.exit(3)
+    state = "preempted, checkpoint saved" if summary["preempted"] else "done"
+    print(f"train.py: {state} at step {summary['step']}; workdir {FLAGS.workdir}")
+
+
+if __name__ == "__main__":
+    app.run(main)
