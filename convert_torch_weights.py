@@ -30,10 +30,40 @@ def _parse(argv):
     p.add_argument("--model", help="checkpoint kind (default: detected from the keys)")
     p.add_argument("--config", help="JSON file with the model config (or a parity fixture JSON)")
     p.add_argument("--verify", help="NAME_io.npz fixture to compare the converted model against")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an entry of the completed model config (dotted key as in the written "
+        "config.json; VALUE parsed as JSON, else kept as a string), e.g. "
+        "--set autoencoder.connection_folder=/data/ConnectionMatrices; repeatable",
+    )
     p.add_argument("--atol", type=float, default=1e-4, help="max relative error allowed by --verify")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--list", action="store_true", help="list the checkpoint kinds and exit")
     return p.parse_args(argv)
+
+
+def _apply_overrides(config: dict, overrides: list[str]) -> dict:
+    """``config`` with each ``KEY=VALUE`` of ``--set`` applied (dotted keys walk sub-dicts)."""
+    config = json.loads(json.dumps(config, default=common._json_default))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise common.ConversionError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise common.ConversionError(f"--set {key}: the config has no section {part!r}")
+            node = node[part]
+        node[leaf] = value
+    return config
 
 
 def _fail(msg: str) -> int:
@@ -72,7 +102,7 @@ def main(argv=None) -> int:
         state = common.StateDict(raw, what=f"{args.checkpoint} as {name}")
         variables, config = conv.convert(state, user_config)
         state.finish()
-        config = dict(config, model=name)
+        config = _apply_overrides(dict(config, model=name), args.set)
         meta = dict(info, model=name, ignored_keys=state.ignored)
         result = {"model": name}
         if args.out:

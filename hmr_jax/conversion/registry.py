@@ -22,7 +22,9 @@ from typing import Any, Callable
 CONVERTERS: dict[str, "Converter"] = {}
 
 # Modules that call ``register`` on import, one per model family.
-_MODULES: list[str] = []
+_MODULES: list[str] = [
+    "hmr_jax.conversion.mesh_vqvae",
+]
 
 
 @dataclasses.dataclass(frozen=True)
