@@ -56,7 +56,8 @@ def _from_original(modelconv: Mapping, model: Mapping, sha256: Mapping | None) -
         initial = modelconv.get("initial_connection_fn")
         if initial:
             initial = pathlib.Path(str(initial)).stem.lstrip("_")
-        names = {f"_{n}.npy" for n in layers} | ({f"_{initial}.npy"} if initial else set())
+        names = set(layers) | ({initial} if initial else set())
+        sums = {pathlib.Path(k).stem.lstrip("_"): v for k, v in (sha256 or {}).items()}
         return {
             "conv": "fcae",
             "autoencoder": {
@@ -66,9 +67,7 @@ def _from_original(modelconv: Mapping, model: Mapping, sha256: Mapping | None) -
                 "channels": [int(c) for c in modelconv["channel_lst"]],
                 "weight_nums": [int(k) for k in modelconv["weight_num_lst"]],
                 "residual_rates": [float(r) for r in modelconv["residual_rate_lst"]],
-                "connection_sha256": (
-                    {k: v for k, v in sha256.items() if k in names} if sha256 else None
-                ),
+                "connection_sha256": {k: v for k, v in sums.items() if k in names} or None,
             },
             "quantizer": {
                 "num_embeddings": int(model["num_embeddings"]),
@@ -322,7 +321,7 @@ def build_model(config: Mapping[str, Any], sha256: Mapping[str, str] | None = No
 
     Args:
       config: Mesh-VQ-VAE config (our layout).
-      sha256: extra expected sums ``{file name: sha256}`` for the connection files.
+      sha256: extra expected sums ``{file name or layer name: sha256}`` for the connection files.
     Raises:
       ConversionError: the connection folder / a file is missing or malformed, or a sum differs.
     """
@@ -333,7 +332,15 @@ def build_model(config: Mapping[str, Any], sha256: Mapping[str, str] | None = No
     if cfg.get("conv", "fcae") != "fcae":
         return MeshVQVAE(cfg)
     if sha256:
-        cfg["autoencoder"]["connection_sha256"] = dict(cfg["autoencoder"].get("connection_sha256") or {}, **sha256)
+        sums = dict(cfg["autoencoder"].get("connection_sha256") or {})
+        for key, value in sha256.items():
+            layer = pathlib.Path(key).stem.lstrip("_")
+            if sums.get(layer, value) != value:
+                raise ConversionError(
+                    f"the config and the fixture record different sha256 sums for connection layer {layer}"
+                )
+            sums[layer] = value
+        cfg["autoencoder"]["connection_sha256"] = sums
     try:
         conns = load_connections(cfg)
     except ConnectionFileError as e:
@@ -373,38 +380,60 @@ def _int_error(got, want) -> float:
     return 0.0 if got.shape == want.shape and np.array_equal(got, want) else 1.0
 
 
+def _fixture_functions(model):
+    """Jitted (eval pass, train pass) for ``model``, memoised on its config (compiling the whole
+    tokenizer takes ~10 s on a small CPU; repeated verifications of one config reuse it)."""
+    import json
+
+    key = json.dumps(model.config, sort_keys=True, default=str)
+    if key not in _FIXTURE_FUNCTIONS:
+        import jax
+
+        def eval_pass(module, x):
+            out = module(x)  # eval-mode forward: encode, quantise, decode the straight-through latent
+            codes = module.lookup(out.quantized.indices)
+            decoded = module.decode_latent(codes)  # decode(ids): the decoder layers sown last
+            return out, codes, decoded
+
+        @jax.jit
+        def run_eval(v, x):
+            (out, codes, decoded), state = model.apply(v, x, method=eval_pass, mutable=["intermediates"])
+            return out, codes, decoded, state["intermediates"]
+
+        @jax.jit
+        def run_train(v, x):
+            out, state = model.apply(v, x, train=True, mutable=["vq_stats"])
+            return out.loss, out.perplexity, state
+
+        _FIXTURE_FUNCTIONS.clear()  # keep one compiled model alive at most
+        _FIXTURE_FUNCTIONS[key] = (run_eval, run_train)
+    return _FIXTURE_FUNCTIONS[key]
+
+
+_FIXTURE_FUNCTIONS: dict = {}
+
+
 def run_fixture(model, variables, meshes: np.ndarray) -> dict[str, np.ndarray]:
     """Every output a Mesh-VQ-VAE fixture records, computed by ``model`` on ``meshes``.
 
-    Returns a dict ``{out_* name: array}`` (plus ``layers_enc`` / ``layers_dec``: per-layer
-    outputs, (B, points, channels), keyed by layer index).
+    Args:
+      model: a MeshVQVAE (``conv == "fcae"``).
+      variables: its variables.
+      meshes: (B, V, 3) input meshes.
+    Returns:
+      ``{out_* name: array}`` for the names the fixtures use, plus ``"layers"``: ``{layer index:
+      (B, points, channels) output}`` (encoder layers from the forward pass, decoder layers from
+      decoding the token ids).
     """
     import jax
     import jax.numpy as jnp
 
     meshes = jnp.asarray(meshes, jnp.float32)
     variables = jax.tree.map(jnp.asarray, variables)
-
-    def eval_pass(module, x):
-        out = module(x)  # eval-mode forward
-        z = module.encode_latent(x)
-        q = module.quantize(z)
-        ids = q.indices
-        codes = module.lookup(ids)
-        decoded = module.decode_latent(codes)
-        return out, z, q, codes, decoded
-
-    @jax.jit
-    def run_eval(v, x):
-        (out, z, q, codes, decoded), state = model.apply(v, x, method=eval_pass, mutable=["intermediates"])
-        return out, z, q, codes, decoded, state["intermediates"]
-
-    @jax.jit
-    def run_train(v, x):
-        return model.apply(v, x, train=True, mutable=["vq_stats"])
-
-    out, z, q, codes, decoded, inter = run_eval(variables, meshes)
-    train_out, new_state = run_train(variables, meshes)
+    run_eval, run_train = _fixture_functions(model)
+    out, codes, decoded, inter = run_eval(variables, meshes)
+    z, q = out.z, out.quantized
+    train_loss, train_perplexity, new_state = run_train(variables, meshes)
     layers = {int(k[len("layer"):-len("_out")]): np.asarray(v) for k, v in inter["autoencoder"].items()}
     res = {
         "out_z": z,
@@ -419,8 +448,8 @@ def run_fixture(model, variables, meshes: np.ndarray) -> dict[str, np.ndarray]:
         "out_forward_perplexity": jnp.reshape(out.perplexity, (1,)),
         "out_quantized_from_indices": codes,
         "out_decoded": decoded,
-        "out_train_forward_loss": jnp.reshape(train_out.loss, (1,)),
-        "out_train_forward_perplexity": jnp.reshape(train_out.perplexity, (1,)),
+        "out_train_forward_loss": jnp.reshape(train_loss, (1,)),
+        "out_train_forward_perplexity": jnp.reshape(train_perplexity, (1,)),
     }
     stats = new_state["vq_stats"]["quantizer"]
     if "embedding" in stats:

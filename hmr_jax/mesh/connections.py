@@ -226,7 +226,7 @@ def load_hierarchy(
       in_points: vertex count of the input mesh. ``None``: the row count of ``initial``'s file if
         given (the original "initial connection" file), else inferred from the first file's padding.
       initial: name of the initial connection file (``pool0`` in the released configs).
-      sha256: optional ``{file name (e.g. "_pool0.npy") or layer name: hex digest}``; every loaded
+      sha256: optional ``{layer name (e.g. "pool0") or file name ("_pool0.npy"): hex digest}``; every loaded
         file with an entry is checked.
     Returns:
       One :class:`ConnectionLayer` per name; layer ``l``'s ``in_points`` is layer ``l-1``'s

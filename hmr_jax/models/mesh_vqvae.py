@@ -20,7 +20,7 @@ the released one)::
     channels: [int]             # output channels per layer (the last is 3)
     weight_nums: [int]          # kernel basis size per layer (0 for pure pooling)
     residual_rates: [float]     # per layer, in [0, 1]
-    connection_sha256: {file: sha256} | None   # optional check of the connection files
+    connection_sha256: {layer: sha256} | None  # optional check of the connection files
   quantizer:
     num_embeddings: int         # codes per codebook (512)
     embedding_dim: int          # channels of a token (9)
@@ -68,20 +68,20 @@ RELEASED_54: dict = {
         "weight_nums": [9, 0, 9, 0, 9, 0, 9, 9, 0, 9, 0, 9, 0, 9],
         "residual_rates": [0, 1, 0, 1, 0, 1, 0, 0, 1, 0, 1, 0, 1, 0],
         "connection_sha256": {
-            "_pool0.npy": "bb8f3661708e461c69839d114f52e02f05afa750416d553f632ea642b3f97c96",
-            "_pool1.npy": "7ec0773329c36cf44a02765ee89e2eb110240ab03ce91cdabc84299dacb16631",
-            "_pool2.npy": "cc5acd27734625b55d08336fbbdff9411e42ea5e5072c9ced0435953e2f9ee61",
-            "_pool3.npy": "09902bd044f0280b1e59571ecde335805a92ba3b248059fdc4d0349159d7b199",
-            "_pool4.npy": "f49d4b4d210fd40fc9f9785e4ce10337551dc3f558974df31a89451ddd2e4941",
-            "_pool5.npy": "9808015822a2cc2a3f305337d52cbb47604bcdf583f3c844fcf67ba3217d5a52",
-            "_pool6.npy": "ea760d5e69979a75f970d58c802b7bf419258cb8c0217b2441b08873b99d66a2",
-            "_unpool6.npy": "c258fb901f811f9991517ee8e37c05257eb117292f300a32185a57b30d8cbb8c",
-            "_unpool5.npy": "eac67842f2b6d412936c9542720c740f21eee76f976eeeb44cfa25c83f9ad09b",
-            "_unpool4.npy": "a9917981ccef0f4e39b596162258f7af420dde062b84790550b750452a5a6f7c",
-            "_unpool3.npy": "0f6d9b6f4e4f69512388277ca7ccdbe9f8560751e82ddb33485a22047e7d0a73",
-            "_unpool2.npy": "4512312bb7fbffa59c564eaf48514add38ba190b3fddb8877d6019fb849da034",
-            "_unpool1.npy": "7ec71372ac0b50de52ac453b1d28705b1f021331c311e7210e5da4070e0228df",
-            "_unpool0.npy": "6776613d4c7b15b7cd42004a833c6d40db8f4f1ef6a0f2e6f3c3424fdf62c7cb",
+            "pool0": "bb8f3661708e461c69839d114f52e02f05afa750416d553f632ea642b3f97c96",
+            "pool1": "7ec0773329c36cf44a02765ee89e2eb110240ab03ce91cdabc84299dacb16631",
+            "pool2": "cc5acd27734625b55d08336fbbdff9411e42ea5e5072c9ced0435953e2f9ee61",
+            "pool3": "09902bd044f0280b1e59571ecde335805a92ba3b248059fdc4d0349159d7b199",
+            "pool4": "f49d4b4d210fd40fc9f9785e4ce10337551dc3f558974df31a89451ddd2e4941",
+            "pool5": "9808015822a2cc2a3f305337d52cbb47604bcdf583f3c844fcf67ba3217d5a52",
+            "pool6": "ea760d5e69979a75f970d58c802b7bf419258cb8c0217b2441b08873b99d66a2",
+            "unpool6": "c258fb901f811f9991517ee8e37c05257eb117292f300a32185a57b30d8cbb8c",
+            "unpool5": "eac67842f2b6d412936c9542720c740f21eee76f976eeeb44cfa25c83f9ad09b",
+            "unpool4": "a9917981ccef0f4e39b596162258f7af420dde062b84790550b750452a5a6f7c",
+            "unpool3": "0f6d9b6f4e4f69512388277ca7ccdbe9f8560751e82ddb33485a22047e7d0a73",
+            "unpool2": "4512312bb7fbffa59c564eaf48514add38ba190b3fddb8877d6019fb849da034",
+            "unpool1": "7ec71372ac0b50de52ac453b1d28705b1f021331c311e7210e5da4070e0228df",
+            "unpool0": "6776613d4c7b15b7cd42004a833c6d40db8f4f1ef6a0f2e6f3c3424fdf62c7cb",
         },
     },
     "quantizer": {
