@@ -1,0 +1,478 @@
+"""MEGA: masked generative autoencoder over Mesh-VQ-VAE tokens (Fiche et al., CVPR 2025).
+
+Two forms, as in the original code:
+
+* :class:`VQMAE` -- unconditional, pre-trained on meshes alone (``mega_pretrained``);
+* :class:`CVQMAE` -- conditioned on an image: an image backbone gives ``L`` condition tokens
+  (``cond_dim`` features each) that the decoder attends to, plus a rotation / camera head on
+  their average.
+
+Both share the masked-token encoder (visible tokens + a cls token, learned positional
+embeddings, pre-norm transformer blocks, final LayerNorm) and the masked-token decoder (mask
+token at the masked positions, learned positions, blocks, linear head to token logits).
+
+Masking. A *visible* mask ``(B, 54)`` (True / 1 = token known) says which tokens the encoder
+sees. The original gathers the visible tokens in a random order (NumPy's global RNG) and runs
+the encoder on them; here every position stays in place and the encoder's attention simply
+ignores masked keys, which is the same computation (attention does not depend on token order)
+with static shapes. Training masks come from :func:`random_visible_mask` (fixed ratio) and
+:func:`scheduled_visible_mask` (cosine-scheduled ratio); inference passes the mask explicitly.
+
+Behaviour of the original that changes results, reproduced only with ``faithful=True``
+(the corrected behaviour is the default; see also :mod:`hmr_jax.models.decoding`):
+
+1. Decoder mask off by one: the original's decoder reports the first masked token *in its
+   random shuffle order* as visible. :func:`decoder_mask_out` reproduces it from the shuffle
+   (:func:`original_inference_shuffle`, :func:`original_scheduled_shuffle`); corrected, the
+   returned mask is exactly the masked positions.
+2. Inference masking shuffles with NumPy's global RNG and takes the number of visible tokens
+   from batch row 0: :func:`original_inference_shuffle` draws the same permutations from a
+   ``np.random.RandomState`` (the global one by default) and returns the visible mask the
+   original's encoder effectively used (rows with another count than row 0 get the first
+   ``count(row 0)`` tokens of their shuffle). Corrected: no shuffle, every row uses its own mask.
+3. The conditional decoder slices its output with the configured ``cond_length`` instead of
+   the real number of condition tokens: faithful mode raises when the two differ (the original
+   then drops mesh tokens and crashes, e.g. ViT with ``cond_length`` 196 for 192 tokens);
+   corrected, the slice uses the real number.
+
+Image features are NHWC; token sequences ``(B, T)`` int32; features ``(B, T, C)``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hmr_jax.models.transformer import Block, Dtype
+
+_POS_INIT = nn.initializers.truncated_normal(stddev=0.02)
+
+
+def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
+    """Standard sin/cos positional encoding (Vaswani et al.), as MEGA's ``PositionalEncoding``.
+
+    Returns:
+      (length, dim) float32: ``[p, 2i] = sin(p / 10000^(2i/dim))``, ``[p, 2i+1] = cos(...)``.
+    """
+    position = np.arange(length, dtype=np.float32)[:, None]
+    div = np.exp(np.arange(0, dim, 2, dtype=np.float32) * np.float32(-math.log(10000.0) / dim))
+    pe = np.zeros((length, dim), np.float32)
+    pe[:, 0::2] = np.sin(position * div)
+    pe[:, 1::2] = np.cos(position * div)[:, : dim // 2]
+    return pe
+
+
+# ------------------------------------------------------------------------------------------
+# Masking
+
+
+def random_visible_mask(key: jax.Array, batch: int, seq_length: int, mask_ratio: float) -> jnp.ndarray:
+    """Training masking with a fixed ratio (original ``PatchShuffle``).
+
+    Each row keeps ``int(seq_length * (1 - mask_ratio))`` tokens chosen uniformly at random.
+    Returns (batch, seq_length) bool, True = visible.
+    """
+    keep = int(seq_length * (1 - mask_ratio))
+    rank = jnp.argsort(jnp.argsort(jax.random.uniform(key, (batch, seq_length)), axis=-1), axis=-1)
+    return rank < keep
+
+
+def scheduled_visible_mask(key: jax.Array, batch: int, seq_length: int,
+                           fixed_ratio: float | None = None) -> jnp.ndarray:
+    """Training masking with a cosine-scheduled ratio (original ``PatchShuffleScheduled``).
+
+    One ``u ~ U(0, 1)`` per batch gives the masked ratio ``cos(pi u / 2)`` (or ``fixed_ratio``);
+    every row keeps ``int(seq_length * (1 - ratio))`` random tokens. ``fixed_ratio=1`` masks
+    everything (MEGA's deterministic mode). Returns (batch, seq_length) bool, True = visible.
+    """
+    k_ratio, k_perm = jax.random.split(key)
+    if fixed_ratio is None:
+        ratio = jnp.cos(jax.random.uniform(k_ratio, ()) * jnp.pi * 0.5)
+    else:
+        ratio = jnp.asarray(fixed_ratio, jnp.float32)
+    keep = jnp.floor(seq_length * (1 - ratio)).astype(jnp.int32)
+    rank = jnp.argsort(jnp.argsort(jax.random.uniform(k_perm, (batch, seq_length)), axis=-1), axis=-1)
+    return rank < keep
+
+
+def _global_rng(rng):
+    return np.random.mtrand._rand if rng is None else rng
+
+
+def original_inference_shuffle(visible: np.ndarray, rng: np.random.RandomState | None = None):
+    """The original ``PatchShuffleInference`` shuffle, drawn from NumPy's legacy RNG (faithful mode).
+
+    Per row: shuffle the visible positions, then the masked ones, concatenate (= forward
+    order); backward = argsort(forward). The number of tokens the encoder keeps is the visible
+    count of row 0.
+
+    Args:
+      visible: (B, T) 0/1 mask, 1 = visible.
+      rng: a ``np.random.RandomState``; default NumPy's global one, exactly as the original.
+    Returns:
+      ``(backward_indexes (B, T) int64, effective_visible (B, T) bool)``: the position of each
+      token in the shuffled order, and the tokens the original's encoder really saw.
+    """
+    rng = _global_rng(rng)
+    visible = np.asarray(visible).astype(bool)
+    backward = []
+    for row in visible:
+        ids = np.arange(len(row))
+        kept, masked = ids[row], ids[~row]
+        rng.shuffle(kept)
+        rng.shuffle(masked)
+        backward.append(np.argsort(np.concatenate([kept, masked])))
+    backward = np.stack(backward)
+    count0 = int(visible[0].sum())
+    return backward, backward < count0
+
+
+def original_scheduled_shuffle(batch: int, seq_length: int, fixed_ratio: float,
+                               rng: np.random.RandomState | None = None):
+    """The original ``PatchShuffleScheduled`` with ``fixed_ratio`` (faithful mode).
+
+    Returns ``(backward_indexes (B, T) int64, visible (B, T) bool)`` drawn from NumPy's legacy
+    RNG (global by default), ``int(T * (1 - fixed_ratio))`` visible tokens per row.
+    """
+    rng = _global_rng(rng)
+    keep = int(seq_length * (1 - fixed_ratio))
+    backward = []
+    for _ in range(batch):
+        forward = np.arange(seq_length)
+        rng.shuffle(forward)
+        backward.append(np.argsort(forward))
+    backward = np.stack(backward)
+    return backward, backward < keep
+
+
+def decoder_mask_out(visible, backward_indexes=None, faithful: bool = False):
+    """The mask MEGA's decoder returns (1 = position counted as masked).
+
+    Corrected: ``1 - visible``. Faithful (needs the original's ``backward_indexes``): the first
+    masked token in the shuffle order is reported as 0, i.e. mask = ``backward > count``, with
+    ``count`` the number of tokens the encoder kept (row 0's visible count).
+
+    Args:
+      visible: (B, T) 0/1 or bool; backward_indexes: (B, T) from the original-shuffle helpers.
+    Returns:
+      (B, T) float32.
+    """
+    if not faithful:
+        return 1.0 - jnp.asarray(visible, jnp.float32)
+    if backward_indexes is None:
+        raise ValueError("faithful decoder_mask_out needs the original's backward_indexes")
+    count = int(np.asarray(visible)[0].astype(bool).sum())
+    return (jnp.asarray(backward_indexes) > count).astype(jnp.float32)
+
+
+# ------------------------------------------------------------------------------------------
+# Encoder / decoder
+
+
+class MaskedTokenEncoder(nn.Module):
+    """MEGA's encoder: visible tokens + cls token -> features.
+
+    Attributes:
+      seq_length: tokens per mesh (54); emb_dim: feature size; num_layers / num_heads: blocks.
+      num_embeddings: token vocabulary (the Mesh-VQ-VAE codebook size, 512).
+    """
+
+    seq_length: int = 54
+    emb_dim: int = 1024
+    num_layers: int = 12
+    num_heads: int = 4
+    num_embeddings: int = 512
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens: jnp.ndarray, visible: jnp.ndarray) -> jnp.ndarray:
+        """tokens: (B, T) int; visible: (B, T) bool/0-1.
+
+        Returns:
+          (B, 1 + T, emb_dim): index 0 = cls feature, index 1 + t = token t's feature (only
+          meaningful where visible; masked tokens never influence visible ones).
+        """
+        b, t = tokens.shape
+        if t != self.seq_length:
+            raise ValueError(f"expected {self.seq_length} tokens per row, got {t}")
+        cls = self.param("cls_token", _POS_INIT, (self.emb_dim,))
+        pos = self.param("pos_embedding", _POS_INIT, (self.seq_length, self.emb_dim))
+        x = nn.Embed(self.num_embeddings, self.emb_dim, name="token_embedding")(tokens) + pos
+        x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, self.emb_dim)), x], axis=1)
+        keys = jnp.concatenate([jnp.ones((b, 1), bool), jnp.asarray(visible).astype(bool)], axis=1)
+        mask = keys[:, None, None, :]
+        x = x.astype(self.dtype)
+        for i in range(self.num_layers):
+            x = Block(self.num_heads, 4 * self.emb_dim, dtype=self.dtype, name=f"blocks_{i}")(x, mask)
+        return nn.LayerNorm(1e-5, dtype=jnp.float32, name="layer_norm")(x)
+
+
+class MaskedTokenDecoder(nn.Module):
+    """MEGA's decoder: encoder features + mask tokens (+ condition tokens) -> token logits.
+
+    With ``cond_dim`` set (CVQMAE) it also holds the condition embedding and the rotation /
+    camera head (two Dense layers without activation, as the original, then 6D rotation and
+    weak-perspective camera (s, tx, ty) predictors).
+    """
+
+    seq_length: int = 54
+    emb_dim: int = 1024
+    num_layers: int = 4
+    num_heads: int = 4
+    dim_tokens: int = 512
+    cond_dim: int | None = None
+    cond_length: int = 49
+    cond_dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        self.mask_token = self.param("mask_token", _POS_INIT, (self.emb_dim,))
+        self.pos_embedding = self.param("pos_embedding", _POS_INIT, (self.seq_length + 1, self.emb_dim))
+        self.blocks = [Block(self.num_heads, 4 * self.emb_dim, dtype=self.dtype, name=f"blocks_{i}")
+                       for i in range(self.num_layers)]
+        self.head = nn.Dense(self.dim_tokens, dtype=self.dtype, name="head")
+        if self.cond_dim is not None:
+            self.cond_emb = nn.Dense(self.emb_dim, dtype=self.dtype, name="cond_emb")
+            self.rotcam_0 = nn.Dense(self.emb_dim, name="rotcam_0")
+            self.rotcam_1 = nn.Dense(self.emb_dim, name="rotcam_1")
+            self.rotcam_dropout = nn.Dropout(0.5)
+            self.rot_predictor = nn.Dense(6, name="rot_predictor")
+            self.cam_predictor = nn.Dense(3, name="cam_predictor")
+
+    def embed_condition(self, cond: jnp.ndarray, dropout_key: jax.Array | None = None) -> jnp.ndarray:
+        """Condition tokens (B, L, cond_dim) -> (B, L, emb_dim): Dense + sinusoidal positions.
+
+        ``dropout_key`` (training only) drops the whole condition of a row with probability
+        ``cond_dropout`` (classifier-free style, as the original's ``cond_dropout=True``).
+        """
+        if cond.shape[-1] != self.cond_dim:
+            raise ValueError(f"condition tokens have {cond.shape[-1]} features, the model expects {self.cond_dim}")
+        emb = self.cond_emb(cond.astype(self.dtype))
+        emb = emb + jnp.asarray(sinusoidal_positions(cond.shape[1], self.emb_dim), emb.dtype)
+        if dropout_key is not None and self.cond_dropout > 0:
+            drop = jax.random.bernoulli(dropout_key, self.cond_dropout, (cond.shape[0], 1, 1))
+            emb = emb * (1.0 - drop.astype(emb.dtype))
+        return emb
+
+    def rotation_camera(self, cond: jnp.ndarray, deterministic: bool = True):
+        """Condition tokens (B, L, cond_dim) -> (rot6d (B, 6), weak-perspective cam (B, 3)).
+
+        Uses only the average condition feature (the original's global average pool).
+        """
+        pooled = jnp.mean(cond.astype(jnp.float32), axis=1)
+        h = self.rotcam_dropout(self.rotcam_0(pooled), deterministic=deterministic)
+        h = self.rotcam_dropout(self.rotcam_1(h), deterministic=deterministic)
+        return self.rot_predictor(h), self.cam_predictor(h)
+
+    def __call__(self, features: jnp.ndarray, visible: jnp.ndarray,
+                 cond_embedded: jnp.ndarray | None = None, faithful: bool = False) -> jnp.ndarray:
+        """Token logits.
+
+        Args:
+          features: (B, 1 + T, emb_dim) encoder output.
+          visible: (B, T) which tokens the encoder saw (others get the mask token).
+          cond_embedded: (B, L, emb_dim) from :meth:`embed_condition` (CVQMAE only).
+          faithful: slice the output with ``cond_length`` as the original (error if it differs
+            from L); default slices with the real L.
+        Returns:
+          (B, T, dim_tokens) logits.
+        """
+        b = features.shape[0]
+        vis = jnp.asarray(visible).astype(bool)[..., None]
+        tokens = jnp.where(vis, features[:, 1:], self.mask_token.astype(features.dtype))
+        x = jnp.concatenate([features[:, :1], tokens], axis=1) + self.pos_embedding
+        skip = 0
+        if self.cond_dim is not None:
+            if cond_embedded is None:
+                raise ValueError("this decoder is conditional: pass the embedded condition tokens")
+            n_cond = cond_embedded.shape[1]
+            if faithful and n_cond != self.cond_length:
+                raise ValueError(
+                    f"faithful mode: the original decoder slices its output with cond_length="
+                    f"{self.cond_length} but there are {n_cond} condition tokens; it would drop "
+                    f"mesh tokens and crash. Use faithful=False (slices with the real count) or "
+                    f"set cond_length={n_cond}.")
+            x = jnp.concatenate([cond_embedded.astype(x.dtype), x], axis=1)
+            skip = n_cond
+        x = x.astype(self.dtype)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(x[:, skip + 1:]).astype(jnp.float32)
+
+
+# ------------------------------------------------------------------------------------------
+# Models
+
+
+class VQMAE(nn.Module):
+    """Unconditional MEGA (pre-training on meshes): tokens + visible mask -> token logits.
+
+    Attributes mirror the original constructor: ``seq_length`` (54), ``emb_dim``,
+    ``encoder_layer`` / ``encoder_head``, ``decoder_layer`` / ``decoder_head``,
+    ``num_embeddings`` (input vocabulary), ``dim_tokens`` (output vocabulary).
+    """
+
+    seq_length: int = 54
+    emb_dim: int = 1024
+    encoder_layer: int = 12
+    encoder_head: int = 4
+    decoder_layer: int = 4
+    decoder_head: int = 4
+    num_embeddings: int = 512
+    dim_tokens: int = 512
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        self.encoder = MaskedTokenEncoder(self.seq_length, self.emb_dim, self.encoder_layer,
+                                          self.encoder_head, self.num_embeddings, self.dtype)
+        self.decoder = MaskedTokenDecoder(self.seq_length, self.emb_dim, self.decoder_layer,
+                                          self.decoder_head, self.dim_tokens, dtype=self.dtype)
+
+    def encode(self, tokens, visible):
+        """(B, T) tokens, (B, T) visible -> (B, 1 + T, emb_dim) encoder features."""
+        return self.encoder(tokens, visible)
+
+    def predict_tokens(self, tokens, visible, cond_embedded=None, faithful: bool = False):
+        """(B, T) tokens, (B, T) visible -> (B, T, dim_tokens) logits (same signature as CVQMAE's)."""
+        return self.decoder(self.encoder(tokens, visible), visible)
+
+    def __call__(self, tokens: jnp.ndarray, visible: jnp.ndarray) -> jnp.ndarray:
+        """tokens (B, T) int, visible (B, T) -> logits (B, T, dim_tokens)."""
+        return self.predict_tokens(tokens, visible)
+
+
+class CVQMAE(nn.Module):
+    """Image-conditioned MEGA: backbone -> condition tokens; tokens + mask -> logits, rotation, camera.
+
+    Attributes:
+      backbone: a Flax module mapping NHWC images (B, H, W, 3) to a feature map
+        (B, h, w, cond_dim) (HRNet-w48: 7x7x720, ResNet-50: 7x7x2048, ViT-H: 16x12x1280);
+        ``None`` to feed condition features directly.
+      cond_length: the configured number of condition tokens (used by ``faithful`` slicing).
+      cond_dim: condition feature size.
+      cond_dropout: probability of dropping a row's condition during training.
+      other attributes as :class:`VQMAE`.
+    """
+
+    backbone: nn.Module | None = None
+    seq_length: int = 54
+    emb_dim: int = 1024
+    encoder_layer: int = 12
+    encoder_head: int = 4
+    decoder_layer: int = 4
+    decoder_head: int = 4
+    num_embeddings: int = 512
+    dim_tokens: int = 512
+    cond_length: int = 49
+    cond_dim: int = 720
+    cond_dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        self.encoder = MaskedTokenEncoder(self.seq_length, self.emb_dim, self.encoder_layer,
+                                          self.encoder_head, self.num_embeddings, self.dtype)
+        self.decoder = MaskedTokenDecoder(self.seq_length, self.emb_dim, self.decoder_layer,
+                                          self.decoder_head, self.dim_tokens, self.cond_dim,
+                                          self.cond_length, self.cond_dropout, self.dtype)
+
+    def condition(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """NHWC images (B, H, W, 3) (ImageNet-normalised) -> condition tokens (B, h*w, cond_dim).
+
+        Tokens go row-major over the feature map (as the original's ``(h w)`` flattening).
+        """
+        if self.backbone is None:
+            raise ValueError("this CVQMAE has no backbone: pass condition features instead of images")
+        fmap = self.backbone(images, train=train)
+        b, h, w, c = fmap.shape
+        return fmap.reshape(b, h * w, c).astype(jnp.float32)
+
+    def embed_condition(self, cond: jnp.ndarray, dropout_key=None) -> jnp.ndarray:
+        """(B, L, cond_dim) -> (B, L, emb_dim); see :meth:`MaskedTokenDecoder.embed_condition`."""
+        return self.decoder.embed_condition(cond, dropout_key)
+
+    def rotation_camera(self, cond: jnp.ndarray, deterministic: bool = True):
+        """(B, L, cond_dim) -> (rot6d (B, 6), cam (B, 3))."""
+        return self.decoder.rotation_camera(cond, deterministic)
+
+    def encode(self, tokens, visible):
+        """(B, T) tokens, (B, T) visible -> (B, 1 + T, emb_dim) encoder features."""
+        return self.encoder(tokens, visible)
+
+    def predict_tokens(self, tokens, visible, cond_embedded, faithful: bool = False):
+        """(B, T) tokens, (B, T) visible, (B, L, emb_dim) embedded condition -> (B, T, dim_tokens)."""
+        return self.decoder(self.encoder(tokens, visible), visible, cond_embedded, faithful)
+
+    def __call__(self, tokens: jnp.ndarray, visible: jnp.ndarray, images: jnp.ndarray | None = None,
+                 cond: jnp.ndarray | None = None, faithful: bool = False, train: bool = False,
+                 cond_dropout_key: jax.Array | None = None):
+        """Full forward pass.
+
+        Args:
+          tokens: (B, T) int mesh tokens (ignored where not visible).
+          visible: (B, T) True = token known.
+          images: (B, H, W, 3) NHWC normalised images, or ``cond`` (B, L, cond_dim) directly.
+          train: backbone in training mode (BatchNorm statistics), rot/cam dropout on.
+          cond_dropout_key: drops whole conditions with probability ``cond_dropout``.
+        Returns:
+          ``(logits (B, T, dim_tokens), rot6d (B, 6), cam (B, 3))``.
+        """
+        if cond is None:
+            if images is None:
+                raise ValueError("pass images or condition features")
+            cond = self.condition(images, train=train)
+        rot6d, cam = self.rotation_camera(cond, deterministic=not train)
+        logits = self.predict_tokens(tokens, visible, self.embed_condition(cond, cond_dropout_key), faithful)
+        return logits, rot6d, cam
+
+
+def token_embedding_from_codebook(variables: Any, codebook: np.ndarray) -> Any:
+    """Initialise the encoder's token embedding from a Mesh-VQ-VAE codebook.
+
+    The original's ``vqvae_embedding`` option (``Embedding.from_pretrained(codebook)``, frozen:
+    freeze it in the optimizer). Needs ``emb_dim`` == codebook dimension.
+
+    Args:
+      variables: MEGA variables ``{"params": {"encoder": {"token_embedding": ...}}}``.
+      codebook: (num_embeddings, dim) array.
+    Returns:
+      New variables with the embedding table replaced.
+    """
+    table = variables["params"]["encoder"]["token_embedding"]["embedding"]
+    codebook = jnp.asarray(codebook, table.dtype)
+    if codebook.shape != table.shape:
+        raise ValueError(f"codebook shape {codebook.shape} does not match the token embedding {table.shape}")
+    return jax.tree_util.tree_map(lambda x: x, {
+        **variables,
+        "params": {**variables["params"], "encoder": {
+            **variables["params"]["encoder"], "token_embedding": {"embedding": codebook}}},
+    })
+
+
+def build_mega(config: Any, dtype: Dtype = jnp.float32) -> nn.Module:
+    """Build the MEGA model a converted checkpoint's config describes.
+
+    Args:
+      config: ``{"mega": {VQMAE / CVQMAE attributes}, "backbone": {...}}``; with a ``backbone``
+        entry (see :func:`hmr_jax.models.backbones.build_backbone`) the model is a CVQMAE, else
+        a VQMAE.
+      dtype: computation dtype (float32, or bfloat16 for speed).
+    Returns:
+      The unbound module.
+    """
+    if "mega" not in config:
+        raise ValueError("not a MEGA config (no 'mega' entry); was the checkpoint converted as mega_*?")
+    kwargs = dict(config["mega"])
+    if config.get("backbone"):
+        from hmr_jax.models.backbones import build_backbone
+
+        fields = {"seq_length", "emb_dim", "encoder_layer", "encoder_head", "decoder_layer", "decoder_head",
+                  "num_embeddings", "dim_tokens", "cond_length", "cond_dim", "cond_dropout"}
+        return CVQMAE(backbone=build_backbone(config["backbone"], dtype=dtype), dtype=dtype,
+                      **{k: v for k, v in kwargs.items() if k in fields})
+    fields = {"seq_length", "emb_dim", "encoder_layer", "encoder_head", "decoder_layer", "decoder_head",
+              "num_embeddings", "dim_tokens"}
+    return VQMAE(dtype=dtype, **{k: v for k, v in kwargs.items() if k in fields})

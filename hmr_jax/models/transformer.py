@@ -1,0 +1,158 @@
+"""Transformer layers shared by MEGA and VQ-HPS.
+
+* :class:`Block` is the pre-norm block of timm's ``vision_transformer.Block`` (MEGA's encoder and
+  decoder, no qkv bias) and of T2M-GPT's causal block (VQ-HPS's token head, qkv bias, causal mask):
+  ``x + Attn(LN(x))`` then ``x + MLP(LN(x))``, MLP = Dense -> exact GELU -> Dense.
+* :class:`MultiheadAttention` is ``torch.nn.MultiheadAttention`` (separate query / key / value
+  inputs, biased projections), used by VQ-HPS's encoder / decoder layers.
+
+Sequences are batch-first: ``(batch, tokens, features)``. Masks are boolean, True = may attend,
+broadcastable to ``(batch, heads, queries, keys)``. Parameters are float32; ``dtype`` is the
+computation dtype (float32, or bfloat16 for speed); softmax and layer norms stay in float32.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+
+
+def attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, mask: jnp.ndarray | None = None,
+              dropout: nn.Module | None = None, deterministic: bool = True) -> jnp.ndarray:
+    """Scaled dot-product attention over heads.
+
+    Args:
+      q: (B, Tq, H, D) queries; k, v: (B, Tk, H, D) keys and values.
+      mask: optional boolean, broadcastable to (B, H, Tq, Tk); True = attend.
+      dropout: optional ``nn.Dropout`` applied to the attention weights.
+    Returns:
+      (B, Tq, H, D).
+    """
+    scale = 1.0 / np.sqrt(q.shape[-1])
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q * jnp.asarray(scale, q.dtype), k)
+    logits = logits.astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, -jnp.inf)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    if dropout is not None:
+        weights = dropout(weights, deterministic=deterministic)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one packed ``qkv`` projection (timm layout).
+
+    The packed kernel maps ``dim -> 3 * dim`` in the order q, k, v, each split into heads of
+    ``dim / num_heads`` consecutive features.
+    """
+
+    num_heads: int
+    qkv_bias: bool = False
+    dropout_rate: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None,
+                 deterministic: bool = True) -> jnp.ndarray:
+        """x: (B, T, C) -> (B, T, C); mask as in :func:`attention`."""
+        b, t, c = x.shape
+        if c % self.num_heads:
+            raise ValueError(f"feature size {c} is not divisible by num_heads={self.num_heads}")
+        qkv = nn.Dense(3 * c, use_bias=self.qkv_bias, dtype=self.dtype, name="qkv")(x)
+        qkv = qkv.reshape(b, t, 3, self.num_heads, c // self.num_heads)
+        drop = nn.Dropout(self.dropout_rate) if self.dropout_rate > 0 else None
+        y = attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask, drop, deterministic)
+        y = nn.Dense(c, dtype=self.dtype, name="proj")(y.reshape(b, t, c))
+        if drop is not None:
+            y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+        return y
+
+
+class Mlp(nn.Module):
+    """Dense(hidden) -> exact (erf) GELU -> Dense(dim) [-> dropout]."""
+
+    hidden_dim: int
+    dropout_rate: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, deterministic: bool = True) -> jnp.ndarray:
+        """x: (..., C) -> (..., C)."""
+        h = nn.Dense(self.hidden_dim, dtype=self.dtype, name="fc1")(x)
+        h = nn.gelu(h, approximate=False)
+        h = nn.Dense(x.shape[-1], dtype=self.dtype, name="fc2")(h)
+        if self.dropout_rate > 0:
+            h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+        return h
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + Attn(LN1(x))``, then ``x + MLP(LN2(x))``.
+
+    Attributes:
+      num_heads: attention heads.
+      mlp_dim: hidden width of the MLP (timm: 4 * dim).
+      qkv_bias: bias on the packed q/k/v projection (timm default False; VQ-HPS True).
+      causal: attend only to the current and earlier tokens (VQ-HPS token head).
+      dropout_rate: on attention weights, after the output projection and after the MLP.
+      layer_norm_eps: 1e-5 (torch default) everywhere in MEGA and VQ-HPS.
+    """
+
+    num_heads: int
+    mlp_dim: int
+    qkv_bias: bool = False
+    causal: bool = False
+    dropout_rate: float = 0.0
+    layer_norm_eps: float = 1e-5
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None,
+                 deterministic: bool = True) -> jnp.ndarray:
+        """x: (B, T, C) -> (B, T, C); ``mask`` (True = attend) is combined with the causal mask."""
+        if self.causal:
+            t = x.shape[1]
+            causal = jnp.tril(jnp.ones((t, t), bool))[None, None]
+            mask = causal if mask is None else jnp.logical_and(mask, causal)
+        h = nn.LayerNorm(self.layer_norm_eps, dtype=jnp.float32, name="norm1")(x)
+        x = x + SelfAttention(self.num_heads, self.qkv_bias, self.dropout_rate, self.dtype,
+                              name="attn")(h.astype(self.dtype), mask, deterministic)
+        h = nn.LayerNorm(self.layer_norm_eps, dtype=jnp.float32, name="norm2")(x)
+        x = x + Mlp(self.mlp_dim, self.dropout_rate, self.dtype, name="mlp")(
+            h.astype(self.dtype), deterministic)
+        return x
+
+
+class MultiheadAttention(nn.Module):
+    """``torch.nn.MultiheadAttention`` (batch-first here): separate q / k / v inputs.
+
+    Parameters: ``q_proj``, ``k_proj``, ``v_proj`` (the three thirds of torch's packed
+    ``in_proj_weight`` / ``in_proj_bias``) and ``out_proj``, all with bias.
+    """
+
+    num_heads: int
+    dropout_rate: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, query: jnp.ndarray, key: jnp.ndarray, value: jnp.ndarray,
+                 mask: jnp.ndarray | None = None, deterministic: bool = True) -> jnp.ndarray:
+        """query: (B, Tq, C); key, value: (B, Tk, C) -> (B, Tq, C)."""
+        c = query.shape[-1]
+        if c % self.num_heads:
+            raise ValueError(f"feature size {c} is not divisible by num_heads={self.num_heads}")
+        d = c // self.num_heads
+
+        def proj(x, name):
+            y = nn.Dense(c, dtype=self.dtype, name=name)(x)
+            return y.reshape(y.shape[:2] + (self.num_heads, d))
+
+        q, k, v = proj(query, "q_proj"), proj(key, "k_proj"), proj(value, "v_proj")
+        drop = nn.Dropout(self.dropout_rate) if self.dropout_rate > 0 else None
+        y = attention(q, k, v, mask, drop, deterministic)
+        return nn.Dense(c, dtype=self.dtype, name="out_proj")(y.reshape(y.shape[:2] + (c,)))
