@@ -1,0 +1,227 @@
+"""Grain input pipelines: image datasets for HMR training / evaluation, meshes for the tokenizer.
+
+Each source is a dataset folder (see :mod:`hmr_jax.data.shards`). The pipeline is::
+
+    ArrayRecordDataSource -> MapDataset                                  (per source)
+      -> [process_index::process_count]                                  (multi-host sharding)
+      -> shuffle(seed) -> repeat(num_epochs)   (a new order each epoch)
+    mix(sources, proportions)                                            (several sources)
+      -> random_map(decode + augment)          (per-record random draw, seeded by position)
+      -> to_iter_dataset -> batch(batch_size, drop_remainder) -> mp_prefetch(workers)
+
+Every random choice is a function of ``(seed, position)``, so the iterator's state
+(``it.get_state()`` / ``it.set_state(state)``, also what ``grain.checkpoint`` saves) resumes
+the exact same batches, augmentations included, with or without worker processes.
+
+Worker processes are spawned: scripts that use ``num_workers > 0`` must build and iterate
+the pipeline under ``if __name__ == "__main__":``. Grain's workers read absl flags, so this
+module marks them parsed when no absl app did (:func:`ensure_absl_flags_parsed`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from hmr_jax.data import augment as aug
+from hmr_jax.data import records
+from hmr_jax.data.shards import DatasetError, open_dataset
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One dataset folder of a mixture, drawn with relative ``weight``."""
+
+    path: str
+    weight: float = 1.0
+
+
+def ensure_absl_flags_parsed() -> None:
+    """Marks absl flags as parsed (Grain 0.2 worker processes fail otherwise)."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def _process_shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
+    if shard_index is None or shard_count is None:
+        import jax
+
+        shard_index = jax.process_index() if shard_index is None else shard_index
+        shard_count = jax.process_count() if shard_count is None else shard_count
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index {shard_index} must be in [0, {shard_count})")
+    return int(shard_index), int(shard_count)
+
+
+def _as_sources(sources) -> list[Source]:
+    if isinstance(sources, (str, os.PathLike, Source)):
+        sources = [sources]
+    out = [s if isinstance(s, Source) else Source(str(s)) for s in sources]
+    if not out:
+        raise ValueError("no data source given")
+    if any(s.weight <= 0 for s in out):
+        raise ValueError(f"source weights must be positive: {[s.weight for s in out]}")
+    return out
+
+
+class _Tag:
+    """Pairs each serialised record with the index of its source (picklable)."""
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def __call__(self, data: bytes):
+        return self.index, data
+
+
+def _source_datasets(sources: list[Source], kind: str | None, shuffle: bool, seed: int,
+                     num_epochs: int | None, shard_index: int, shard_count: int):
+    import grain
+
+    opened = [open_dataset(s.path, kind=kind) for s in sources]
+    parts = []
+    for i, d in enumerate(opened):
+        ds = grain.MapDataset.source(d.data_source())
+        if shard_count > 1:
+            ds = ds[shard_index::shard_count]
+        if len(ds) == 0:
+            raise DatasetError(f"{d.path} has no record for process {shard_index} of {shard_count}")
+        if shuffle:
+            ds = ds.shuffle(seed=(seed + 7919 * i) % 2**32)
+        ds = ds.repeat(num_epochs)
+        parts.append(ds.map(_Tag(i)))
+    return opened, parts
+
+
+def _mix(parts, sources: list[Source]):
+    import grain
+
+    if len(parts) == 1:
+        return parts[0]
+    weights = np.array([s.weight for s in sources], dtype=np.float64)
+    return grain.MapDataset.mix(parts, list(weights / weights.sum()))
+
+
+def _finish(ds, batch_size: int, drop_remainder: bool, num_workers: int, prefetch_buffer: int):
+    import grain
+
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+    it = it.batch(batch_size, drop_remainder=drop_remainder)
+    if num_workers > 0:
+        ensure_absl_flags_parsed()
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
+                                                         per_worker_buffer_size=prefetch_buffer))
+    return it
+
+
+class _ImageTransform:
+    """decode + augment one ``(source index, bytes)`` pair (picklable for worker processes)."""
+
+    def __init__(self, backbone: aug.BackboneInput, augment: bool, flip: bool):
+        self.backbone, self.augment, self.flip = backbone, augment, flip
+
+    def __call__(self, item, rng: np.random.Generator) -> dict[str, Any]:
+        index, data = item
+        record = records.decode_record(data)
+        params = aug.sample_augmentation(rng, flip=self.flip) if self.augment else aug.NO_AUGMENTATION
+        out = aug.process_image_record(record, params, self.backbone)
+        out["dataset_index"] = np.int32(index)
+        return out
+
+
+def image_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size: int, backbone: str = "hrnet",
+                   train: bool = True, augment: bool | None = None, flip: bool = True, seed: int = 0,
+                   num_epochs: int | None = None, crop_size: int | None = None, drop_remainder: bool | None = None,
+                   num_workers: int = 0, prefetch_buffer: int = 2, shard_index: int | None = None,
+                   shard_count: int | None = None):
+    """Batches of augmented person crops with their meshes and keypoints.
+
+    Args:
+      sources: dataset folders (``str``) or :class:`Source` with mixing weights (proportions
+        are normalised; each source is repeated, so proportions hold for any length).
+      batch_size: examples per batch *per process*.
+      backbone: ``hrnet``, ``resnet`` or ``vit`` (crop size, 256x192 for ViT, normalisation).
+      train: shuffle and repeat forever (``num_epochs=None``) and augment by default; False:
+        one pass in stored order, no augmentation, last batch kept (evaluation).
+      augment: random scale / rotation / flip / colour noise (default: ``train``). The
+        released MEGA models were trained with augmentation off.
+      flip: allow flips when augmenting.
+      seed: shuffling and augmentation seed.
+      num_epochs: passes over each source (None: forever; default 1 when not ``train``).
+      crop_size: override the backbone's square crop side (pixels).
+      drop_remainder: drop the last incomplete batch (default: ``train``).
+      num_workers: Grain worker processes (0: decode in this process).
+      prefetch_buffer: batches buffered per worker.
+      shard_index, shard_count: this process's share of every source (default
+        ``jax.process_index()`` / ``jax.process_count()``).
+
+    Returns:
+      a ``grain.IterDataset``; ``iter(...)`` gives batches (dicts of NumPy arrays with a
+      leading batch axis, fields of :func:`hmr_jax.data.augment.process_image_record` plus
+      ``dataset_index`` int32, the source of each example) and has ``get_state`` /
+      ``set_state``.
+    """
+    if backbone not in aug.BACKBONE_INPUTS:
+        raise ValueError(f"backbone must be one of {sorted(aug.BACKBONE_INPUTS)}, got {backbone!r}")
+    geometry = aug.BACKBONE_INPUTS[backbone]
+    if crop_size is not None:
+        geometry = dataclasses.replace(geometry, crop=int(crop_size),
+                                       width=int(crop_size) - (geometry.crop - geometry.width))
+    augment = train if augment is None else augment
+    drop_remainder = train if drop_remainder is None else drop_remainder
+    if num_epochs is None and not train:
+        num_epochs = 1
+    shard_index, shard_count = _process_shard(shard_index, shard_count)
+    srcs = _as_sources(sources)
+    opened, parts = _source_datasets(srcs, "image", train, seed, num_epochs, shard_index, shard_count)
+    sizes = [{k: v for k, v in d.sizes.items()} for d in opened]
+    keys = ("num_vertices", "num_keypoints", "num_joints_3d")
+    if any(tuple(s.get(k) for k in keys) != tuple(sizes[0].get(k) for k in keys) for s in sizes):
+        raise DatasetError("sources of one pipeline must share vertex, keypoint and joint counts; got "
+                           + ", ".join(f"{d.path}: {d.sizes}" for d in opened))
+    ds = _mix(parts, srcs).random_map(_ImageTransform(geometry, augment, flip), seed=seed)
+    return _finish(ds, batch_size, drop_remainder, num_workers, prefetch_buffer)
+
+
+class _MeshTransform:
+    def __init__(self, posed: bool):
+        self.posed = posed
+
+    def __call__(self, item) -> dict[str, Any]:
+        index, data = item
+        record = records.decode_record(data)
+        vertices = np.asarray(record["vertices"], np.float32)
+        if self.posed:
+            vertices = vertices @ aug.axis_angle_to_matrix(record["global_orient"]).astype(np.float32).T
+        return {"vertices": vertices, "global_orient": np.asarray(record["global_orient"], np.float32),
+                "dataset_index": np.int32(index)}
+
+
+def mesh_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size: int, train: bool = True,
+                  seed: int = 0, num_epochs: int | None = None, posed: bool = False,
+                  drop_remainder: bool | None = None, num_workers: int = 0, prefetch_buffer: int = 2,
+                  shard_index: int | None = None, shard_count: int | None = None):
+    """Batches of meshes for the tokenizer (Mesh-VQ-VAE) and MEGA pre-training stages.
+
+    Reads ``mesh`` and ``image`` datasets alike (only their meshes). Arguments as
+    :func:`image_pipeline`; ``posed=True`` applies each record's global rotation (the
+    originals train on canonical meshes: ``posed=False``).
+
+    Returns:
+      a ``grain.IterDataset`` of dicts: ``vertices`` (B, V, 3) float32 meters, centred;
+      ``global_orient`` (B, 3); ``dataset_index`` (B,) int32.
+    """
+    drop_remainder = train if drop_remainder is None else drop_remainder
+    num_epochs = 1 if num_epochs is None and not train else num_epochs
+    shard_index, shard_count = _process_shard(shard_index, shard_count)
+    srcs = _as_sources(sources)
+    opened, parts = _source_datasets(srcs, None, train, seed, num_epochs, shard_index, shard_count)
+    nv = {d.sizes.get("num_vertices") for d in opened}
+    if len(nv) != 1:
+        raise DatasetError(f"sources of one pipeline must share the vertex count, got {sorted(nv)}")
+    ds = _mix(parts, srcs).map(_MeshTransform(posed))
+    return _finish(ds, batch_size, drop_remainder, num_workers, prefetch_buffer)
