@@ -23,7 +23,9 @@ CONVERTERS: dict[str, "Converter"] = {}
 
 # Modules that call ``register`` on import, one per model family.
 _MODULES: list[str] = [
+    "hmr_jax.conversion.backbones",
     "hmr_jax.conversion.mesh_vqvae",
+    "hmr_jax.conversion.mega",
 ]
 
 

@@ -1,0 +1,208 @@
+"""HRNet (the pose-estimation "PoseHighResolutionNet") as MEGA and VQ-HPS build it, NHWC.
+
+Architecture (width W, 48 for the released models):
+
+* stem: two 3x3/2 convolutions (64 channels) with BatchNorm + ReLU, then ``layer1``: four
+  bottlenecks (256 channels) at 1/4 resolution;
+* stages 2, 3, 4 with 2, 3, 4 parallel branches (W * 2^j channels at 1/(4 * 2^j) resolution),
+  made of 1, 4, 3 high-resolution modules; each module runs 4 basic blocks per branch and fuses
+  every branch into every other (1x1 convolution + nearest up-sampling from lower resolutions,
+  chains of 3x3/2 convolutions from higher ones, summed, ReLU); transitions add the new
+  lowest-resolution branch;
+* the head the originals select (``hrnet_w48(downsample=True, use_conv=True)``): branches 0, 1, 2
+  go through 3, 2, 1 strided 3x3 convolutions (+BN+ReLU) down to the resolution of branch 3, and
+  the four maps are concatenated: (B, H/32, W/32, 15 W), i.e. 7 x 7 x 720 for a 224 x 224 crop.
+
+The unused 1x1 ``final_layer`` (24 joint heat-maps) of the original is not built: the converter
+accounts for its weights explicitly. ``head="none"`` returns the four stage-4 branches instead
+(the upstream pose network without its heat-map layer).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from hmr_jax.models.backbones.layers import BatchNorm, Bottleneck, ConvBN, conv
+
+Dtype = Any
+
+# (modules, branches) of stages 2, 3, 4; every branch has 4 basic blocks (all HRNet variants).
+STAGES = ((1, 2), (4, 3), (3, 4))
+BLOCKS_PER_BRANCH = 4
+HEADS = ("downsample_conv", "none")
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with BatchNorm and an identity shortcut (channels unchanged).
+
+    Attributes:
+      features: channels in and out.
+      dtype: computation dtype.
+    """
+
+    features: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """(B, H, W, C) -> (B, H, W, C)."""
+        out = conv(self.features, 3, dtype=self.dtype, name="conv1")(x)
+        out = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(out, train))
+        out = conv(self.features, 3, dtype=self.dtype, name="conv2")(out)
+        out = BatchNorm(dtype=self.dtype, name="bn2")(out, train)
+        return nn.relu(out + x.astype(out.dtype))
+
+
+def _upsample_nearest(x: jnp.ndarray, factor: int) -> jnp.ndarray:
+    """Nearest-neighbour up-sampling of (B, H, W, C) by an integer factor."""
+    return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
+
+
+class HighResolutionModule(nn.Module):
+    """One multi-branch module: per-branch basic blocks, then the all-to-all fusion.
+
+    Submodules: ``branch{j}_{k}`` (basic block k of branch j); ``fuse{i}_{j}`` for j > i (1x1
+    convolution + BN, then nearest up-sampling by 2^(j-i)); ``fuse{i}_{j}_{k}`` for j < i (k-th
+    3x3/2 convolution + BN, with ReLU except after the last one).
+
+    Attributes:
+      channels: channels of each branch (W * 2^j).
+      dtype: computation dtype.
+    """
+
+    channels: Sequence[int]
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, xs: Sequence[jnp.ndarray], train: bool = False) -> list[jnp.ndarray]:
+        """List of (B, H/2^j, W/2^j, channels[j]) -> list of the same shapes."""
+        n = len(self.channels)
+        xs = list(xs)
+        for j, c in enumerate(self.channels):
+            for k in range(BLOCKS_PER_BRANCH):
+                xs[j] = BasicBlock(c, self.dtype, name=f"branch{j}_{k}")(xs[j], train)
+        if n == 1:
+            return xs
+        fused = []
+        for i in range(n):
+            y = None
+            for j in range(n):
+                if j == i:
+                    z = xs[j]
+                elif j > i:
+                    z = ConvBN(self.channels[i], 1, relu=False, dtype=self.dtype, name=f"fuse{i}_{j}")(xs[j], train)
+                    z = _upsample_nearest(z, 2 ** (j - i))
+                else:
+                    z = xs[j]
+                    for k in range(i - j):
+                        last = k == i - j - 1
+                        z = ConvBN(
+                            self.channels[i] if last else self.channels[j],
+                            3,
+                            stride=2,
+                            relu=not last,
+                            dtype=self.dtype,
+                            name=f"fuse{i}_{j}_{k}",
+                        )(z, train)
+                y = z if y is None else y + z
+            fused.append(nn.relu(y))
+        return fused
+
+
+class HRNet(nn.Module):
+    """HRNet backbone (PoseHighResolutionNet of MEGA / VQ-HPS, ``downsample=True, use_conv=True``).
+
+    Submodules (named after the original's): ``conv1``, ``bn1``, ``conv2``, ``bn2``,
+    ``layer1_{k}``; ``transition{s}_{i}`` (a changed-width branch) or ``transition{s}_{i}_{k}``
+    (k-th 3x3/2 convolution of a new branch); ``stage{s}_{m}`` (module m of stage s);
+    ``downsample_stage_{b}_{k}``.
+
+    Attributes:
+      width: channels of the highest-resolution branch (48 for the released models, 32 for
+        HRNet-w32); the output has 15 * width channels.
+      head: ``"downsample_conv"`` (the originals: strided convolutions + concatenation) or
+        ``"none"`` (return the four stage-4 branches).
+      dtype: computation dtype (float32 default, bfloat16 for speed); parameters stay float32.
+    """
+
+    width: int = 48
+    head: str = "downsample_conv"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, images: jnp.ndarray, train: bool = False):
+        """Run the backbone.
+
+        Args:
+          images: (B, H, W, 3) ImageNet-normalised RGB images, H and W multiples of 32
+            (224 x 224 for MEGA / VQ-HPS).
+          train: BatchNorm uses batch statistics (and updates ``batch_stats`` when mutable).
+        Returns:
+          ``head="downsample_conv"``: (B, H/32, W/32, 15 * width) features in ``dtype``;
+          ``head="none"``: list of the four stage-4 branches (B, H/2^(j+2), W/2^(j+2), width * 2^j).
+          Stage outputs are also sown in the ``intermediates`` collection (``stage{s}``: tuple of
+          branches, ``downsample_stage_{b}``) when that collection is mutable.
+        """
+        if self.head not in HEADS:
+            raise ValueError(f"HRNet head must be one of {HEADS}, got {self.head!r}")
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"HRNet expects NHWC images (B, H, W, 3), got shape {images.shape}")
+        if images.shape[1] % 32 or images.shape[2] % 32:
+            raise ValueError(
+                f"HRNet needs H and W divisible by 32 (branches are fused at 1/32), got {images.shape[1:3]}"
+            )
+        d = self.dtype
+        x = images.astype(d)
+        x = conv(64, 3, 2, dtype=d, name="conv1")(x)
+        x = nn.relu(BatchNorm(dtype=d, name="bn1")(x, train))
+        x = conv(64, 3, 2, dtype=d, name="conv2")(x)
+        x = nn.relu(BatchNorm(dtype=d, name="bn2")(x, train))
+        for k in range(4):
+            x = Bottleneck(64, downsample=k == 0, dtype=d, name=f"layer1_{k}")(x, train)
+
+        pre_channels = [256]
+        ys = [x]
+        for s, (modules, branches) in enumerate(STAGES, start=2):
+            channels = [self.width * 2**j for j in range(branches)]
+            xs = []
+            for i, c in enumerate(channels):
+                if i < len(pre_channels):
+                    if c != pre_channels[i]:
+                        xs.append(ConvBN(c, 3, dtype=d, name=f"transition{s - 1}_{i}")(ys[i], train))
+                    else:
+                        xs.append(ys[i])
+                else:
+                    z = ys[-1]
+                    n_new = i + 1 - len(pre_channels)
+                    for k in range(n_new):
+                        out_c = c if k == n_new - 1 else pre_channels[-1]
+                        z = ConvBN(out_c, 3, stride=2, dtype=d, name=f"transition{s - 1}_{i}_{k}")(z, train)
+                    xs.append(z)
+            for m in range(modules):
+                xs = HighResolutionModule(tuple(channels), d, name=f"stage{s}_{m}")(xs, train)
+            self.sow("intermediates", f"stage{s}", tuple(xs))
+            ys, pre_channels = xs, channels
+
+        if self.head == "none":
+            return ys
+        outs = []
+        for b in range(3):
+            z = ys[b]
+            for k in range(3 - b):
+                z = ConvBN(self.width * 2**b, 3, stride=2, dtype=d, name=f"downsample_stage_{b + 1}_{k}")(z, train)
+            self.sow("intermediates", f"downsample_stage_{b + 1}", z)
+            outs.append(z)
+        outs.append(ys[3])
+        return jnp.concatenate(outs, axis=-1)
+
+
+def hrnet_w48(**kwargs) -> HRNet:
+    """The released models' backbone: HRNet-w48 with the strided-convolution head (720 channels)."""
+    return HRNet(width=48, **kwargs)
+
+
+def hrnet_w32(**kwargs) -> HRNet:
+    """HRNet-w32 with the strided-convolution head (480 channels)."""
+    return HRNet(width=32, **kwargs)
