@@ -39,6 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.sharding = ml_collections.ConfigDict()
     c.sharding.params = "replicated"  # or "fsdp"
+    c.sharding.min_size = 2 ** 14      # fsdp: smaller arrays stay replicated
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 500

@@ -192,7 +192,7 @@ def make_train_step(stage: Stage, tx: optax.GradientTransformation, seed: int):
                                          state["first_nonfinite"]),
         }
         metrics = {"loss": loss, **out.terms,
-                   "grad_norm": optax.global_norm(grads), "applied": apply.astype(jnp.float32)}
+                   "grad_norm": optax.tree.norm(grads), "applied": apply.astype(jnp.float32)}
         return new_state, metrics
 
     return train_step
@@ -265,19 +265,26 @@ def train(config, workdir: str) -> dict:
     init_key = jax.random.key(config.seed + 1)
     abstract_vars = jax.eval_shape(stage.init, init_key, example)
     var_shardings = type(abstract_vars)(
-        params=param_shardings(abstract_vars.params, mesh, config.sharding.params),
+        params=param_shardings(abstract_vars.params, mesh, config.sharding.params,
+                                config.sharding.get("min_size", 2 ** 14)),
         model_state=jax.tree.map(lambda _: replicated, abstract_vars.model_state),
         frozen=jax.tree.map(lambda _: replicated, abstract_vars.frozen))
     variables = jax.jit(stage.init, out_shardings=var_shardings)(init_key, example)
     variables = _load_pretrained(stage, variables)
 
     tx, schedule = optim.make_optimizer(config.optim, config.batch_size, steps_per_epoch)
-    opt_state = jax.jit(tx.init)(variables.params)
+    # Optimizer moments are sharded like their parameters; counters are replicated.
+    opt_shardings = optax.tree_map_params(
+        tx, lambda _, s: s, jax.eval_shape(tx.init, variables.params), var_shardings.params,
+        transform_non_params=lambda _: replicated)
+    opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(variables.params)
     state = {"step": jnp.zeros((), jnp.int32), "params": variables.params, "opt_state": opt_state,
              "model_state": variables.model_state, "nonfinite": jnp.zeros((), jnp.int32),
              "first_nonfinite": jnp.full((), -1, jnp.int32)}
-    state = jax.device_put(state, jax.tree.map(lambda x: x.sharding, state))
-    state_shardings = jax.tree.map(lambda x: x.sharding, state)
+    state_shardings = {"step": replicated, "params": var_shardings.params,
+                       "opt_state": opt_shardings, "model_state": var_shardings.model_state,
+                       "nonfinite": replicated, "first_nonfinite": replicated}
+    state = jax.device_put(state, state_shardings)
     frozen = variables.frozen
 
     ckpt_cfg = config.checkpoint
@@ -308,10 +315,12 @@ def train(config, workdir: str) -> dict:
     summary = {"resumed_from": resumed_from, "preempted": False}
     last_time, last_step = time.perf_counter(), step
     metrics = None
+    last_saved = resumed_from
     try:
         while step < total:
             if preemption.reached(step):
-                checkpointer.save(step, state, train_iter, force=True)
+                if step != last_saved:
+                    checkpointer.save(step, state, train_iter, force=True)
                 checkpointer.wait()
                 log.warning("Preemption signal: saved step %d and stopped.", step)
                 summary["preempted"] = True
@@ -342,6 +351,7 @@ def train(config, workdir: str) -> dict:
                              prefix="val/")
             if do_save:
                 checkpointer.save(step, state, train_iter, force=step == total)
+                last_saved = step
     finally:
         if bar is not None:
             bar.close()

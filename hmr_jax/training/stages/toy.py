@@ -26,7 +26,9 @@ class ToyMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = nn.Dense(self.width)(x)
+        # No bias before BatchNorm: its gradient is exactly zero in theory, so Adam would turn
+        # float noise into full-size steps and make runs incomparable.
+        x = nn.Dense(self.width, use_bias=False)(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
         x = nn.relu(x)
         x = nn.Dropout(0.1, deterministic=not train)(x)
