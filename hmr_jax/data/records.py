@@ -36,9 +36,9 @@ field                         dtype/shape meaning
 
 Optional image-record fields: ``betas`` f32 (10,), ``body_pose`` f32 (63,) axis-angle,
 ``gender`` str, ``camera_focal`` f32 (2,) and ``camera_principal_point`` f32 (2,) in
-original-image pixels, ``camera_translation`` f32 (3,) meters (of the posed, *uncentred*
-mesh: ``R @ vertices + vertices_offset + camera_translation``), ``vertices_offset`` f32 (3,),
-``keypoints_3d`` f32 (K, 4) camera-frame ``(x, y, z, confidence)`` in meters.
+original-image pixels, ``camera_translation`` f32 (3,) meters (the posed mesh in the camera
+frame is ``R(global_orient) @ vertices + camera_translation``), ``keypoints_3d`` f32 (K, 4)
+camera-frame ``(x, y, z, confidence)`` in meters.
 
 **mesh** records (tokenizer and pre-training stages): ``vertices`` f32 (V, 3) canonical and
 centred as above, ``global_orient`` f32 (3,), ``dataset`` and ``name`` str; optional
@@ -79,7 +79,6 @@ _IMAGE_OPTIONAL = {
     "camera_focal": (np.float32, (2,)),
     "camera_principal_point": (np.float32, (2,)),
     "camera_translation": (np.float32, (3,)),
-    "vertices_offset": (np.float32, (3,)),
     "keypoints_3d": (np.float32, ("K", 4)),
 }
 _MESH_REQUIRED = {
