@@ -262,3 +262,25 @@ def test_cli_writes_loadable_files(tmp_path, capsys):
     assert "radius_unpool" in capsys.readouterr().err
     assert build.main([str(tmp_path / "missing.ply"), str(tmp_path / "y")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_reproduces_released_files(reference_dir, tmp_path, capsys):
+    out = tmp_path / "smpl"
+    args = [str(reference_dir / "template.ply"), str(out), "--levels", *build.DEFAULT_LEVELS]
+    assert build.main(args + ["--keep-centers", "dfaust"]) == 0
+    assert "54" in capsys.readouterr().out
+    for k in range(len(build.DEFAULT_LEVELS)):
+        for kind in ("pool", "unpool"):
+            ref = np.load(reference_dir / "ConnectionMatrices" / f"_{kind}{k}.npy")
+            np.testing.assert_array_equal(np.load(out / f"_{kind}{k}.npy"), ref, err_msg=f"_{kind}{k}")
+    assert build.main(args + ["--keep-centers", "1,x"]) == 2
+    assert "--keep-centers" in capsys.readouterr().err
+
+
+def test_stride_center_search_gives_a_sparser_next_level():
+    m = trimesh.creation.icosphere(subdivisions=3)
+    full = build.build_hierarchy(m.faces, len(m.vertices), ["2", "1"], full_center_search=True)
+    short = build.build_hierarchy(m.faces, len(m.vertices), ["2", "1"], full_center_search=False)
+    np.testing.assert_array_equal(full.levels[0].pool, short.levels[0].pool)
+    assert short.levels[1].pool[:, 0].mean() < full.levels[1].pool[:, 0].mean()
+    assert short.levels[1].pool[:, 0].min() >= 2  # still connected to a neighbour

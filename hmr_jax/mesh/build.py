@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import hashlib
 import io as _io
 import json
 import os
@@ -488,8 +489,6 @@ def write_hierarchy(
     Raises:
       FileExistsError: the folder already holds connection files and ``overwrite`` is False.
     """
-    import hashlib
-
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     existing = sorted(p.name for p in out_dir.glob("_*pool*.npy")) + (
@@ -502,7 +501,8 @@ def write_hierarchy(
         )
     sums = {}
     for k, lv in enumerate(h.levels):
-        for name, arr in ((f"_pool{k}.npy", lv.pool), (f"_unpool{k}.npy", lv.unpool), (f"_center_lst{k}.npy", lv.centers)):
+        files = ((f"_pool{k}.npy", lv.pool), (f"_unpool{k}.npy", lv.unpool), (f"_center_lst{k}.npy", lv.centers))
+        for name, arr in files:
             _save_npy_atomic(out_dir / name, arr)
             sums[name] = hashlib.sha256((out_dir / name).read_bytes()).hexdigest()
     meta = describe(h, template, sums)
@@ -513,7 +513,10 @@ def write_hierarchy(
 
 def summary(h: Hierarchy) -> str:
     """A readable table of the hierarchy (one line per level)."""
-    lines = [f"mesh: {h.num_vertices} vertices", "level  stride  r_pool  r_unpool   in_points -> out_points   pool M (mean)   unpool M (mean)"]
+    lines = [
+        f"mesh: {h.num_vertices} vertices",
+        "level  stride  r_pool  r_unpool   in_points -> out_points   pool M (mean)   unpool M (mean)",
+    ]
     for k, lv in enumerate(h.levels):
         s = lv.spec
         lines.append(
@@ -542,8 +545,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m hmr_jax.mesh.build",
         description="Build a pooling/unpooling hierarchy (MeshConvolution connection matrices) for a triangle mesh.",
-        epilog="Example (SMPL, 54 latent points, the released Mesh-VQ-VAE files): "
-        "python -m hmr_jax.mesh.build body_models/template.ply body_models/ConnectionMatrices --levels 1 2 1 2 1 2 1",
+        epilog="Example (SMPL, 54 latent points; with --keep-centers dfaust the files equal the released "
+        "Mesh-VQ-VAE ones): python -m hmr_jax.mesh.build body_models/template.ply "
+        "body_models/ConnectionMatrices --levels 1 2 1 2 1 2 1",
     )
     p.add_argument("template", help="the template mesh (.ply or .obj)")
     p.add_argument("out_dir", help="folder for _poolK.npy, _unpoolK.npy, _center_lstK.npy and hierarchy.json")
@@ -552,7 +556,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="one entry per level, finest first: STRIDE (radii = stride) or STRIDE:RADIUS_POOL:RADIUS_UNPOOL "
         "in hops (default: %(default)s)",
     )  # fmt: skip
-    p.add_argument("--no-red-centers", action="store_true", help="ignore pure-red template vertices (by default they stay centres)")
+    p.add_argument(
+        "--no-red-centers", action="store_true",
+        help="ignore pure-red template vertices (by default they stay centres)",
+    )  # fmt: skip
     p.add_argument(
         "--keep-centers", default="", metavar="IDS",
         help="comma-separated vertex ids that stay centres at every level, or 'dfaust' for the ids that "
