@@ -165,3 +165,144 @@ def test_batchnorm_matches_torch_train_and_eval():
     tbn.eval()
     want = tbn(torch.from_numpy(x.transpose(0, 3, 1, 2))).detach().numpy().transpose(0, 2, 3, 1)
     np.testing.assert_allclose(bn.apply(variables, x, train=False), want, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------
+# ResNet-50 (fixture: ResNet-50 widths, one block per stage, float16-exact weights)
+
+
+@pytest.fixture(scope="module")
+def resnet(parity_dir):
+    raw, io = _load(parity_dir, "resnet_small")
+    variables, cfg, state = _convert(raw, "resnet50")
+    return dict(raw=raw, io=io, variables=variables, cfg=cfg, state=state)
+
+
+def test_resnet_parity(resnet):
+    io = resnet["io"]
+    got = conv_bb.resnet_outputs(resnet["variables"], resnet["cfg"], io["in_images"])
+    assert resnet["cfg"]["layers"] == [1, 1, 1, 1]
+    for name in ("out_features", "out_features_avgpool"):
+        err = common.max_relative_error(got[name], io[name])
+        assert err <= RTOL, f"{name}: relative error {err:.2e}"
+    # global_pool=True (VQ-HPS backbone_rot) gives the pooled vector directly.
+    x = np.transpose(io["in_images"], (0, 2, 3, 1))
+    pooled = build_backbone(dict(resnet["cfg"], global_pool=True)).apply(resnet["variables"], x)
+    assert common.max_relative_error(np.asarray(pooled), io["out_features_avgpool"]) <= RTOL
+
+
+def test_resnet_torchvision_layout_gives_the_same_variables(resnet):
+    names = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
+    raw = {}
+    for k, v in resnet["raw"].items():
+        head, rest = k.split(".", 1)
+        raw[f"{names[head]}.{rest}"] = v
+    raw["fc.weight"] = np.zeros((1000, 2048), np.float32)
+    raw["fc.bias"] = np.zeros((1000,), np.float32)
+    assert conv_bb._detect_resnet(list(raw)) and conv_bb._detect_resnet(list(resnet["raw"]))
+    variables, cfg, state = _convert(raw, "resnet50")
+    assert "fc.weight" in state.ignored
+    same = jax.tree.map(np.array_equal, variables, resnet["variables"])
+    assert all(jax.tree.leaves(same))
+
+
+def test_resnet_bfloat16_within_stated_tolerance(resnet):
+    io, variables, cfg = resnet["io"], resnet["variables"], resnet["cfg"]
+    x = np.transpose(io["in_images"], (0, 2, 3, 1))
+    ref = np.transpose(io["out_features"], (0, 2, 3, 1))
+    out16 = build_backbone(cfg, dtype=jnp.bfloat16).apply(variables, x)
+    assert out16.dtype == jnp.bfloat16
+    err16 = common.max_relative_error(np.asarray(out16, np.float32), ref)
+    out_w = build_backbone(cfg).apply(_round_bf16(variables), x)
+    err_w = common.max_relative_error(np.asarray(out_w), ref)
+    assert err16 <= max(2 * err_w, 0.02), (err16, err_w)
+    assert err16 < 0.05
+
+
+# ----------------------------------------------------------------------------------------
+# ViT (fixture: width 64, depth 2, 4 heads, 256 x 192 input)
+
+
+@pytest.fixture(scope="module")
+def vit(parity_dir):
+    raw, io = _load(parity_dir, "vit_small")
+    variables, cfg, state = _convert(raw, "vit", {"num_heads": 4})
+    return dict(raw=raw, io=io, variables=variables, cfg=cfg, state=state)
+
+
+def test_vit_parity_every_array(vit):
+    io, cfg = vit["io"], vit["cfg"]
+    assert (cfg["embed_dim"], cfg["depth"], cfg["num_heads"], cfg["pos_grid"]) == (64, 2, 4, [16, 12])
+    assert cfg["input_size"] == [256, 192]
+    got = conv_bb.vit_outputs(vit["variables"], cfg, io["in_images"])
+    outs = sorted(k for k in io if k.startswith("out_"))
+    assert len(outs) == 6
+    for name in outs:
+        err = common.max_relative_error(got[name], io[name])
+        assert err <= RTOL, f"{name}: relative error {err:.2e}"
+
+
+def test_vit_rejects_other_grids_unless_interpolating(vit):
+    cfg, variables = vit["cfg"], vit["variables"]
+    x = jnp.zeros((1, 224, 224, 3))
+    with pytest.raises(ValueError, match="256x192"):
+        build_backbone(cfg).apply(variables, x)
+    out = build_backbone(dict(cfg, interpolate_pos_embed=True)).apply(variables, x)
+    assert out.shape == (1, 14, 14, 64)
+
+
+def test_vit_pos_embed_interpolation_matches_torch_bicubic(vit):
+    torch = pytest.importorskip("torch")
+    from hmr_jax.models.backbones import interpolate_pos_embed
+
+    pos = vit["variables"]["params"]["pos_embed"]
+    got = np.asarray(interpolate_pos_embed(pos, (16, 12), (14, 14)))
+    grid = torch.from_numpy(pos[:, 1:]).reshape(1, 16, 12, -1).permute(0, 3, 1, 2)
+    want = torch.nn.functional.interpolate(grid, size=(14, 14), mode="bicubic", align_corners=False)
+    want = want.permute(0, 2, 3, 1).reshape(1, 196, -1).numpy()
+    np.testing.assert_allclose(got[:, 1:], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[:, :1], pos[:, :1])
+    # Converting with an explicit target grid stores the resized embedding.
+    variables, cfg, _ = _convert(vit["raw"], "vit", {"num_heads": 4, "interpolate_to": [14, 14]})
+    assert cfg["pos_grid"] == [14, 14] and cfg["input_size"] == [224, 224]
+    np.testing.assert_allclose(variables["params"]["pos_embed"], got, rtol=1e-6, atol=1e-7)
+
+
+def test_vit_drop_path_is_per_sample_and_only_in_training():
+    from hmr_jax.models.backbones.vit import Block
+
+    block = Block(num_heads=2, drop_path=0.5)
+    x = jax.random.normal(jax.random.key(0), (256, 5, 8))
+    variables = block.init(jax.random.key(1), x)
+    np.testing.assert_array_equal(block.apply(variables, x), block.apply(variables, x, train=False))
+    out = np.asarray(block.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)}))
+    same = np.asarray(out == np.asarray(x)).reshape(256, -1)
+    # A sample whose two residual branches are both dropped is returned unchanged, entirely:
+    # the Bernoulli draw is per sample (probability 0.5 * 0.5), never per token or channel.
+    whole = same.all(axis=1)
+    assert np.array_equal(same.any(axis=1), whole)
+    assert 30 < whole.sum() < 100
+
+
+def test_vit_drop_path_rates_rise_from_zero(vit):
+    # Rates rise linearly from 0 (first block) to drop_path_rate (last block): in training the
+    # first block is deterministic, the last one is not.
+    cfg, variables = dict(vit["cfg"], drop_path_rate=0.9), vit["variables"]
+    x = np.transpose(vit["io"]["in_images"], (0, 2, 3, 1))
+    model = build_backbone(cfg)
+    _, ev = model.apply(variables, x, mutable=["intermediates"])
+    _, tr = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(3)}, mutable=["intermediates"])
+    ev, tr = ev["intermediates"], tr["intermediates"]
+    np.testing.assert_array_equal(tr["block00_out"][0], ev["block00_out"][0])
+    assert not np.allclose(tr["block01_out"][0], ev["block01_out"][0])
+
+
+def test_vit_bfloat16_within_stated_tolerance(vit):
+    io, variables, cfg = vit["io"], vit["variables"], vit["cfg"]
+    x = np.transpose(io["in_images"], (0, 2, 3, 1))
+    ref = np.transpose(io["out_features"], (0, 3, 2, 1)).transpose(0, 2, 1, 3)
+    out16 = build_backbone(cfg, dtype=jnp.bfloat16).apply(variables, x)
+    assert out16.dtype == jnp.bfloat16
+    assert jax.tree.leaves(jax.tree.map(lambda a: a.dtype == np.float32, variables))
+    err16 = common.max_relative_error(np.asarray(out16, np.float32), ref)
+    assert err16 < 0.03, err16
