@@ -195,7 +195,7 @@ def convert(state: StateDict, user_config: Mapping | None = None) -> tuple[dict,
             w = _take_shared(state, f"weights{l}")
             b = _take_shared(state, f"bias{l}")
             ww = _take_shared(state, f"w_weights{l}")
-            if w.ndim == 2 and b.ndim == 1:
+            if w.ndim == 2 and b.ndim == 1 and ww.ndim != 0:  # (missing keys are listed at the end)
                 _check(f"layer {l} channels", out_ch, int(b.shape[0]), f"bias{l}")
                 _check(f"layer {l} weight_num", int(weight_nums[l]), int(w.shape[0]), f"weights{l}")
                 if w.shape[1] != out_ch * in_ch:
@@ -272,6 +272,8 @@ def convert(state: StateDict, user_config: Mapping | None = None) -> tuple[dict,
                 state.ignore([prefix + key], "shared codebook: same tensor as vq_vae.layers.0")
     else:
         vq_stats = {f"stage{q}": codebook(p) for q, p in enumerate(prefixes)}
+    if state.missing:
+        state.finish()  # lists the missing and the unexpected keys together
     variables = {
         "params": {"autoencoder": params},
         "vq_stats": {"quantizer": vq_stats},
