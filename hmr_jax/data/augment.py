@@ -207,7 +207,7 @@ def process_image_record(record: dict, params: AugmentParams, backbone: Backbone
         # decoded pixel x_d sits at stored pixel (x_d + 0.5) / factor - 0.5
         lin = a[:, :2] / factor
         a_img = np.concatenate([lin, (a[:, :2] @ np.full(2, 0.5 / factor - 0.5) + a[:, 2])[:, None]], axis=1)
-    crop = warp_affine(img, a_img, s, s).astype(np.float32)
+    crop = warp_affine(img, a_img, s, s)  # uint8
     kp = np.array(record["keypoints_2d"], dtype=np.float64)
     kp[:, :2] = apply_affine(a, kp[:, :2])
     kind = str(record["keypoints_kind"])
@@ -225,12 +225,13 @@ def process_image_record(record: dict, params: AugmentParams, backbone: Backbone
             perm = FLIP_PERMUTATIONS[joints_3d_layout(len(joints))]
             joints = joints[list(perm)] * np.array([-1.0, 1.0, 1.0], np.float32)
         orient = mirror_axis_angle(orient)
-    if params.color != (1.0, 1.0, 1.0):
-        crop = np.clip(crop * np.asarray(params.color, np.float32), 0.0, 255.0)
     if backbone.width != s:
         left = (s - backbone.width) // 2
         crop = crop[:, left:left + backbone.width]
-    image = (crop / 255.0 - np.asarray(backbone.mean, np.float32)) / np.asarray(backbone.std, np.float32)
+    std = np.asarray(backbone.std, np.float32)
+    if params.color != (1.0, 1.0, 1.0):  # colour noise, clipped to the 8-bit range as SPIN does
+        crop = np.minimum(crop * np.asarray(params.color, np.float32), np.float32(255.0))
+    image = crop * (np.float32(1.0 / 255.0) / std) - np.asarray(backbone.mean, np.float32) / std
     kp[:, :2] = (2.0 * kp[:, :2] + 1.0) / s - 1.0
     rot = axis_angle_to_matrix(orient).astype(np.float32)
     return {
