@@ -256,7 +256,10 @@ def train(config, workdir: str) -> dict:
     batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
 
     stage = get_stage(config)
-    data, steps_per_epoch = train_dataset(stage, config)
+    if hasattr(stage, "train_pipeline"):
+        data, steps_per_epoch = stage.train_pipeline(local_batch_size(config.batch_size), config.seed)
+    else:
+        data, steps_per_epoch = train_dataset(stage, config)
     train_iter = iter(data)
 
     # Variables from the shapes of one batch (a separate iterator: the real one is untouched).
@@ -267,8 +270,7 @@ def train(config, workdir: str) -> dict:
     var_shardings = type(abstract_vars)(
         params=param_shardings(abstract_vars.params, mesh, config.sharding.params,
                                 config.sharding.get("min_size", 2 ** 14)),
-        model_state=jax.tree.map(lambda _: replicated, abstract_vars.model_state),
-        frozen=jax.tree.map(lambda _: replicated, abstract_vars.frozen))
+        model_state=jax.tree.map(lambda _: replicated, abstract_vars.model_state))
     variables = jax.jit(stage.init, out_shardings=var_shardings)(init_key, example)
     variables = _load_pretrained(stage, variables)
 
@@ -285,7 +287,7 @@ def train(config, workdir: str) -> dict:
                        "opt_state": opt_shardings, "model_state": var_shardings.model_state,
                        "nonfinite": replicated, "first_nonfinite": replicated}
     state = jax.device_put(state, state_shardings)
-    frozen = variables.frozen
+    frozen = jax.device_put(stage.frozen(), replicated)
 
     ckpt_cfg = config.checkpoint
     checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -304,7 +306,8 @@ def train(config, workdir: str) -> dict:
                       in_shardings=(state_shardings, None, batch_sharding),
                       out_shardings=(state_shardings, replicated),
                       donate_argnums=(0,))
-    val_fn = jax.jit(stage.validate) if stage.val_source() is not None else None
+    has_val = hasattr(stage, "val_batches") or stage.val_source() is not None
+    val_fn = jax.jit(stage.validate) if has_val else None
 
     total = int(config.total_steps)
     step = int(jax.device_get(state["step"]))
@@ -379,9 +382,14 @@ def _check_finite(state, checkpointer: checkpointing.Checkpointer) -> None:
 
 def _validate(stage: Stage, val_fn, state, frozen, config, batch_sharding) -> dict:
     """Mean of the stage's per-sample validation metrics over ``config.eval_batches`` batches."""
-    ds = _as_map_dataset(stage.val_source())
-    ds = ds[jax.process_index()::jax.process_count()]
-    ds = ds.batch(local_batch_size(config.batch_size), drop_remainder=True)
+    if hasattr(stage, "val_batches"):
+        ds = stage.val_batches(local_batch_size(config.batch_size))
+        if ds is None:
+            return {}
+    else:
+        ds = _as_map_dataset(stage.val_source())
+        ds = ds[jax.process_index()::jax.process_count()]
+        ds = ds.batch(local_batch_size(config.batch_size), drop_remainder=True)
     sums, count = {}, 0
     for i, batch in enumerate(ds):
         if i >= config.get("eval_batches", 10):

@@ -27,17 +27,16 @@ STAGES = {
 
 @flax.struct.dataclass
 class Variables:
-    """A stage's variables.
+    """A stage's trainable variables.
 
     params: trained by the optimizer. model_state: mutable collections updated by the forward
-    pass (BatchNorm ``batch_stats``, the VQ codebook EMA), checkpointed with params.
-    frozen: constants the loss reads but never changes (the frozen tokenizer, joint
-    regressors); rebuilt from their source at start-up, not checkpointed.
+    pass (BatchNorm ``batch_stats``, the VQ codebook EMA ``vq_stats``), checkpointed with params.
+    (Constants the loss reads but never changes, such as the frozen tokenizer, come from
+    ``Stage.frozen()`` instead and are not checkpointed.)
     """
 
     params: Any
     model_state: Any = dataclasses.field(default_factory=dict)
-    frozen: Any = dataclasses.field(default_factory=dict)
 
 
 @flax.struct.dataclass
@@ -78,6 +77,14 @@ class Stage:
     def augment(self, example: dict, rng: np.random.Generator) -> dict:
         """Per-example random augmentation (applied to training data only)."""
         return example
+
+    # Stages with their own Grain pipelines (hmr_jax.data) define instead:
+    #   train_pipeline(local_batch, seed) -> (grain IterDataset of local batches, steps_per_epoch)
+    #   val_batches(local_batch) -> iterable of local batches, or None
+
+    def frozen(self) -> Any:
+        """Constant pytree passed to ``loss`` / ``validate`` (frozen tokenizer, regressors)."""
+        return {}
 
     # -- model --------------------------------------------------------------------------
     def init(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> Variables:

@@ -1,0 +1,148 @@
+"""Pieces the model stages share: data pipelines from ``config.data``, the frozen tokenizer,
+joint regressors, and loading converted / previously trained weights into new variables."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def _sources(spec) -> list:
+    """``config.data.train``: a folder, a list of folders, or a list of ``"folder:weight"``."""
+    from hmr_jax.data import Source
+
+    if isinstance(spec, str):
+        spec = [s for s in spec.split(",") if s]
+    out = []
+    for s in spec:
+        path, _, weight = str(s).partition("::")
+        out.append(Source(path, float(weight) if weight else 1.0))
+    if not out:
+        raise ValueError("config.data.train is empty: give the dataset folder(s) to train on")
+    return out
+
+
+def dataset_length(spec) -> int:
+    """Total number of records of the dataset folders named by ``spec``."""
+    from hmr_jax.data import open_dataset
+
+    return sum(len(open_dataset(s.path)) for s in _sources(spec))
+
+
+def mesh_train_pipeline(config, local_batch: int, seed: int):
+    """``(IterDataset, steps_per_epoch)`` of training meshes (``config.data.train``)."""
+    from hmr_jax.data import mesh_pipeline
+
+    ds = mesh_pipeline(_sources(config.data.train), batch_size=local_batch, train=True, seed=seed,
+                       num_workers=config.data.get("workers", 0))
+    return ds, max(dataset_length(config.data.train) // config.batch_size, 1)
+
+
+def image_train_pipeline(config, local_batch: int, seed: int, backbone: str):
+    """``(IterDataset, steps_per_epoch)`` of augmented person crops (``config.data.train``)."""
+    from hmr_jax.data import image_pipeline
+
+    ds = image_pipeline(_sources(config.data.train), batch_size=local_batch, backbone=backbone,
+                        train=True, augment=config.data.get("augment", False),
+                        flip=config.data.get("flip", False), seed=seed,
+                        num_workers=config.data.get("workers", 0))
+    return ds, max(dataset_length(config.data.train) // config.batch_size, 1)
+
+
+def val_batches(config, local_batch: int, kind: str, backbone: str = "hrnet"):
+    """Validation batches (``config.data.val``; full batches only), or None."""
+    spec = config.data.get("val", "")
+    if not spec:
+        return None
+    from hmr_jax.data import image_pipeline, mesh_pipeline
+
+    if kind == "mesh":
+        return mesh_pipeline(_sources(spec), batch_size=local_batch, train=False, drop_remainder=True)
+    return image_pipeline(_sources(spec), batch_size=local_batch, backbone=backbone, train=False,
+                          drop_remainder=True)
+
+
+# ----------------------------------------------------------------------------- tokenizer
+def is_train_workdir(path: str) -> bool:
+    """True if ``path`` is a ``train.py`` workdir (has ``config.json`` and ``checkpoints/``)."""
+    return os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(
+        os.path.join(path, "checkpoints"))
+
+
+def restore_workdir(path: str) -> tuple[dict, Mapping[str, Any]]:
+    """``(state, config)`` of the latest checkpoint of a ``train.py`` workdir (host arrays)."""
+    import orbax.checkpoint as ocp
+
+    with open(os.path.join(path, "config.json")) as f:
+        config = json.load(f)
+    manager = ocp.CheckpointManager(os.path.abspath(os.path.join(path, "checkpoints")),
+                                    item_handlers={"state": ocp.StandardCheckpointHandler()},
+                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    step = manager.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"{path}/checkpoints holds no complete checkpoint")
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    manager.close()
+    return jax.device_get(state), config
+
+
+def load_tokenizer(path: str, connection_folder: str = ""):
+    """The frozen Mesh-VQ-VAE: ``(model, variables)`` from a converted checkpoint folder
+    (``convert_torch_weights.py --out``) or from a ``train.py`` workdir of the mesh_vqvae stage.
+    """
+    from hmr_jax.models.mesh_vqvae import MeshVQVAE, load_connections
+
+    if not path:
+        raise ValueError("config.tokenizer.path is empty: give a converted Mesh-VQ-VAE folder or a "
+                         "mesh_vqvae train.py workdir")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"tokenizer {path!r} does not exist (config.tokenizer.path)")
+    if is_train_workdir(path):
+        state, config = restore_workdir(path)
+        if config.get("stage") != "mesh_vqvae":
+            raise ValueError(f"{path} is a {config.get('stage')!r} run, not a mesh_vqvae one")
+        model_cfg = dict(config["model"])
+        if connection_folder:
+            model_cfg["autoencoder"] = {**model_cfg["autoencoder"], "connection_folder": connection_folder}
+        model = MeshVQVAE(model_cfg, connections=tuple(load_connections(model_cfg)))
+        return model, {"params": state["params"], **state["model_state"]}
+    from hmr_jax.conversion.mesh_vqvae import load_converted
+
+    return load_converted(path, connection_folder or None)
+
+
+def merge_pretrained(target: Any, source: Any, what: str) -> Any:
+    """Copy every array of ``source`` into ``target`` where the path and shape agree.
+
+    Both are nested dicts. Logs how many arrays were taken; arrays of ``source`` with no
+    counterpart (or another shape) are listed in an error if *none* matched.
+    """
+    taken, skipped = [], []
+
+    def walk(t, s, prefix):
+        if isinstance(t, Mapping):
+            out = dict(t)
+            for k, v in (s or {}).items():
+                if k in t:
+                    out[k] = walk(t[k], v, f"{prefix}/{k}")
+                else:
+                    skipped.append(f"{prefix}/{k}")
+            return out
+        if np.shape(t) == np.shape(s):
+            taken.append(prefix)
+            return jax.numpy.asarray(s, dtype=t.dtype)
+        skipped.append(f"{prefix} {np.shape(s)} vs {np.shape(t)}")
+        return t
+
+    out = walk(target, source, "")
+    if not taken:
+        raise ValueError(f"{what}: no array matched the model (unexpected: {skipped[:8]})")
+    log.warning("%s: loaded %d arrays%s", what, len(taken),
+                f"; {len(skipped)} not used (e.g. {skipped[:3]})" if skipped else "")
+    return out
