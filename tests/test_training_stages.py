@@ -171,3 +171,24 @@ def test_mega_stage_trains_with_small_hrnet(tiny, tokenizer_run, pretrain_run):
     assert all(r["loss"] == pytest.approx(r["cross_entropy"] + r["rotation"] + r["reprojection"],
                                           rel=1e-5) for r in records)
     assert "batch_stats" in out["state"]["model_state"]
+
+
+@pytest.mark.slow
+def test_vqhps_stage_trains_with_small_hrnet(tiny, tokenizer_run):
+    np.save(tiny / "tpose.npy", np.zeros((NV, 3), np.float32) + np.linspace(0, 1, NV)[:, None])
+    c = _common(_config("train_vqhps_hrnet"), 4)
+    c.vqhps.update(model_dim=32, num_heads=4, feedforward_dim=32, dict_size=16, num_tokens=8)
+    c.backbone.model.width = 2
+    c.tokenizer.path = tokenizer_run[0]
+    c.body_models = str(tiny / "body_models")
+    c.num_vertices = NV
+    c.tpose = str(tiny / "tpose.npy")
+    c.batch_size = 4
+    c.data.train = str(tiny / "images")
+    workdir = str(tiny / "run_vqhps")
+    train(c, workdir)
+    records = read_metrics(workdir)
+    assert len(records) == 4
+    assert all(r["loss"] == pytest.approx(r["cross_entropy"] + r["rotation"] + r["reprojection"],
+                                          rel=1e-5) for r in records)
+    assert records[-1]["lr"] == pytest.approx(1e-4)

@@ -1,0 +1,94 @@
+"""Evaluate a model on a prepared split: a table of PVE, MPJPE, PA-MPJPE (mm), JSON and CSV.
+
+    python evaluate.py --checkpoint runs/mega_hrnet --split 3dpw_test
+    python evaluate.py --checkpoint runs/mega_hrnet --split emdb --mode stochastic --num-samples 25
+    python evaluate.py --config configs/train_mega_hrnet.py --checkpoint converted/mega_hrnet \\
+        --split datasets/3dpw_test --protocol standard
+    python evaluate.py --mode mean_mesh --mean-mesh mean.npy --split 3dpw_test   # trivial baseline
+
+``--checkpoint``: a ``train.py`` workdir (latest checkpoint; its config is reused) or a converted
+released checkpoint (then ``--config`` names the matching ``configs/train_*.py`` for the
+tokenizer, body models and crop). ``--split``: a dataset folder, or a name under
+``--data-root`` (default ``datasets``). Results go to ``--out`` (default
+``CHECKPOINT/eval/SPLIT_MODE_PROTOCOL``): ``summary.json`` and ``per_image.csv``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Training config (needed for converted checkpoints).",
+                                lock_config=False)
+flags.DEFINE_string("checkpoint", None, "train.py workdir or converted checkpoint folder.")
+flags.DEFINE_string("split", None, "Dataset folder, or its name under --data_root (3dpw_test, emdb, ...).")
+flags.DEFINE_string("data_root", "datasets", "Where named splits live.")
+flags.DEFINE_enum("mode", "deterministic", ["deterministic", "stochastic", "mean_mesh"], "Prediction mode.")
+flags.DEFINE_integer("num_samples", 25, "Hypotheses per image (stochastic mode).")
+flags.DEFINE_integer("steps", 5, "Decoding steps (stochastic mode).")
+flags.DEFINE_float("temperature", 1.0, "Initial sampling temperature (stochastic mode).")
+flags.DEFINE_enum("protocol", "original", ["original", "standard"], "Metric protocol.")
+flags.DEFINE_string("dataset", "", "3dpw or emdb joints for the standard protocol (default: from --split).")
+flags.DEFINE_string("body_models", "", "Folder with the joint regressors (default: the config's).")
+flags.DEFINE_string("mean_mesh", "", "(V, 3) .npy mesh for --mode mean_mesh.")
+flags.DEFINE_string("backbone", "hrnet", "Crop for --mode mean_mesh (hrnet / resnet / vit).")
+flags.DEFINE_integer("batch_size", 16, "Images per batch.")
+flags.DEFINE_integer("seed", 0, "Seed of the stochastic hypotheses.")
+flags.DEFINE_string("out", "", "Output folder.")
+flags.mark_flags_as_required(["split"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    from hmr_jax.training import evaluation
+
+    split = FLAGS.split if os.path.isdir(FLAGS.split) else os.path.join(FLAGS.data_root, FLAGS.split)
+    if not os.path.isdir(split):
+        sys.exit(f"ERROR: split {FLAGS.split!r} is neither a folder nor {split!r}; prepare it with "
+                 "data_prep/ or pass the folder.")
+    name = os.path.basename(os.path.normpath(split))
+    dataset = FLAGS.dataset or ("emdb" if "emdb" in name.lower() else "3dpw")
+    config = FLAGS.config
+    if FLAGS.mode == "mean_mesh":
+        if not FLAGS.mean_mesh:
+            sys.exit("ERROR: --mode mean_mesh needs --mean_mesh MESH.npy")
+        import numpy as np
+        predictor = evaluation.mean_mesh_predictor(np.load(FLAGS.mean_mesh), FLAGS.backbone)
+        base = os.path.dirname(os.path.abspath(FLAGS.mean_mesh))
+    else:
+        if not FLAGS.checkpoint:
+            sys.exit("ERROR: --checkpoint is required (a train.py workdir or a converted folder)")
+        predictor = evaluation.load_predictor(FLAGS.checkpoint, FLAGS.mode, config, FLAGS.num_samples,
+                                              FLAGS.steps, FLAGS.temperature)
+        base = FLAGS.checkpoint
+    body_models = FLAGS.body_models or (config.get("body_models") if config else None)
+    if not body_models and FLAGS.checkpoint and os.path.isfile(os.path.join(FLAGS.checkpoint, "config.json")):
+        import json
+        body_models = json.load(open(os.path.join(FLAGS.checkpoint, "config.json"))).get("body_models")
+    body_models = body_models or "body_models"
+    out = FLAGS.out or os.path.join(base, "eval", f"{name}_{FLAGS.mode}_{FLAGS.protocol}")
+    summary = evaluation.evaluate(predictor, split, out, body_models, FLAGS.protocol, dataset,
+                                  FLAGS.batch_size, FLAGS.seed)
+    print(evaluation.format_table(summary))
+    print(f"written: {out}/summary.json, {out}/per_image.csv")
+
+
+def _hyphen_aliases(argv):
+    """Accept --num-samples / --data-root / --mean-mesh / --body-models as the underscore names."""
+    out = []
+    for a in argv:
+        if a.startswith("--") and "-" in a[2:].split("=")[0]:
+            head, eq, tail = a[2:].partition("=")
+            a = "--" + head.replace("-", "_") + eq + tail
+        out.append(a)
+    return out
+
+
+if __name__ == "__main__":
+    app.run(main, argv=_hyphen_aliases(sys.argv))

@@ -1,0 +1,230 @@
+"""Evaluation of a trained or converted model on a prepared split (``evaluate.py`` is the CLI).
+
+``evaluate(predictor, split_dir, ...)`` runs the predictor over every image of the split (stored
+order, no augmentation), computes MPJPE, PA-MPJPE and PVE per image under the chosen protocol
+(:mod:`hmr_jax.metrics.protocols`; for several hypotheses the minimum over them, per metric, as
+MEGA's stochastic evaluation, and their mean pairwise distance) and writes
+
+* ``summary.json``: means in millimetres, the number of images and the settings;
+* ``per_image.csv``: one row per image (name, dataset, each metric in mm).
+
+Predictors (:func:`load_predictor`): a ``train.py`` workdir of the ``mega`` / ``vqhps`` stages,
+a converted released checkpoint (``convert_torch_weights.py --out``), or the trivial
+``mean_mesh`` baseline (a fixed mesh for every image).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import tempfile
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MODES = ("deterministic", "stochastic", "mean_mesh")
+
+
+@dataclasses.dataclass
+class Predictor:
+    """``predict(images (B, H, W, 3), key) -> vertices`` (B, V, 3), or (N, B, V, 3) with
+    ``hypotheses`` = N > 1; ``backbone``: the crop the images need (hrnet / resnet / vit)."""
+
+    predict: Callable[[jax.Array, jax.Array], jax.Array]
+    backbone: str
+    hypotheses: int = 1
+    description: str = ""
+
+
+def mean_mesh_predictor(mean_mesh: np.ndarray, backbone: str = "hrnet") -> Predictor:
+    """The trivial baseline: the same (V, 3) mesh (meters) for every image."""
+    mesh = jnp.asarray(mean_mesh, jnp.float32)
+    if mesh.ndim != 2 or mesh.shape[1] != 3:
+        raise ValueError(f"the mean mesh must be (V, 3), got {mesh.shape}")
+    return Predictor(lambda images, key: jnp.broadcast_to(mesh, (images.shape[0],) + mesh.shape),
+                     backbone, 1, "mean mesh")
+
+
+def _stage_predictor(stage, variables, mode: str, num_samples: int, steps: int,
+                     temperature: float) -> Predictor:
+    from hmr_jax.models import decoding
+
+    frozen = stage.frozen()
+    decode = decoding.mesh_decoder_fn(stage.tokenizer, frozen["tokenizer"])
+    crop = stage.config.backbone.kind
+    if stage.name == "mega":
+        model = stage.model
+        if mode == "deterministic":
+            def predict(images, key):
+                out = decoding.mega_deterministic(model, variables, images=images)
+                return decoding.meshes_from_tokens(decode, out["tokens"], out["rot6d"])["vertices"]
+            return Predictor(predict, crop, 1, "MEGA deterministic")
+
+        def predict(images, key):
+            out = decoding.mega_generate(model, variables, images=images, key=key,
+                                         num_samples=num_samples, steps=steps, gen_temp=temperature)
+            verts = decoding.meshes_from_tokens(decode, out["tokens"], out["rot6d"])["vertices"]
+            return jnp.swapaxes(verts, 0, 1)  # (N, B, V, 3)
+        return Predictor(predict, crop, num_samples, f"MEGA stochastic, {num_samples} hypotheses")
+    if stage.name == "vqhps":
+        if mode != "deterministic":
+            raise ValueError("VQ-HPS is deterministic: use --mode deterministic")
+        forward = jax.jit(lambda v, images: stage._forward(v["params"], {k: x for k, x in v.items()
+                                                                        if k != "params"},
+                                                          frozen, images, False)[0])
+
+        def predict(images, key):
+            out = forward(variables, images)
+            tokens = jnp.argmax(out["logits"], -1).astype(jnp.int32)
+            return decoding.meshes_from_tokens(decode, tokens, out["rot6d"])["vertices"]
+        return Predictor(predict, crop, 1, "VQ-HPS")
+    raise ValueError(f"cannot evaluate a {stage.name!r} run: only mega and vqhps predict meshes from images")
+
+
+def load_predictor(checkpoint: str, mode: str = "deterministic", config=None, num_samples: int = 25,
+                   steps: int = 5, temperature: float = 1.0) -> Predictor:
+    """A predictor from a ``train.py`` workdir (its ``config.json``; ``config`` overrides it) or a
+    converted checkpoint folder (``config`` gives the stage settings: tokenizer, body models...)."""
+    import ml_collections
+
+    from hmr_jax.training.stages import get_stage
+    from hmr_jax.training.stages import common
+
+    if mode not in MODES:
+        raise ValueError(f"--mode {mode!r} unknown; choose one of {MODES}")
+    if not os.path.isdir(checkpoint):
+        raise FileNotFoundError(f"--checkpoint {checkpoint!r} is not a folder")
+    if common.is_train_workdir(checkpoint):
+        state, saved = common.restore_workdir(checkpoint)
+        cfg = ml_collections.ConfigDict(saved)
+        if config is not None:
+            cfg.update(_overrides(config))
+        stage = get_stage(cfg)
+        variables = {"params": state["params"], **state.get("model_state", {})}
+        return _stage_predictor(stage, variables, mode, num_samples, steps, temperature)
+    from hmr_jax.conversion.common import read_converted
+
+    if config is None:
+        raise ValueError("a converted checkpoint needs --config configs/train_mega_*.py or "
+                         "configs/train_vqhps_*.py (tokenizer, body models, backbone kind)")
+    variables, conv_cfg = read_converted(checkpoint)
+    stage = get_stage(_without_init(config, conv_cfg))
+    return _stage_predictor(stage, variables, mode, num_samples, steps, temperature)
+
+
+def _overrides(config) -> dict:
+    """Only what a user may change when re-evaluating a run (paths), not the model."""
+    keep = ("tokenizer", "body_models", "tpose", "require_smpl24", "num_vertices")
+    return {k: config[k] for k in keep if k in config}
+
+
+def _without_init(config, conv_cfg):
+    """The training config with the model sizes of a converted checkpoint."""
+    cfg = config.copy_and_resolve_references()
+    with cfg.unlocked():
+        if "mega" in conv_cfg and "mega" in cfg:
+            cfg.mega.update({k: v for k, v in conv_cfg["mega"].items() if k in cfg.mega})
+        if "vqhps" in conv_cfg and "vqhps" in cfg:
+            cfg.vqhps.update({k: v for k, v in conv_cfg["vqhps"].items() if k in cfg.vqhps})
+        if conv_cfg.get("backbone"):
+            cfg.backbone.model = dict(conv_cfg["backbone"])
+        cfg.init = {}
+    return cfg
+
+
+def image_names(split_dir: str) -> list[tuple[str, str]]:
+    """(image_name, dataset) of every record of a split, in stored order."""
+    from hmr_jax.data import decode_record, open_dataset
+
+    src = open_dataset(split_dir, kind="image").data_source()
+    out = []
+    for i in range(len(src)):
+        r = decode_record(src[i])
+        out.append((str(r.get("image_name", i)), str(r.get("dataset", ""))))
+    return out
+
+
+def evaluate(predictor: Predictor, split_dir: str, out_dir: str, body_models: str,
+             protocol: str = "original", dataset: str = "3dpw", batch_size: int = 16,
+             seed: int = 0, progress: bool = True) -> dict:
+    """Evaluate ``predictor`` on every image of ``split_dir``; write and return the summary.
+
+    Returns ``{"metrics_mm": {name: mean}, "num_images": n, ...}``; per-image rows go to
+    ``out_dir/per_image.csv``, the summary to ``out_dir/summary.json``.
+    """
+    from hmr_jax.body.regressors import JointRegressors, load_joint_regressor
+    from hmr_jax.data import image_pipeline
+    from hmr_jax.metrics.protocols import hypothesis_errors, mesh_errors
+
+    names = image_names(split_dir)
+    data = image_pipeline(split_dir, batch_size=batch_size, backbone=predictor.backbone,
+                          train=False, shard_index=0, shard_count=1)
+    regs = None
+    key = jax.random.key(seed)
+    rows: list[dict] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(names), unit="img", dynamic_ncols=True)
+    for i, batch in enumerate(data):
+        gt = jnp.asarray(batch["vertices"])
+        if regs is None:
+            nv = gt.shape[1]
+            p24 = os.path.join(body_models, "J_regressor_24.npy")
+            regs = JointRegressors(
+                h36m=jnp.asarray(load_joint_regressor(os.path.join(body_models, "J_regressor_h36m.npy"), 17, nv)),
+                smpl24=jnp.asarray(load_joint_regressor(p24, 24, nv)) if os.path.exists(p24) else None)
+        pred = predictor.predict(jnp.asarray(batch["image"]), jax.random.fold_in(key, i))
+        if predictor.hypotheses > 1:
+            errs = hypothesis_errors(pred, gt, regs, protocol, dataset)
+        else:
+            errs = mesh_errors(pred, gt, regs, protocol, dataset)
+        errs = {k: np.asarray(v) * 1000.0 for k, v in jax.device_get(errs).items()}
+        for j in range(gt.shape[0]):
+            name, ds = names[len(rows)]
+            rows.append({"image_name": name, "dataset": ds, **{k: float(v[j]) for k, v in errs.items()}})
+        if bar is not None:
+            bar.update(gt.shape[0])
+    if bar is not None:
+        bar.close()
+    if len(rows) != len(names):
+        raise RuntimeError(f"evaluated {len(rows)} images but the split has {len(names)}")
+    metric_names = [k for k in rows[0] if k not in ("image_name", "dataset")] if rows else []
+    summary = {
+        "split": split_dir, "predictor": predictor.description, "protocol": protocol,
+        "dataset": dataset, "hypotheses": predictor.hypotheses, "num_images": len(rows),
+        "metrics_mm": {k: float(np.mean([r[k] for r in rows])) for k in metric_names},
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    _atomic_write(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".per_image.")
+    with os.fdopen(fd, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["image_name", "dataset"] + metric_names)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, os.path.join(out_dir, "per_image.csv"))
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    """A small text table of the summary (mm)."""
+    m = summary["metrics_mm"]
+    label = {"pve": "PVE", "mpjpe": "MPJPE", "pa_mpjpe": "PA-MPJPE",
+             "mean_pairwise_distance": "hyp. spread"}
+    prefix = f"min of {summary['hypotheses']} " if summary["hypotheses"] > 1 else ""
+    lines = [f"{summary['predictor']} on {summary['split']} ({summary['num_images']} images, "
+             f"protocol {summary['protocol']})"]
+    for k, v in m.items():
+        name = label.get(k, k)
+        lines.append(f"  {(prefix if k != 'mean_pairwise_distance' else '') + name:<22} {v:9.2f} mm")
+    return "\n".join(lines)
+
+
+def _atomic_write(path: str, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,115 @@
+"""Stage ``vqhps``: VQ-HPS training, as the original ``MeshRegressor_Train``.
+
+Loss (weights 1): cross-entropy on all 54 tokens (targets from the frozen tokenizer) + rotation
+loss (MSE of 3x3 matrices) + 2D reprojection of the mesh decoded from the argmax tokens (no
+gradient through the decoder) rotated by the prediction (L1 on 3DPW's 24 SMPL joints,
+confidence-weighted L1 on the 17 H36M joints elsewhere). The pose the rotation head starts from
+is the T-pose's 17 H36M joints (``config.tpose``: a (V, 3) ``.npy``). AdamW (0.9, 0.999),
+lr 1e-4 (unscaled), wd 1e-3, divided by 10 every 100 epochs; batch 32; augmentation and flips on.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hmr_jax.geometry.rotations import rotation_6d_to_matrix
+from hmr_jax.training import losses
+from hmr_jax.training.stages import LossOutput, Stage, Variables
+from hmr_jax.training.stages import common
+from hmr_jax.training.stages.mega import _TokenizerMixin, _load_params, load_regressors
+
+_FIELDS = ("model_dim", "num_heads", "feedforward_dim", "num_enc_layers", "num_dec_layers",
+           "dict_size", "num_tokens", "dropout", "autoreg", "seq_len", "pose_dim")
+
+
+class VQHPSStage(_TokenizerMixin, Stage):
+    """Config: ``vqhps`` (regressor sizes), ``backbone`` (see ``configs/train_mega_backbones.py``),
+    ``tokenizer.path``, ``body_models``, ``tpose``, ``data.train`` / ``val``, ``init.backbone``."""
+
+    name = "vqhps"
+
+    def __init__(self, config):
+        super().__init__(config)
+        from hmr_jax.models.vqhps import build_vqhps
+
+        self.model = build_vqhps({"vqhps": {k: config.vqhps[k] for k in _FIELDS},
+                                  "backbone": config.backbone.model.to_dict()})
+        self._load_tokenizer()
+        self._regressors = load_regressors(config)
+        if not os.path.isfile(config.tpose):
+            raise FileNotFoundError(f"config.tpose={config.tpose!r} does not exist: VQ-HPS starts from "
+                                    "the T-pose mesh's joints ((V, 3) .npy, the original body_models/tpose.npy)")
+        tpose = np.load(config.tpose).astype(np.float32)
+        self._pose_init = np.einsum("jv,vc->jc", self._regressors["h36m"], tpose).reshape(-1)
+
+    @property
+    def crop(self) -> str:
+        return self.config.backbone.kind
+
+    def frozen(self):
+        regs = {k: v for k, v in self._regressors.items() if v is not None}
+        return {"tokenizer": self._tokenizer_vars, "regressors": regs, "pose_init": self._pose_init}
+
+    def train_pipeline(self, local_batch, seed):
+        return common.image_train_pipeline(self.config, local_batch, seed, self.crop)
+
+    def val_batches(self, local_batch):
+        return common.val_batches(self.config, local_batch, "image", self.crop)
+
+    def init(self, rng, batch):
+        b = batch["image"].shape[0]
+        v = self.model.init({"params": rng, "dropout": rng}, batch["image"],
+                            jnp.zeros((b, self.config.vqhps.pose_dim)), train=False)
+        return Variables(params=v["params"],
+                         model_state={k: v[k] for k in v if k not in ("params", "intermediates")})
+
+    def load_pretrained(self, variables):
+        path = self.config.get("init", {}).get("backbone", "")
+        if not path:
+            return variables
+        src = _load_params(path)
+        params, state = dict(variables.params), dict(variables.model_state)
+        for name in ("backbone_pose", "backbone_rot"):
+            params[name] = common.merge_pretrained(params[name], src["params"], f"{name} {path}")
+            if "batch_stats" in src and name in state.get("batch_stats", {}):
+                state["batch_stats"] = {**state["batch_stats"], name: common.merge_pretrained(
+                    state["batch_stats"][name], src["batch_stats"], f"{name} statistics")}
+        return Variables(params=params, model_state=state)
+
+    def _forward(self, params, model_state, frozen, images, train, rng=None):
+        b = images.shape[0]
+        pose_init = jnp.broadcast_to(frozen["pose_init"], (b, frozen["pose_init"].shape[0]))
+        kwargs = dict(rngs={"dropout": rng}, mutable=list(model_state.keys())) if train else {}
+        out = self.model.apply({"params": params, **model_state}, images, pose_init, train=train, **kwargs)
+        return out if train else (out, model_state)
+
+    def loss(self, params, model_state, frozen, batch, rng, step):
+        out, updates = self._forward(params, model_state, frozen, batch["image"], True, rng)
+        tokens = self._tokens(frozen, batch["vertices_canonical"])
+        ce = losses.cross_entropy(out["logits"], tokens)
+        rot = losses.rotation_loss(out["rot6d"], batch["global_orient"])
+        canonical = self._decode(frozen, jnp.argmax(out["logits"], -1).astype(jnp.int32))
+        pred = jnp.einsum("bij,bvj->bvi", rotation_6d_to_matrix(out["rot6d"]), canonical)
+        regs = frozen["regressors"]
+        if "smpl24" in regs:
+            reproj = losses.mixed_reprojection_loss(batch["keypoints_2d"], batch["is_3dpw"], pred,
+                                                    out["cam"], regs["smpl24"], regs["h36m"])
+        else:
+            reproj = losses.reprojection_loss_conf(batch["keypoints_2d"][:, :17], pred, out["cam"],
+                                                   regs["h36m"])
+        accuracy = jnp.mean(jnp.argmax(out["logits"], -1) == tokens)
+        terms = {"cross_entropy": ce, "rotation": rot, "reprojection": reproj, "token_accuracy": accuracy}
+        return ce + rot + reproj, LossOutput(terms=terms, model_state=dict(updates))
+
+    def validate(self, params, model_state, frozen, batch):
+        from hmr_jax.body.regressors import JointRegressors
+        from hmr_jax.metrics.protocols import mesh_errors
+
+        out, _ = self._forward(params, model_state, frozen, batch["image"], False)
+        canonical = self._decode(frozen, jnp.argmax(out["logits"], -1).astype(jnp.int32))
+        pred = jnp.einsum("bij,bvj->bvi", rotation_6d_to_matrix(out["rot6d"]), canonical)
+        errs = mesh_errors(pred, batch["vertices"], JointRegressors(h36m=frozen["regressors"]["h36m"]))
+        return {k + "_mm": 1000 * v for k, v in errs.items()}
