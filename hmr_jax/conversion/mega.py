@@ -215,7 +215,7 @@ def _errors(got: Mapping[str, np.ndarray], io: Mapping[str, np.ndarray]) -> dict
     errors = {}
     for name in sorted(k for k in io if k.startswith("out_")):
         if name not in got:
-            raise ConversionError(f"the converted MEGA model cannot produce fixture array {name}")
+            raise ConversionError(f"this converter cannot produce fixture array {name}")
         want = io[name]
         g = np.asarray(got[name])
         if np.issubdtype(want.dtype, np.integer):
