@@ -26,6 +26,7 @@ _MODULES: list[str] = [
     "hmr_jax.conversion.backbones",
     "hmr_jax.conversion.mesh_vqvae",
     "hmr_jax.conversion.mega",
+    "hmr_jax.conversion.vqhps",
 ]
 
 
