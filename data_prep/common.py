@@ -1,0 +1,318 @@
+"""What every real-dataset converter shares.
+
+* :class:`ConversionInputError`: a missing file or key, a truncated file, with its path.
+* :func:`safe_pickle_load`: reads the official 3DPW / EMDB pickles with an allowlist of
+  classes (NumPy arrays and plain Python containers only; nothing else is ever imported).
+* :class:`BodyMeshes`: ground-truth canonical meshes from a body model (the SMPL+H of
+  :mod:`hmr_jax.body`, or any stand-in callable), computed once at preparation, with the
+  meshes of the mirrored poses for flip augmentation.
+* :func:`store_region`: cuts the square region around a person from the original image
+  (with a margin for scale / rotation augmentation) and encodes it as JPEG; returns the
+  affine map between stored and original pixels.
+* :func:`image_record`: assembles an ``image`` record (:mod:`hmr_jax.data.records`).
+"""
+from __future__ import annotations
+
+import io
+import os
+import pathlib
+import pickle
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from hmr_jax.data.augment import FLIP_PERMUTATIONS, apply_affine, invert_affine
+
+# The originals' selection of 17 joints from the 24-joint annotations of the BEDLAM / CLIFF
+# training files (J24_TO_J17 in their dataset code).
+J24_TO_J17 = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 18, 14, 16, 17)
+
+
+class ConversionInputError(RuntimeError):
+    """An input of a converter is missing, incomplete or malformed (the message names it)."""
+
+
+_PICKLE_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"), ("builtins", "set"), ("builtins", "frozenset"),
+    ("builtins", "slice"), ("builtins", "complex"), ("__builtin__", "set"), ("collections", "OrderedDict"),
+    ("_codecs", "encode"), ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
+    ("builtins", "object"), ("__builtin__", "object"),
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _PICKLE_ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only NumPy arrays and plain "
+                                         "containers are expected in this file)")
+        return super().find_class(module, name)
+
+
+def safe_pickle_load(path: str | os.PathLike) -> Any:
+    """Loads an official dataset pickle (Python 2 pickles included) without executing code.
+
+    Raises:
+      ConversionInputError: missing, truncated or unexpected content, naming the file.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConversionInputError(f"missing file {path}")
+    try:
+        with open(path, "rb") as f:
+            return _SafeUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise ConversionInputError(f"cannot read {path} (truncated or not the official file?): {e}") from e
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Reads every array of an ``.npz`` (object arrays of strings allowed; no pickled objects).
+
+    Raises:
+      ConversionInputError: missing or truncated file, naming it.
+    """
+    import zipfile
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConversionInputError(f"missing file {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError:
+        pass  # string arrays saved as object dtype need pickle: read them with the allowlist
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ConversionInputError(f"cannot read {path} (truncated or not an .npz file): {e}") from e
+    try:
+        out = {}
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                with zf.open(name) as f:
+                    out[name[:-4] if name.endswith(".npy") else name] = _read_npy_allowlisted(f, path)
+        return out
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise ConversionInputError(f"cannot read {path} (truncated or not an .npz file): {e}") from e
+
+
+def _read_npy_allowlisted(f, path) -> np.ndarray:
+    from numpy.lib import format as npformat
+
+    version = npformat.read_magic(f)
+    shape, fortran, dtype = npformat._read_array_header(f, version)  # noqa: SLF001 - documented layout
+    if dtype.hasobject:
+        arr = _SafeUnpickler(f, encoding="latin1").load()
+        return np.asarray(arr)
+    data = f.read()
+    arr = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)) if shape else 1)
+    return arr.reshape(shape, order="F" if fortran else "C")
+
+
+def require(data: Mapping[str, Any], keys: Sequence[str], path) -> None:
+    """Raises :class:`ConversionInputError` naming the file and the missing keys."""
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise ConversionInputError(f"{path} lacks key(s) {missing} (present: {sorted(map(str, data))[:20]})")
+
+
+def first_key(data: Mapping[str, Any], names: Sequence[str], path) -> str:
+    """The first of ``names`` present in ``data`` (alternative key names of the originals)."""
+    for n in names:
+        if n in data:
+            return n
+    raise ConversionInputError(f"{path} has none of the keys {list(names)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Body model meshes
+
+#: SMPL (22 body joints) flip of the 66 root + body pose values: swap left/right, negate y, z.
+_FLIP22 = np.asarray(FLIP_PERMUTATIONS["smpl22"])
+
+
+def flip_body_pose(body_pose: np.ndarray) -> np.ndarray:
+    """``(..., 63)`` axis-angle body pose of the mirrored person (the originals' flip_pose)."""
+    p = np.asarray(body_pose, np.float64).reshape(body_pose.shape[:-1] + (21, 3))
+    full = np.concatenate([np.zeros(p.shape[:-2] + (1, 3)), p], axis=-2)[..., _FLIP22, :]
+    full = full * np.array([1.0, -1.0, -1.0])
+    return full[..., 1:, :].reshape(body_pose.shape)
+
+
+class BodyMeshes:
+    """Canonical ground-truth meshes from a body model, one model per gender.
+
+    Args:
+      model_for_gender: ``gender -> model`` where ``model(betas=(B, 10), body_pose=(B, 63),
+        global_orient=(B, 3), transl=(B, 3) or None)`` returns an object with ``vertices``
+        (B, V, 3) and ``joints`` (B, J >= 22, 3), meters (e.g.
+        ``lambda g: hmr_jax.body.load_body_model("body_models", gender=g)``).
+      chunk: bodies per call (calls are padded to it, so a jitted model compiles once).
+    """
+
+    def __init__(self, model_for_gender: Callable[[str], Callable], chunk: int = 128):
+        self._factory = model_for_gender
+        self._models: dict[str, Callable] = {}
+        self.chunk = int(chunk)
+
+    @classmethod
+    def from_folder(cls, body_models: str | os.PathLike, chunk: int = 128) -> "BodyMeshes":
+        """SMPL+H / SMPL models found under ``body_models`` (see ``hmr_jax.body.LAYOUT_HELP``)."""
+        from hmr_jax.body import load_body_model
+
+        return cls(lambda g: load_body_model(body_models, gender=g), chunk)
+
+    def model(self, gender: str) -> Callable:
+        g = str(gender)
+        if g not in self._models:
+            self._models[g] = self._factory(g)
+        return self._models[g]
+
+    def _run(self, gender, betas, body_pose, global_orient=None, transl=None):
+        model = self.model(gender)
+        n = len(body_pose)
+        verts, joints = [], []
+        for s in range(0, n, self.chunk):
+            e = min(n, s + self.chunk)
+            pad = self.chunk - (e - s)
+
+            def part(x):
+                x = np.asarray(x[s:e], np.float32)
+                return np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) if pad else x
+
+            out = model(betas=part(betas), body_pose=part(body_pose),
+                        global_orient=None if global_orient is None else part(global_orient),
+                        transl=None if transl is None else part(transl))
+            verts.append(np.asarray(out.vertices, np.float64)[: e - s])
+            joints.append(np.asarray(out.joints, np.float64)[: e - s])
+        return np.concatenate(verts), np.concatenate(joints)
+
+    def canonical(self, gender: str, betas: np.ndarray, body_pose: np.ndarray) -> dict[str, np.ndarray]:
+        """Canonical meshes (no global rotation), centred on the vertex mean, as the originals.
+
+        Args:
+          gender: 'neutral' / 'male' / 'female' (or aliases).
+          betas: (B, 10); body_pose: (B, 63) axis-angle, radians.
+        Returns:
+          ``vertices`` (B, V, 3), ``vertices_flipped`` (B, V, 3) (mesh of the mirrored pose,
+          centred), ``joints_3d`` (B, 22, 3) (same centring as ``vertices``), meters.
+        """
+        betas = np.asarray(betas, np.float64)[:, :10]
+        body_pose = np.asarray(body_pose, np.float64)
+        v, j = self._run(gender, betas, body_pose)
+        vf, _ = self._run(gender, betas, flip_body_pose(body_pose))
+        mean = v.mean(axis=1, keepdims=True)
+        return {"vertices": v - mean, "vertices_flipped": vf - vf.mean(axis=1, keepdims=True),
+                "joints_3d": j[:, :22] - mean}
+
+    def posed_mean(self, gender, betas, body_pose, global_orient, transl) -> np.ndarray:
+        """(B, 3) vertex mean of the posed, translated body (world frame of the inputs), meters."""
+        v, _ = self._run(gender, np.asarray(betas)[:, :10], body_pose, global_orient, transl)
+        return v.mean(axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+
+def open_image(path: str | os.PathLike, rotate_closeup: bool = False) -> Image.Image:
+    """Opens an RGB image; BEDLAM 'closeup' images are turned 90 degrees clockwise as the originals do.
+
+    Raises:
+      ConversionInputError: missing, truncated or unreadable image, naming it.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConversionInputError(f"missing image {path}")
+    try:
+        im = Image.open(path)
+        im.load()
+    except (OSError, SyntaxError) as e:
+        raise ConversionInputError(f"cannot read image {path} (truncated or corrupt?): {e}") from e
+    im = im.convert("RGB")
+    if rotate_closeup and "closeup" in str(path):
+        im = im.transpose(Image.Transpose.ROTATE_270)
+    return im
+
+
+def store_region(image: Image.Image, center, scale: float, margin: float = 1.5, max_box: int = 448,
+                 quality: int = 95) -> dict[str, Any]:
+    """Cuts the person's region out of an image for storage.
+
+    The square of side ``margin * 200 * scale`` pixels around ``center`` (black outside the
+    image) is resized (antialiased) so that the person's box is at most ``max_box`` pixels,
+    and JPEG-encoded.
+
+    Returns:
+      dict with ``image_jpeg`` (bytes), ``stored_to_original`` (2, 3) affine (pixel-centre
+      convention), ``center`` (2,) and ``scale`` in stored pixels, ``image_size``
+      (original height, width).
+    """
+    box = 200.0 * float(scale)
+    side = box * margin
+    x0 = int(np.floor(center[0] - side / 2.0 + 0.5))
+    y0 = int(np.floor(center[1] - side / 2.0 + 0.5))
+    n = max(1, int(round(side)))
+    region = image.crop((x0, y0, x0 + n, y0 + n))
+    out_side = max(1, int(round(n * min(1.0, max_box / box))))
+    if out_side != n:
+        region = region.resize((out_side, out_side), Image.Resampling.BILINEAR)
+    f = n / out_side  # original pixels per stored pixel
+    to_orig = np.array([[f, 0.0, 0.5 * f - 0.5 + x0], [0.0, f, 0.5 * f - 0.5 + y0]])
+    buf = io.BytesIO()
+    region.save(buf, format="JPEG", quality=quality)
+    to_stored = invert_affine(to_orig)
+    return {
+        "image_jpeg": buf.getvalue(),
+        "stored_to_original": to_orig,
+        "center": apply_affine(to_stored, np.asarray(center, np.float64)[None])[0],
+        "scale": float(scale) / f,
+        "image_size": np.array([image.size[1], image.size[0]]),
+    }
+
+
+def image_record(region: Mapping[str, Any], keypoints_2d: np.ndarray, keypoints_kind: str,
+                 meshes: Mapping[str, np.ndarray], global_orient: np.ndarray, dataset: str, image_name: str,
+                 **optional) -> dict[str, Any]:
+    """An ``image`` record from :func:`store_region` output and original-image keypoints (K, 3)."""
+    kp = np.array(keypoints_2d, np.float64)
+    kp[:, :2] = apply_affine(invert_affine(region["stored_to_original"]), kp[:, :2])
+    rec = {
+        "image_jpeg": region["image_jpeg"], "center": region["center"], "scale": np.float32(region["scale"]),
+        "keypoints_2d": kp, "keypoints_kind": keypoints_kind, "vertices": meshes["vertices"],
+        "vertices_flipped": meshes["vertices_flipped"], "global_orient": np.asarray(global_orient),
+        "joints_3d": meshes["joints_3d"], "dataset": dataset, "image_name": str(image_name),
+        "image_size": region["image_size"], "stored_to_original": region["stored_to_original"],
+    }
+    rec.update({k: v for k, v in optional.items() if v is not None})
+    return rec
+
+
+def rotation_matrix_to_axis_angle(r: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) rotation matrices -> (..., 3) axis-angle, radians."""
+    from scipy.spatial.transform import Rotation
+
+    r = np.asarray(r, np.float64)
+    return Rotation.from_matrix(r.reshape(-1, 3, 3)).as_rotvec().reshape(r.shape[:-2] + (3,))
+
+
+def axis_angle_to_matrix(aa: np.ndarray) -> np.ndarray:
+    """(..., 3) axis-angle -> (..., 3, 3) rotation matrices."""
+    from scipy.spatial.transform import Rotation
+
+    aa = np.asarray(aa, np.float64)
+    return Rotation.from_rotvec(aa.reshape(-1, 3)).as_matrix().reshape(aa.shape[:-1] + (3, 3))
+
+
+def gender_name(value: Any) -> str:
+    """'male' / 'female' / 'neutral' from the datasets' spellings ('m', 'f', b'male', ...)."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    v = str(np.asarray(value).reshape(-1)[0] if np.ndim(value) else value).strip().lower()
+    if v in ("m", "male"):
+        return "male"
+    if v in ("f", "female"):
+        return "female"
+    if v in ("n", "neutral", ""):
+        return "neutral"
+    raise ConversionInputError(f"unknown gender {value!r}")

@@ -1,0 +1,112 @@
+"""EMDB (official files) -> hmr_jax image records, as the original preprocessing does.
+
+``python -m data_prep.emdb --root datasets/EMDB --subset emdb1 --body-models body_models --out OUT``
+
+Input layout (the official download): one pickle per sequence with its images beside it::
+
+    ROOT/P0/09_outdoor_walk/P0_09_outdoor_walk_data.pkl
+    ROOT/P0/09_outdoor_walk/images/00000.jpg ...
+
+For every sequence of the subset (``emdb1``: the test set the papers report; ``emdb2``) and
+every frame in its ``good_frames_mask`` whose box is not in ``bboxes['invalid_idxs']`` (as
+VQ-HPS ``preprocess_data/emdb.py``): the box is the annotated one (crop side ``1.2 x`` its
+larger side), the global orientation is put in the camera frame (``extrinsics R @ R(root)``),
+the 2D keypoints are the 24 projected SMPL joints ``kp2d`` (confidence 1,
+``keypoints_kind='smpl24'``) and the ground-truth mesh is the subject's gendered body model.
+The original's random 80/20 split of EMDB-2 into train / validation is not reproduced.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from data_prep import common
+from hmr_jax.data.shards import ShardWriter
+
+
+def convert(root: str | pathlib.Path, out: str | pathlib.Path, meshes: common.BodyMeshes, subset: str = "emdb1",
+            records_per_shard: int = 1000, overwrite: bool = False, margin: float = 1.5,
+            progress: bool = True) -> pathlib.Path:
+    """Converts the EMDB sequences flagged ``subset`` (see the module docstring); returns the manifest."""
+    from tqdm import tqdm
+
+    if subset not in ("emdb1", "emdb2"):
+        raise ValueError(f"subset must be 'emdb1' or 'emdb2', got {subset!r}")
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        raise common.ConversionInputError(f"missing EMDB folder {root}")
+    files = sorted(root.glob("**/*.pkl"))
+    if not files:
+        raise common.ConversionInputError(f"no sequence .pkl file under {root}")
+    meta = {"source": "EMDB", "subset": subset, "root": str(root), "body_model": "gendered SMPL+H, 10 betas",
+            "frames": "good_frames_mask and valid boxes"}
+    with ShardWriter(out, "image", records_per_shard=records_per_shard, metadata=meta, overwrite=overwrite) as w:
+        for path in tqdm(files, desc=f"EMDB {subset}", disable=not progress):
+            data = common.safe_pickle_load(path)
+            common.require(data, [subset, "gender", "n_frames", "good_frames_mask", "smpl", "camera", "kp2d",
+                                  "bboxes"], path)
+            if not data[subset]:
+                continue
+            common.require(data["smpl"], ["betas", "poses_root", "poses_body", "trans"], f"{path}['smpl']")
+            common.require(data["camera"], ["extrinsics", "intrinsics"], f"{path}['camera']")
+            common.require(data["bboxes"], ["bboxes", "invalid_idxs"], f"{path}['bboxes']")
+            invalid = set(int(i) for i in np.asarray(data["bboxes"]["invalid_idxs"]).reshape(-1))
+            good = np.asarray(data["good_frames_mask"]).astype(bool)
+            frames = [t for t in range(int(data["n_frames"])) if good[t] and t not in invalid]
+            if not frames:
+                continue
+            smpl = data["smpl"]
+            gender = common.gender_name(data["gender"])
+            betas = np.repeat(np.asarray(smpl["betas"], np.float64).reshape(1, -1)[:, :10], len(frames), axis=0)
+            body_pose = np.asarray(smpl["poses_body"], np.float64)[frames]
+            root_aa = np.asarray(smpl["poses_root"], np.float64)[frames]
+            ext = np.asarray(data["camera"]["extrinsics"], np.float64)[frames]
+            k = np.asarray(data["camera"]["intrinsics"], np.float64)
+            focal, principal = np.array([k[0, 0], k[1, 1]]), np.array([k[0, 2], k[1, 2]])
+            mesh = meshes.canonical(gender, betas, body_pose)
+            orient = common.rotation_matrix_to_axis_angle(ext[:, :3, :3] @ common.axis_angle_to_matrix(root_aa))
+            trans = np.asarray(smpl["trans"], np.float64)[frames]
+            world_mean = meshes.posed_mean(gender, betas, body_pose, root_aa, trans)
+            cam_t = np.einsum("tij,tj->ti", ext[:, :3, :3], world_mean) + ext[:, :3, 3]
+            kp2d = np.asarray(data["kp2d"], np.float64)[frames]
+            boxes = np.asarray(data["bboxes"]["bboxes"], np.float64)[frames]
+            for i, t in enumerate(frames):
+                img_path = path.parent / "images" / f"{t:05d}.jpg"
+                image = common.open_image(img_path)
+                x0, y0, x1, y1 = boxes[i]
+                center = ((x0 + x1) / 2, (y0 + y1) / 2)
+                scale = 1.2 * max(x1 - x0, y1 - y0) / 200.0
+                region = common.store_region(image, center, scale, margin=margin)
+                kp = np.concatenate([kp2d[i, :, :2], np.ones((kp2d.shape[1], 1))], axis=1)
+                w.write(common.image_record(
+                    region, kp, "smpl24", {k_: v[i] for k_, v in mesh.items()}, orient[i], "emdb",
+                    str(img_path.relative_to(root)), betas=betas[i], body_pose=body_pose[i], gender=gender,
+                    camera_focal=focal, camera_principal_point=principal, camera_translation=cam_t[i]))
+        if w.num_records == 0:  # raised inside the writer: no manifest is written
+            raise common.ConversionInputError(f"no {subset} frame found under {root}")
+    return pathlib.Path(out) / "manifest.json"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line (see the module docstring)."""
+    p = argparse.ArgumentParser(prog="python -m data_prep.emdb", description=__doc__.split("\n")[0])
+    p.add_argument("--root", required=True, help="EMDB folder (P*/SEQUENCE/*.pkl and images/)")
+    p.add_argument("--subset", default="emdb1", choices=["emdb1", "emdb2"])
+    p.add_argument("--body-models", default="body_models")
+    p.add_argument("--out", required=True)
+    p.add_argument("--records-per-shard", type=int, default=1000)
+    p.add_argument("--margin", type=float, default=1.5)
+    p.add_argument("--overwrite", action="store_true")
+    a = p.parse_args(argv)
+    manifest = convert(a.root, a.out, common.BodyMeshes.from_folder(a.body_models), subset=a.subset,
+                       records_per_shard=a.records_per_shard, overwrite=a.overwrite, margin=a.margin)
+    print(f"wrote {manifest}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

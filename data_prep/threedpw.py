@@ -1,0 +1,167 @@
+"""3DPW (official files) -> hmr_jax image records, prepared as the original preprocessing does.
+
+``python -m data_prep.threedpw --root datasets/3DPW --split test --body-models body_models --out OUT``
+
+Input layout (the official download)::
+
+    ROOT/sequenceFiles/{train,validation,test}/SEQUENCE.pkl
+    ROOT/imageFiles/SEQUENCE/image_00000.jpg ...
+
+For every person of every sequence (as VQ-HPS ``preprocess_data/threedpw.py``):
+
+* the box comes from the person's 2D pose (``poses2d``, joints with confidence > 0.3): centre
+  of the keypoints' extent, ``scale = 150 / extent``, linearly interpolated over frames
+  without keypoints, median filtered (kernel 11) and Gaussian smoothed (sigma 8); the crop
+  side is ``200 / scale`` pixels (the originals invert 3DPW's scale when loading);
+* frames with an invalid camera pose (``campose_valid``) or outside the span of detected
+  keypoints are skipped;
+* the global orientation is put in the camera frame (``cam_R @ R(root)``), the 24 SMPL joints
+  (``jointPositions``) are projected with the intrinsics for the 2D keypoints
+  (``keypoints_kind='smpl24'``, confidence 1);
+* the ground-truth mesh is the gendered body model with the sequence's betas (first 10) and
+  body pose (63 values), computed once here.
+
+Deviation from the original script: when a person's keypoints are missing in the first frames,
+the original pairs image ``t + start`` with the annotations of frame ``t``; here every field
+comes from the same frame.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+from data_prep import common
+from hmr_jax.data.shards import ShardWriter
+
+VIS_THRESH = 0.3
+
+
+def _bbox_from_keypoints(kp: np.ndarray, vis_thresh: float):
+    """(K, 3) keypoints -> [cx, cy, scale] with scale = 150 / extent, or None."""
+    vis = kp[:, 2] > vis_thresh
+    if not np.any(vis):
+        return None
+    lo, hi = kp[vis, :2].min(axis=0), kp[vis, :2].max(axis=0)
+    extent = np.linalg.norm(hi - lo)
+    if extent < 0.5:
+        return None
+    return np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, 150.0 / extent])
+
+
+def smooth_boxes(keypoints: np.ndarray, vis_thresh: float = VIS_THRESH, kernel: int = 11,
+                 sigma: float = 8.0) -> tuple[np.ndarray, int, int]:
+    """Smoothed per-frame boxes of one person.
+
+    Args:
+      keypoints: (T, K, 3) 2D keypoints with confidences, per frame.
+    Returns:
+      ``(params (T, 3) [cx, cy, scale], start, end)``: frames ``start <= t < end`` have a box
+      (from the first to the last frame with keypoints; gaps interpolated linearly).
+    """
+    from scipy.ndimage import gaussian_filter1d
+    from scipy.signal import medfilt
+
+    raw = [_bbox_from_keypoints(k, vis_thresh) for k in keypoints]
+    valid = [t for t, b in enumerate(raw) if b is not None]
+    if not valid:
+        return np.zeros((len(raw), 3)), 0, 0
+    start, end = valid[0], valid[-1] + 1
+    known = np.array([raw[t] for t in valid])
+    frames = np.arange(start, end)
+    params = np.stack([np.interp(frames, valid, known[:, i]) for i in range(3)], axis=1)
+    with warnings.catch_warnings():  # short tracks: scipy zero-pads the window (as in the original)
+        warnings.simplefilter("ignore", UserWarning)
+        params = np.stack([medfilt(params[:, i], kernel) for i in range(3)], axis=1)
+    params = np.stack([gaussian_filter1d(params[:, i], sigma) for i in range(3)], axis=1)
+    out = np.zeros((len(raw), 3))
+    out[start:end] = params
+    return out, start, end
+
+
+def convert(root: str | pathlib.Path, split: str, out: str | pathlib.Path, meshes: common.BodyMeshes,
+            records_per_shard: int = 1000, overwrite: bool = False, margin: float = 1.5,
+            progress: bool = True) -> pathlib.Path:
+    """Converts one split of 3DPW (see the module docstring); returns the manifest path."""
+    from tqdm import tqdm
+
+    root = pathlib.Path(root)
+    seq_dir = root / "sequenceFiles" / split
+    if not seq_dir.is_dir():
+        raise common.ConversionInputError(f"missing folder {seq_dir} (expected ROOT/sequenceFiles/{split}/*.pkl "
+                                          "from the official 3DPW download)")
+    files = sorted(seq_dir.glob("*.pkl"))
+    if not files:
+        raise common.ConversionInputError(f"no .pkl sequence file in {seq_dir}")
+    meta = {"source": "3DPW", "split": split, "root": str(root), "body_model": "gendered SMPL+H, 10 betas",
+            "box": "smoothed keypoint boxes (VQ-HPS preprocessing)"}
+    with ShardWriter(out, "image", records_per_shard=records_per_shard, metadata=meta, overwrite=overwrite) as w:
+        for path in tqdm(files, desc=f"3DPW {split}", disable=not progress):
+            data = common.safe_pickle_load(path)
+            common.require(data, ["poses", "betas", "genders", "poses2d", "jointPositions", "cam_poses",
+                                  "cam_intrinsics", "campose_valid", "trans"], path)
+            seq = path.stem
+            cam = np.asarray(data["cam_poses"], np.float64)
+            k = np.asarray(data["cam_intrinsics"], np.float64)
+            focal, principal = np.array([k[0, 0], k[1, 1]]), np.array([k[0, 2], k[1, 2]])
+            for p in range(len(data["poses"])):
+                poses = np.asarray(data["poses"][p], np.float64)
+                n = len(poses)
+                kp2d = np.asarray(data["poses2d"][p], np.float64).transpose(0, 2, 1)
+                boxes, start, end = smooth_boxes(kp2d)
+                valid = np.asarray(data["campose_valid"][p]).astype(bool)
+                # (tracks shorter than 6 frames smooth to a zero scale in the original: skipped)
+                frames = [t for t in range(start, end) if valid[t] and boxes[t, 2] > 0]
+                if not frames:
+                    continue
+                betas = np.repeat(np.asarray(data["betas"][p], np.float64)[None, :10], len(frames), axis=0)
+                body_pose = poses[frames, 3:66]
+                gender = common.gender_name(data["genders"][p])
+                mesh = meshes.canonical(gender, betas, body_pose)
+                cam_r = cam[frames, :3, :3]
+                root_rot = cam_r @ common.axis_angle_to_matrix(poses[frames, :3])
+                orient = common.rotation_matrix_to_axis_angle(root_rot)
+                joints = np.asarray(data["jointPositions"][p], np.float64).reshape(n, -1, 3)[frames]
+                cam_j = np.einsum("tij,tkj->tki", cam_r, joints) + cam[frames, None, :3, 3]
+                uv = cam_j[..., :2] / cam_j[..., 2:3] * focal + principal
+                trans = np.asarray(data["trans"][p], np.float64)[frames]
+                world_mean = meshes.posed_mean(gender, betas, body_pose, poses[frames, :3], trans)
+                cam_t = np.einsum("tij,tj->ti", cam_r, world_mean) + cam[frames, :3, 3]
+                for i, t in enumerate(frames):
+                    img_path = root / "imageFiles" / seq / f"image_{t:05d}.jpg"
+                    image = common.open_image(img_path)
+                    cx, cy, s = boxes[t]
+                    region = common.store_region(image, (cx, cy), 1.0 / s, margin=margin)
+                    kp = np.concatenate([uv[i], np.ones((uv.shape[1], 1))], axis=1)
+                    w.write(common.image_record(
+                        region, kp, "smpl24", {k_: v[i] for k_, v in mesh.items()}, orient[i], "3dpw",
+                        str(img_path.relative_to(root)), betas=betas[i], body_pose=body_pose[i], gender=gender,
+                        camera_focal=focal, camera_principal_point=principal, camera_translation=cam_t[i]))
+        if w.num_records == 0:  # raised inside the writer: no manifest is written
+            raise common.ConversionInputError(f"no usable frame in {seq_dir}")
+    return pathlib.Path(out) / "manifest.json"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line (see the module docstring)."""
+    p = argparse.ArgumentParser(prog="python -m data_prep.threedpw", description=__doc__.split("\n")[0])
+    p.add_argument("--root", required=True, help="3DPW folder (sequenceFiles/, imageFiles/)")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p.add_argument("--body-models", default="body_models", help="folder with smplh/{neutral,m,f}/model.npz")
+    p.add_argument("--out", required=True)
+    p.add_argument("--records-per-shard", type=int, default=1000)
+    p.add_argument("--margin", type=float, default=1.5, help="stored region side / person box side")
+    p.add_argument("--overwrite", action="store_true")
+    a = p.parse_args(argv)
+    manifest = convert(a.root, a.split, a.out, common.BodyMeshes.from_folder(a.body_models),
+                       records_per_shard=a.records_per_shard, overwrite=a.overwrite, margin=a.margin)
+    print(f"wrote {manifest}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
