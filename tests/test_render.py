@@ -133,3 +133,15 @@ def test_draw_points_and_contact_sheet():
     sheet = contact_sheet([img, out, img], columns=2, pad=1)
     assert sheet.shape == (2 * 11 + 1, 2 * 11 + 1, 3)
     np.testing.assert_array_equal(sheet[1:11, 12:22], out)
+
+
+def test_weak_perspective_camera_matches_the_crop_normalisation():
+    pts = np.random.default_rng(0).normal(scale=0.3, size=(50, 3))
+    pts[:, 2] = 0.0
+    s, tx, ty, size = 0.9, 0.1, -0.2, 224
+    cam = PerspectiveCamera.from_weak_perspective((s, tx, ty), size)
+    uv = cam.project(pts)
+    norm = (2.0 * uv + 1.0) / size - 1.0  # hmr_jax.data.augment's normalisation
+    np.testing.assert_allclose(norm, s * (pts[:, :2] + [tx, ty]), atol=1e-9)
+    with pytest.raises(ValueError, match="positive"):
+        PerspectiveCamera.from_weak_perspective((0.0, 0, 0), size)
