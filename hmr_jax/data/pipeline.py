@@ -106,10 +106,11 @@ def _mix(parts, sources: list[Source]):
     return grain.MapDataset.mix(parts, list(weights / weights.sum()))
 
 
-def _finish(ds, batch_size: int, drop_remainder: bool, num_workers: int, prefetch_buffer: int):
+def _finish(ds, batch_size: int, drop_remainder: bool, num_workers: int, prefetch_buffer: int, read_threads: int):
     import grain
 
-    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
+                                              prefetch_buffer_size=2 * batch_size if read_threads else 0))
     it = it.batch(batch_size, drop_remainder=drop_remainder)
     if num_workers > 0:
         ensure_absl_flags_parsed()
@@ -136,8 +137,8 @@ class _ImageTransform:
 def image_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size: int, backbone: str = "hrnet",
                    train: bool = True, augment: bool | None = None, flip: bool = True, seed: int = 0,
                    num_epochs: int | None = None, crop_size: int | None = None, drop_remainder: bool | None = None,
-                   num_workers: int = 0, prefetch_buffer: int = 2, shard_index: int | None = None,
-                   shard_count: int | None = None):
+                   num_workers: int = 0, prefetch_buffer: int = 2, read_threads: int = 2,
+                   shard_index: int | None = None, shard_count: int | None = None):
     """Batches of augmented person crops with their meshes and keypoints.
 
     Args:
@@ -146,7 +147,8 @@ def image_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size
       batch_size: examples per batch *per process*.
       backbone: ``hrnet``, ``resnet`` or ``vit`` (crop size, 256x192 for ViT, normalisation).
       train: shuffle and repeat forever (``num_epochs=None``) and augment by default; False:
-        one pass in stored order, no augmentation, last batch kept (evaluation).
+        one pass over one dataset in stored order, no augmentation, last batch kept
+        (evaluation).
       augment: random scale / rotation / flip / colour noise (default: ``train``). The
         released MEGA models were trained with augmentation off.
       flip: allow flips when augmenting.
@@ -156,6 +158,7 @@ def image_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size
       drop_remainder: drop the last incomplete batch (default: ``train``).
       num_workers: Grain worker processes (0: decode in this process).
       prefetch_buffer: batches buffered per worker.
+      read_threads: threads decoding records ahead (in each worker); 0: none.
       shard_index, shard_count: this process's share of every source (default
         ``jax.process_index()`` / ``jax.process_count()``).
 
@@ -177,6 +180,8 @@ def image_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size
         num_epochs = 1
     shard_index, shard_count = _process_shard(shard_index, shard_count)
     srcs = _as_sources(sources)
+    if not train and len(srcs) > 1:
+        raise ValueError("an evaluation pass (train=False) reads one dataset; build one pipeline per dataset")
     opened, parts = _source_datasets(srcs, "image", train, seed, num_epochs, shard_index, shard_count)
     sizes = [{k: v for k, v in d.sizes.items()} for d in opened]
     keys = ("num_vertices", "num_keypoints", "num_joints_3d")
@@ -184,7 +189,7 @@ def image_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size
         raise DatasetError("sources of one pipeline must share vertex, keypoint and joint counts; got "
                            + ", ".join(f"{d.path}: {d.sizes}" for d in opened))
     ds = _mix(parts, srcs).random_map(_ImageTransform(geometry, augment, flip), seed=seed)
-    return _finish(ds, batch_size, drop_remainder, num_workers, prefetch_buffer)
+    return _finish(ds, batch_size, drop_remainder, num_workers, prefetch_buffer, read_threads)
 
 
 class _MeshTransform:
@@ -204,7 +209,7 @@ class _MeshTransform:
 def mesh_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size: int, train: bool = True,
                   seed: int = 0, num_epochs: int | None = None, posed: bool = False,
                   drop_remainder: bool | None = None, num_workers: int = 0, prefetch_buffer: int = 2,
-                  shard_index: int | None = None, shard_count: int | None = None):
+                  read_threads: int = 0, shard_index: int | None = None, shard_count: int | None = None):
     """Batches of meshes for the tokenizer (Mesh-VQ-VAE) and MEGA pre-training stages.
 
     Reads ``mesh`` and ``image`` datasets alike (only their meshes). Arguments as
@@ -224,4 +229,4 @@ def mesh_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size:
     if len(nv) != 1:
         raise DatasetError(f"sources of one pipeline must share the vertex count, got {sorted(nv)}")
     ds = _mix(parts, srcs).map(_MeshTransform(posed))
-    return _finish(ds, batch_size, drop_remainder, num_workers, prefetch_buffer)
+    return _finish(ds, batch_size, drop_remainder, num_workers, prefetch_buffer, read_threads)
