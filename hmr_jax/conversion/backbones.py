@@ -18,7 +18,9 @@ Registered checkpoint kinds (``convert_torch_weights.py --model``):
 * ``vit``: the ViTPose backbone (``vitpose_backbone.pth``, ``{"state_dict": ...}``): depth and
   width are read from the keys, the positional-embedding grid from ``pos_embed`` (193 entries ->
   16 x 12 patches, i.e. 256 x 192 inputs); ``num_heads`` (not visible in the weights) comes from
-  the config (default 16, ViT-H).
+  the config (default 16, ViT-H). Config ``interpolate_to: [rows, cols]`` resizes ``pos_embed``
+  once at conversion (PyTorch bicubic) for another input size; ``interpolate_pos_embed: true``
+  makes the model resize it on the fly to whatever grid the input gives.
 
 Layouts: conv kernels OIHW -> HWIO, linear weights transposed, BatchNorm ``weight`` / ``bias``
 -> ``params`` ``scale`` / ``bias``, ``running_mean`` / ``running_var`` -> ``batch_stats``
@@ -144,6 +146,11 @@ def _hrnet(state: StateDict, prefix: str, config: Mapping[str, Any]) -> tuple[di
             f"{state.what}: has upsample_stage_* layers (HRNet built with downsample=False, use_conv=True); "
             "only the originals' downsample=True, use_conv=True variant is supported"
         )
+    if config.get("downsample", True) is False or config.get("use_conv", True) is False:
+        raise ConversionError(
+            "only the HRNet head the originals use (downsample=True, use_conv=True) is implemented; "
+            "the config asks for another one"
+        )
     head = config.get("head", "downsample_conv")
     if head not in HEADS:
         raise ConversionError(f"HRNet head must be one of {HEADS}, got {head!r}")
@@ -266,6 +273,8 @@ def _resnet(state: StateDict, prefix: str, config: Mapping[str, Any]) -> tuple[d
         if not idx or idx != list(range(len(idx))):
             raise ConversionError(f"{state.what}: stage {i} of the ResNet has no / non-contiguous blocks {idx}")
         layers.append(len(idx))
+    # A fixture JSON says strip_last=1 for children()[:-1] (global average pool kept, VQ-HPS backbone_rot).
+    global_pool = bool(config.get("global_pool", int(config.get("strip_last", 2)) == 1))
     if "layers" in config and tuple(config["layers"]) != tuple(layers):
         raise ConversionError(f"{state.what}: config layers {config['layers']} but the weights have {layers}")
     first = state.state[prefix + f"{names['layer1']}.0.conv1.weight"]
@@ -277,7 +286,7 @@ def _resnet(state: StateDict, prefix: str, config: Mapping[str, Any]) -> tuple[d
     for i, n in enumerate(layers, start=1):
         _bottlenecks(v, names[f"layer{i}"], (), n, name_fmt=f"layer{i}_{{}}")
     state.ignore([prefix + k for k in head], _FC_REASON)
-    out = {"backbone": "resnet50", "layers": layers, "global_pool": bool(config.get("global_pool", False))}
+    out = {"backbone": "resnet50", "layers": layers, "global_pool": global_pool}
     return v.variables(), out
 
 
@@ -297,6 +306,8 @@ def _vit(state: StateDict, prefix: str, config: Mapping[str, Any]) -> tuple[dict
     embed_dim = int(pos.shape[-1])
     patch = state.state[prefix + "patch_embed.proj.weight"]
     patch_size = int(patch.shape[-1])
+    if int(config.get("ratio", 1)) != 1:
+        raise ConversionError(f"ViT ratio={config['ratio']} is not supported (the originals use 1)")
     padding = int(config.get("patch_padding", 2))
     num_heads = int(config.get("num_heads", 16))
     if embed_dim % num_heads:
@@ -320,6 +331,9 @@ def _vit(state: StateDict, prefix: str, config: Mapping[str, Any]) -> tuple[dict
             f"{state.what}: pos_embed has {n} + 1 entries, which is not the {grid[0]}x{grid[1]} patch grid; "
             "give pos_grid=[rows, cols] (or img_size) in the config"
         )
+    for key, value in (("embed_dim", embed_dim), ("depth", depth), ("patch_size", patch_size)):
+        if key in config and int(config[key]) != value:
+            raise ConversionError(f"{state.what}: config {key}={config[key]} but the weights have {value}")
     v = _Vars(state, prefix)
     interp = config.get("interpolate_to")
     if interp is not None:
