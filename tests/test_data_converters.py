@@ -342,3 +342,17 @@ def test_converted_sets_mix_in_one_pipeline(tmp_path, body):
     batch = next(it)
     assert batch["vertices"].shape == (4, 6890, 3) and batch["keypoints_2d"].shape == (4, 24, 3)
     np.testing.assert_array_equal(batch["is_3dpw"], batch["dataset_index"] == 1)
+
+
+def test_bedlam_animations_errors(tmp_path, body):
+    root = tmp_path / "anim"
+    root.mkdir()
+    np.savez(root / "seq.npz", betas=np.zeros(16), gender=np.array("m"))
+    with pytest.raises(common.ConversionInputError, match=r"seq.npz lacks key\(s\) \['poses'\]"):
+        bedlam_animations.convert(root, tmp_path / "o1", body, progress=False)
+    np.savez(root / "seq.npz", poses=np.zeros((3, 156)), betas=np.zeros(16), gender=np.array("m"))
+    raw = (root / "seq.npz").read_bytes()
+    (root / "seq.npz").write_bytes(raw[:100])
+    with pytest.raises(common.ConversionInputError, match="seq.npz"):
+        bedlam_animations.convert(root, tmp_path / "o2", body, progress=False)
+    assert not (tmp_path / "o2" / "manifest.json").exists()

@@ -15,10 +15,12 @@ field                         dtype/shape meaning
 ``scale``                     f32 ()      box side = ``200 * scale`` pixels (the originals'
                                           convention)
 ``keypoints_2d``              f32 (K, 3)  ``(x, y, confidence)``, pixels; confidence 0 = absent
-``keypoints_kind``            str         joint order of ``keypoints_2d``: ``smpl24`` (3DPW,
-                                          EMDB: SMPL joints), ``h36m17`` (BEDLAM/CLIFF sets:
-                                          the originals' J24->J17 selection, zero-padded to
-                                          24), ``coco17`` (synthetic: COCO order)
+``keypoints_kind``            str         joint set of ``keypoints_2d``: ``smpl24`` (3DPW,
+                                          EMDB: the 24 SMPL joints), ``h36m17`` (BEDLAM/CLIFF
+                                          sets: the originals' J24_TO_J17 selection of the
+                                          24-joint annotations, compared in training with the
+                                          Human3.6M regressor's joints; zero-padded to 24),
+                                          ``coco17`` (synthetic: COCO order)
 ``vertices``                  f32 (V, 3)  canonical mesh: body pose and shape, no global
                                           rotation, centred on its vertex mean; meters
 ``vertices_flipped``          f32 (V, 3)  the canonical mesh of the horizontally mirrored

@@ -224,9 +224,9 @@ def vertex_normals(vertices, faces) -> np.ndarray:
     vertices, faces = _check_mesh(vertices, faces)
     tri = vertices[faces]
     face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 * area
-    normals = np.zeros_like(vertices)
-    for k in range(3):
-        np.add.at(normals, faces[:, k], face_n)
+    n_v = len(vertices)
+    normals = np.stack([sum(np.bincount(faces[:, k], weights=face_n[:, c], minlength=n_v) for k in range(3))
+                        for c in range(3)], axis=1)
     norm = np.linalg.norm(normals, axis=1, keepdims=True)
     return normals / np.maximum(norm, 1e-12)
 
