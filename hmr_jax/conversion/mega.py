@@ -19,6 +19,7 @@ JSON works as it is) or the release presets (4 heads; ``cond_length`` 49, 196 fo
 """
 from __future__ import annotations
 
+import os
 import pathlib
 import re
 from typing import Any, Mapping
@@ -324,6 +325,12 @@ def mesh_decoder_for_fixture(fixture: Mapping[str, Any], fixture_dir: pathlib.Pa
     path = pathlib.Path(fixture_dir or ".") / name
     if not path.is_file():
         raise ConversionError(f"mesh decoder checkpoint {path} (named by the fixture JSON) not found beside the fixture")
+    if connection_folder is None:
+        # the parity layout keeps the reference mesh data beside the fixtures (../reference)
+        guess = path.parent.parent / "reference" / "ConnectionMatrices"
+        env = os.environ.get("HMR_JAX_REFERENCE_DIR")
+        if not env and guess.is_dir():
+            connection_folder = guess
     return load_mesh_decoder_from_torch(path, connection_folder)
 
 

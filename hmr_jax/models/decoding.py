@@ -225,6 +225,33 @@ def mega_generate(model, variables, images=None, cond=None, *, key: jax.Array, n
 
 
 # ------------------------------------------------------------------------------------------
+# VQ-HPS
+
+
+@functools.partial(jax.jit, static_argnames=("model", "faithful"))
+def _vqhps_predict(model, variables, images, pose_init, features, faithful):
+    out = model.apply(variables, images, pose_init, faithful=faithful, features=features)
+    out["tokens"] = jnp.argmax(out["logits"], axis=-1).astype(jnp.int32)
+    return out
+
+
+def vqhps_predict(model, variables, images=None, pose_init=None, *, features=None, faithful: bool = False) -> dict:
+    """VQ-HPS single pass: tokens = argmax of the logits.
+
+    Args:
+      model, variables: a :class:`~hmr_jax.models.vqhps.VQHPSRegressor` and its variables.
+      images: (B, H, W, 3) NHWC normalised images, or ``features`` = (rot, pose) backbone maps.
+      pose_init: (B, 51) starting joints (see :func:`hmr_jax.models.vqhps.pose_from_mesh`).
+      faithful: the original's batch-axis token head (see :mod:`hmr_jax.models.vqhps`).
+    Returns:
+      ``{"tokens": (B, 54) int32, "logits": (B, 54, V), "rot6d": (B, 6), "cam": (B, 3)}``.
+    """
+    if pose_init is None:
+        raise ValueError("VQ-HPS needs pose_init (B, 51): the 17 H36M joints of the T-pose or of a previous prediction")
+    return dict(_vqhps_predict(model, variables, images, jnp.asarray(pose_init, jnp.float32), features, faithful))
+
+
+# ------------------------------------------------------------------------------------------
 # Tokens -> meshes
 
 
