@@ -17,7 +17,8 @@ For every person of every sequence (as VQ-HPS ``preprocess_data/threedpw.py``):
   keypoints are skipped;
 * the global orientation is put in the camera frame (``cam_R @ R(root)``), the 24 SMPL joints
   (``jointPositions``) are projected with the intrinsics for the 2D keypoints
-  (``keypoints_kind='smpl24'``, confidence 1);
+  (``keypoints_kind='smpl24'``, confidence 1; their camera-frame positions are kept as
+  ``keypoints_3d``);
 * the ground-truth mesh is the gendered body model with the sequence's betas (first 10) and
   body pose (63 values), computed once here.
 
@@ -140,7 +141,8 @@ def convert(root: str | pathlib.Path, split: str, out: str | pathlib.Path, meshe
                     w.write(common.image_record(
                         region, kp, "smpl24", {k_: v[i] for k_, v in mesh.items()}, orient[i], "3dpw",
                         str(img_path.relative_to(root)), betas=betas[i], body_pose=body_pose[i], gender=gender,
-                        camera_focal=focal, camera_principal_point=principal, camera_translation=cam_t[i]))
+                        camera_focal=focal, camera_principal_point=principal, camera_translation=cam_t[i],
+                        keypoints_3d=np.concatenate([cam_j[i], np.ones((cam_j.shape[1], 1))], axis=1)))
         if w.num_records == 0:  # raised inside the writer: no manifest is written
             raise common.ConversionInputError(f"no usable frame in {seq_dir}")
     return pathlib.Path(out) / "manifest.json"

@@ -114,6 +114,8 @@ def test_3dpw(tmp_path, body):
         assert rec["keypoints_kind"] == "smpl24" and rec["gender"] == ["male", "female"][person]
         np.testing.assert_allclose(_to_original(rec, rec["keypoints_2d"][:, :2]), pp["uv"][t], atol=2e-3)
         np.testing.assert_array_equal(rec["keypoints_2d"][:, 2], 1.0)
+        k3 = rec["keypoints_3d"].astype(np.float64)
+        np.testing.assert_allclose(k3[:, :2] / k3[:, 2:3] * 300.0 + [160.0, 120.0], pp["uv"][t], atol=1e-3)
         want = data["cam_poses"][t, :3, :3] @ aug.axis_angle_to_matrix(pp["poses"][t, :3])
         np.testing.assert_allclose(aug.axis_angle_to_matrix(rec["global_orient"]), want, atol=1e-5)
         mesh = body.canonical("male", pp["betas"][None, :10], pp["poses"][t:t + 1, 3:66])
