@@ -133,3 +133,16 @@ def test_anny_examples(tmp_path):
         height = np.ptp(r["vertices"][:, 1])
         assert 1.1 < height < 2.2
         assert r["keypoints_2d"][:, 2].sum() >= 15
+
+
+def test_inspect_sheet(standin_set, tmp_path, capsys):
+    from data_prep import inspect
+
+    pts = np.random.default_rng(0).normal(size=(20, 3))
+    kp = np.concatenate([0.8 * (pts[:, :2] + [0.1, -0.3]), np.ones((20, 1))], axis=1)
+    np.testing.assert_allclose(inspect.fit_weak_perspective(pts, kp), [0.8, 0.1, -0.3], atol=1e-9)
+    out = tmp_path / "sheet.png"
+    assert inspect.main([str(standin_set), "--out", str(out), "--num", "3", "--augment"]) == 0
+    assert '"records": 6' in capsys.readouterr().out
+    w, h = Image.open(out).size
+    assert w == 4 * (224 + 2) + 2 and h == 2 * (224 + 2) + 2
