@@ -173,3 +173,20 @@ def test_worker_processes_give_the_same_batches_and_resume(toy_dirs):
     resumed.set_state(state)
     _assert_batches_equal(_take(resumed, 4), local[2:])
     del resumed
+
+
+def test_iterator_state_goes_through_an_orbax_checkpoint(toy_dirs, tmp_path):
+    import grain
+    import orbax.checkpoint as ocp
+
+    kwargs = dict(batch_size=4, seed=1, shard_index=0, shard_count=1)
+    it = iter(image_pipeline(str(toy_dirs / "a"), **kwargs))
+    _take(it, 2)
+    mngr = ocp.CheckpointManager(tmp_path / "ckpt",
+                                 options=ocp.CheckpointManagerOptions(enable_async_checkpointing=False))
+    mngr.save(2, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
+    mngr.wait_until_finished()
+    expected = _take(it, 3)
+    resumed = iter(image_pipeline(str(toy_dirs / "a"), **kwargs))
+    mngr.restore(2, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(resumed)))
+    _assert_batches_equal(_take(resumed, 3), expected)
