@@ -36,7 +36,8 @@ from hmr_jax.data.shards import ShardWriter
 
 def convert(npz: str | pathlib.Path, out: str | pathlib.Path, meshes: common.BodyMeshes,
             images: str | pathlib.Path | None = None, dataset: str | None = None, records_per_shard: int = 1000,
-            overwrite: bool = False, margin: float = 1.5, chunk: int = 256, progress: bool = True) -> pathlib.Path:
+            overwrite: bool = False, margin: float = 1.5, max_box: int = 448, chunk: int = 256,
+            progress: bool = True) -> pathlib.Path:
     """Converts one annotation file (see the module docstring); returns the manifest path."""
     from tqdm import tqdm
 
@@ -78,7 +79,7 @@ def convert(npz: str | pathlib.Path, out: str | pathlib.Path, meshes: common.Bod
                 for i in idx:
                     name = str(names[i])
                     image = common.open_image(images / name, rotate_closeup=True)
-                    region = common.store_region(image, centers[i], scales[i], margin=margin)
+                    region = common.store_region(image, centers[i], scales[i], margin=margin, max_box=max_box)
                     kp = np.zeros((24, 3))
                     kp[:17] = j2d[i, :24][list(common.J24_TO_J17), :3]
                     w.write(common.image_record(
@@ -98,11 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--records-per-shard", type=int, default=1000)
     p.add_argument("--margin", type=float, default=1.5)
+    p.add_argument("--max-box", type=int, default=448,
+                   help="stored person box side in pixels at most (0: full resolution)")
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
     manifest = convert(a.npz, a.out, common.BodyMeshes.from_folder(a.body_models), images=a.images,
                        dataset=a.dataset, records_per_shard=a.records_per_shard, overwrite=a.overwrite,
-                       margin=a.margin)
+                       margin=a.margin, max_box=a.max_box)
     print(f"wrote {manifest}", file=sys.stderr)
     return 0
 

@@ -240,8 +240,8 @@ def store_region(image: Image.Image, center, scale: float, margin: float = 1.5, 
     """Cuts the person's region out of an image for storage.
 
     The square of side ``margin * 200 * scale`` pixels around ``center`` (black outside the
-    image) is resized (antialiased) so that the person's box is at most ``max_box`` pixels,
-    and JPEG-encoded.
+    image) is resized (antialiased) so that the person's box is at most ``max_box`` pixels
+    (``max_box=0``: full resolution kept), and JPEG-encoded.
 
     Returns:
       dict with ``image_jpeg`` (bytes), ``stored_to_original`` (2, 3) affine (pixel-centre
@@ -254,7 +254,7 @@ def store_region(image: Image.Image, center, scale: float, margin: float = 1.5, 
     y0 = int(np.floor(center[1] - side / 2.0 + 0.5))
     n = max(1, int(round(side)))
     region = image.crop((x0, y0, x0 + n, y0 + n))
-    out_side = max(1, int(round(n * min(1.0, max_box / box))))
+    out_side = max(1, int(round(n * min(1.0, max_box / box)))) if max_box else n
     if out_side != n:
         region = region.resize((out_side, out_side), Image.Resampling.BILINEAR)
     f = n / out_side  # original pixels per stored pixel

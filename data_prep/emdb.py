@@ -29,7 +29,7 @@ from hmr_jax.data.shards import ShardWriter
 
 
 def convert(root: str | pathlib.Path, out: str | pathlib.Path, meshes: common.BodyMeshes, subset: str = "emdb1",
-            records_per_shard: int = 1000, overwrite: bool = False, margin: float = 1.5,
+            records_per_shard: int = 1000, overwrite: bool = False, margin: float = 1.5, max_box: int = 448,
             progress: bool = True) -> pathlib.Path:
     """Converts the EMDB sequences flagged ``subset`` (see the module docstring); returns the manifest."""
     from tqdm import tqdm
@@ -80,7 +80,7 @@ def convert(root: str | pathlib.Path, out: str | pathlib.Path, meshes: common.Bo
                 x0, y0, x1, y1 = boxes[i]
                 center = ((x0 + x1) / 2, (y0 + y1) / 2)
                 scale = 1.2 * max(x1 - x0, y1 - y0) / 200.0
-                region = common.store_region(image, center, scale, margin=margin)
+                region = common.store_region(image, center, scale, margin=margin, max_box=max_box)
                 kp = np.concatenate([kp2d[i, :, :2], np.ones((kp2d.shape[1], 1))], axis=1)
                 w.write(common.image_record(
                     region, kp, "smpl24", {k_: v[i] for k_, v in mesh.items()}, orient[i], "emdb",
@@ -100,10 +100,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--records-per-shard", type=int, default=1000)
     p.add_argument("--margin", type=float, default=1.5)
+    p.add_argument("--max-box", type=int, default=448,
+                   help="stored person box side in pixels at most (0: full resolution)")
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
     manifest = convert(a.root, a.out, common.BodyMeshes.from_folder(a.body_models), subset=a.subset,
-                       records_per_shard=a.records_per_shard, overwrite=a.overwrite, margin=a.margin)
+                       records_per_shard=a.records_per_shard, overwrite=a.overwrite, margin=a.margin,
+                       max_box=a.max_box)
     print(f"wrote {manifest}", file=sys.stderr)
     return 0
 

@@ -85,7 +85,7 @@ def smooth_boxes(keypoints: np.ndarray, vis_thresh: float = VIS_THRESH, kernel: 
 
 
 def convert(root: str | pathlib.Path, split: str, out: str | pathlib.Path, meshes: common.BodyMeshes,
-            records_per_shard: int = 1000, overwrite: bool = False, margin: float = 1.5,
+            records_per_shard: int = 1000, overwrite: bool = False, margin: float = 1.5, max_box: int = 448,
             progress: bool = True) -> pathlib.Path:
     """Converts one split of 3DPW (see the module docstring); returns the manifest path."""
     from tqdm import tqdm
@@ -136,7 +136,7 @@ def convert(root: str | pathlib.Path, split: str, out: str | pathlib.Path, meshe
                     img_path = root / "imageFiles" / seq / f"image_{t:05d}.jpg"
                     image = common.open_image(img_path)
                     cx, cy, s = boxes[t]
-                    region = common.store_region(image, (cx, cy), 1.0 / s, margin=margin)
+                    region = common.store_region(image, (cx, cy), 1.0 / s, margin=margin, max_box=max_box)
                     kp = np.concatenate([uv[i], np.ones((uv.shape[1], 1))], axis=1)
                     w.write(common.image_record(
                         region, kp, "smpl24", {k_: v[i] for k_, v in mesh.items()}, orient[i], "3dpw",
@@ -157,10 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--records-per-shard", type=int, default=1000)
     p.add_argument("--margin", type=float, default=1.5, help="stored region side / person box side")
+    p.add_argument("--max-box", type=int, default=448,
+                   help="stored person box side in pixels at most (0: full resolution)")
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
     manifest = convert(a.root, a.split, a.out, common.BodyMeshes.from_folder(a.body_models),
-                       records_per_shard=a.records_per_shard, overwrite=a.overwrite, margin=a.margin)
+                       records_per_shard=a.records_per_shard, overwrite=a.overwrite, margin=a.margin,
+                       max_box=a.max_box)
     print(f"wrote {manifest}", file=sys.stderr)
     return 0
 
