@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from hmr_jax.conversion.common import ConversionError, StateDict, dense_kernel, max_relative_error
+from hmr_jax.conversion.common import ConversionError, StateDict, max_relative_error
 from hmr_jax.conversion.registry import Converter, register
 
 # Release presets: what the weights do not say (configs/config_cvqmae/*.yaml, config_vqmae).
@@ -102,8 +102,15 @@ def _ln(state: StateDict, key: str) -> dict:
     return {"scale": state.take(key + ".weight"), "bias": state.take(key + ".bias")}
 
 
+def _kernel(w: np.ndarray) -> np.ndarray:
+    """(out, in) -> (in, out) as a view (no copy: full-size manifests convert without allocating)."""
+    if w.ndim != 2:
+        raise ConversionError(f"expected a 2-D linear weight, got shape {w.shape}")
+    return w.T
+
+
 def _dense(state: StateDict, key: str, bias: bool = True) -> dict:
-    out = {"kernel": dense_kernel(state.take(key + ".weight"))}
+    out = {"kernel": _kernel(state.take(key + ".weight"))}
     if bias:
         out["bias"] = state.take(key + ".bias")
     return out

@@ -31,8 +31,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from hmr_jax.conversion.common import ConversionError, StateDict, conv_kernel, dense_kernel, max_relative_error
-from hmr_jax.conversion.mega import _count, _dense, _ln
+from hmr_jax.conversion.common import ConversionError, StateDict
+from hmr_jax.conversion.mega import _count, _dense, _kernel, _ln
 from hmr_jax.conversion.registry import Converter, register
 
 PRESET = {"num_heads": 8, "dropout": 0.2, "seq_len": 49, "image_size": [224, 224]}
@@ -69,7 +69,7 @@ def _mha(state: StateDict, prefix: str) -> dict:
         raise ConversionError(f"{prefix}in_proj_weight / bias have shapes {w.shape} / {bias.shape}")
     out = {}
     for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
-        out[name] = {"kernel": dense_kernel(w[j * d:(j + 1) * d]), "bias": bias[j * d:(j + 1) * d]}
+        out[name] = {"kernel": _kernel(w[j * d:(j + 1) * d]), "bias": bias[j * d:(j + 1) * d]}
     out["out_proj"] = _dense(state, prefix + "out_proj")
     return out
 
@@ -142,7 +142,7 @@ def convert(state: StateDict, config: Mapping[str, Any] | None, name: str) -> tu
             qb, kb, vb = (state.take(pre + f"attn.{n}.bias") for n in ("query", "key", "value"))
             p[f"head_blocks_{i}"] = {
                 "norm1": _ln(state, pre + "ln1"), "norm2": _ln(state, pre + "ln2"),
-                "attn": {"qkv": {"kernel": dense_kernel(np.concatenate([q, k, v], 0)),
+                "attn": {"qkv": {"kernel": _kernel(np.concatenate([q, k, v], 0)),
                                  "bias": np.concatenate([qb, kb, vb])},
                          "proj": _dense(state, pre + "attn.proj")},
                 "mlp": {"fc1": _dense(state, pre + "mlp.0"), "fc2": _dense(state, pre + "mlp.2")}}
@@ -152,7 +152,7 @@ def convert(state: StateDict, config: Mapping[str, Any] | None, name: str) -> tu
     else:
         p["indices_regressor"] = _dense(state, "indices_regressor")
         dict_size = p["indices_regressor"]["kernel"].shape[1]
-    p["conv_1x1"] = {"kernel": conv_kernel(state.take("conv_1x1.weight")), "bias": state.take("conv_1x1.bias")}
+    p["conv_1x1"] = {"kernel": np.transpose(state.take("conv_1x1.weight"), (2, 3, 1, 0)), "bias": state.take("conv_1x1.bias")}
     for n in ("fc1", "fc2", "rot_predictor", "cam_predictor"):
         p[n] = _dense(state, n)
     ff = p["encoder_layers_0"]["linear1"]["kernel"].shape[1] if n_enc else p["decoder_layers_0"]["linear1"]["kernel"].shape[1]
