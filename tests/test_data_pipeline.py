@@ -95,6 +95,10 @@ def test_evaluation_pass_is_ordered_complete_and_unaugmented(toy_dirs):
     batches = list(it)
     assert [len(b["image"]) for b in batches] == [5, 5, 5, 5, 4]
     source = shards.open_dataset(toy_dirs / "a").data_source()
+    both = list(image_pipeline([str(toy_dirs / "a"), str(toy_dirs / "b")], batch_size=8, train=False,
+                               shard_index=0, shard_count=1))
+    assert sum(len(b["image"]) for b in both) == 34
+    np.testing.assert_array_equal(np.concatenate([b["dataset_index"] for b in both]), [0] * 24 + [1] * 10)
     for i in (0, 13, 23):
         rec = records.decode_record(source[i])
         b, j = divmod(i, 5)

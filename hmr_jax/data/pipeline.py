@@ -97,11 +97,13 @@ def _source_datasets(sources: list[Source], kind: str | None, shuffle: bool, see
     return opened, parts
 
 
-def _mix(parts, sources: list[Source]):
+def _mix(parts, sources: list[Source], concatenate: bool = False):
     import grain
 
     if len(parts) == 1:
         return parts[0]
+    if concatenate:  # evaluation: every record of every source, one source after the other
+        return grain.MapDataset.concatenate(parts)
     weights = np.array([s.weight for s in sources], dtype=np.float64)
     return grain.MapDataset.mix(parts, list(weights / weights.sum()))
 
@@ -146,9 +148,9 @@ def image_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size
         are normalised; each source is repeated, so proportions hold for any length).
       batch_size: examples per batch *per process*.
       backbone: ``hrnet``, ``resnet`` or ``vit`` (crop size, 256x192 for ViT, normalisation).
-      train: shuffle and repeat forever (``num_epochs=None``) and augment by default; False:
-        one pass over one dataset in stored order, no augmentation, last batch kept
-        (evaluation).
+      train: shuffle, repeat forever (``num_epochs=None``), mix the sources by weight and
+        augment by default; False: one pass in stored order over every source, one after
+        the other, no augmentation, last batch kept (evaluation).
       augment: random scale / rotation / flip / colour noise (default: ``train``). The
         released MEGA models were trained with augmentation off.
       flip: allow flips when augmenting.
@@ -180,15 +182,13 @@ def image_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size
         num_epochs = 1
     shard_index, shard_count = _process_shard(shard_index, shard_count)
     srcs = _as_sources(sources)
-    if not train and len(srcs) > 1:
-        raise ValueError("an evaluation pass (train=False) reads one dataset; build one pipeline per dataset")
     opened, parts = _source_datasets(srcs, "image", train, seed, num_epochs, shard_index, shard_count)
     sizes = [{k: v for k, v in d.sizes.items()} for d in opened]
     keys = ("num_vertices", "num_keypoints", "num_joints_3d")
     if any(tuple(s.get(k) for k in keys) != tuple(sizes[0].get(k) for k in keys) for s in sizes):
         raise DatasetError("sources of one pipeline must share vertex, keypoint and joint counts; got "
                            + ", ".join(f"{d.path}: {d.sizes}" for d in opened))
-    ds = _mix(parts, srcs).random_map(_ImageTransform(geometry, augment, flip), seed=seed)
+    ds = _mix(parts, srcs, concatenate=not train).random_map(_ImageTransform(geometry, augment, flip), seed=seed)
     return _finish(ds, batch_size, drop_remainder, num_workers, prefetch_buffer, read_threads)
 
 
@@ -228,5 +228,5 @@ def mesh_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size:
     nv = {d.sizes.get("num_vertices") for d in opened}
     if len(nv) != 1:
         raise DatasetError(f"sources of one pipeline must share the vertex count, got {sorted(nv)}")
-    ds = _mix(parts, srcs).map(_MeshTransform(posed))
+    ds = _mix(parts, srcs, concatenate=not train).map(_MeshTransform(posed))
     return _finish(ds, batch_size, drop_remainder, num_workers, prefetch_buffer, read_threads)
