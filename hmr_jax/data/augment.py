@@ -194,13 +194,13 @@ def process_image_record(record: dict, params: AugmentParams, backbone: Backbone
     """
     s = backbone.crop
     a = crop_transform(record["center"], float(record["scale"]) * params.scale, params.rotation, s)
-    # Decode at reduced size (JPEG DCT scaling) when the crop shrinks the stored image more
-    # than twice; the decoded image keeps at least twice the crop's resolution.
+    # Decode at reduced size (JPEG DCT scaling by 1/2, 1/4, 1/8) when the crop shrinks the
+    # stored image at least twice; the decoded image keeps at least the crop's resolution.
     k = np.sqrt(abs(np.linalg.det(a[:, :2])))
     want = None
-    if k < 0.5:
+    if k <= 0.5:
         w, h = Image.open(io.BytesIO(record["image_jpeg"])).size
-        want = (int(np.ceil(w * k * 2)), int(np.ceil(h * k * 2)))
+        want = (int(np.ceil(w * k)), int(np.ceil(h * k)))
     img, factor = decode_jpeg(record["image_jpeg"], min_size=want)
     a_img = a
     if factor != 1.0:
