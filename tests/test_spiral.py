@@ -121,6 +121,39 @@ def test_averaging_weights(sphere_setup):
             assert (w[rows][near[rows]].min() > w[rows][far[rows]].max() * 0.99)
 
 
+@pytest.mark.parametrize("channels_in,channels_out", [(3, 8), (8, 4)])
+def test_spiral_conv_equals_dense_over_concatenated_neighbours(channels_in, channels_out):
+    """Both gather strategies equal the definition, padding included (a 3-vertex component
+    cannot fill a 9-long spiral)."""
+    ico = trimesh.creation.icosphere(subdivisions=0)
+    v = np.concatenate([ico.vertices, [[3, 0, 0], [3, 1, 0], [3, 0, 1]]]).astype(np.float32)
+    f = np.concatenate([ico.faces, [[12, 13, 14]]])
+    graph = spiral_lib.mesh_adjacency(f, len(v))
+    spirals = spiral_lib.spiral_indices(graph, v, spiral_lib.vertex_normals(v, f), length=9)
+    assert (spirals[12:, 3:] == len(v)).all() and (spirals[:12] < len(v)).all()
+    level = spiral_lib.SpiralLevel(len(v), spirals, v, v, np.arange(len(v)), graph)
+    conv = spiral_models.SpiralConv(level, channels_out)
+    x = np.random.default_rng(0).normal(size=(len(v), 2, channels_in)).astype(np.float32)
+    params = conv.init(jax.random.PRNGKey(0), jnp.asarray(x))
+    params = jax.tree.map(lambda a: a + 0.1, params)  # non-zero bias too
+    got = np.asarray(conv.apply(params, jnp.asarray(x)))
+    padded = np.concatenate([x, np.zeros((1,) + x.shape[1:], np.float32)])
+    cat = padded[spirals].transpose(0, 2, 1, 3).reshape(len(v), 2, -1)  # (P, B, L * C)
+    lin = cat @ np.asarray(params["params"]["kernel"]) + np.asarray(params["params"]["bias"])
+    want = np.where(lin > 0, lin, np.expm1(lin))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_resample_is_the_weighted_average(sphere_setup):
+    cfg = sphere_setup["config"]["autoencoder"]
+    layer = connections.load_hierarchy(cfg["connection_folder"], cfg["layers"][:2], initial="pool0")[1]
+    ids, w = spiral_lib.averaging_weights(layer, "distance")
+    x = np.random.default_rng(1).normal(size=(layer.in_points, 2, 5)).astype(np.float32)
+    got = np.asarray(spiral_models._resample(jnp.asarray(x), ids, w))
+    want = np.einsum("pm,pmbc->pbc", w, x[ids])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # The autoencoder
 # ---------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ import os
 from typing import Any, Mapping
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -218,11 +219,50 @@ class SpiralConv(nn.Module):
         c = x.shape[-1]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (length * c, self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        padded = jnp.concatenate([x, jnp.zeros((1,) + x.shape[1:], x.dtype)], axis=0)
-        gathered = padded[jnp.asarray(self.level.spirals)]  # (P, L, B, C)
-        y = jnp.einsum("plbc,lco->pbo", gathered, kernel.reshape(length, c, self.features).astype(x.dtype))
+        spirals = self.level.spirals
+        pad = spirals == p  # padding (components smaller than L) contributes zero
+        ids = np.where(pad, 0, spirals)
+        kernel = kernel.reshape(length, c, self.features).astype(x.dtype)  # slot-major, as concatenated
+        if c < self.features:
+            # Fewer input than output channels: gather the (P, L, B, C) inputs (the smaller
+            # tensor), one contraction over (slot, channel).
+            gathered = x[jnp.asarray(ids)]
+            if pad.any():
+                gathered = gathered * jnp.asarray(~pad, x.dtype)[:, :, None, None]
+            y = jnp.einsum("plbc,lco->pbo", gathered, kernel)
+        else:
+            # Otherwise apply every slot's kernel to every vertex in one matmul, (P, B, L, O),
+            # then add slot l of the vertex at spiral position l (a loop of fused gather-adds;
+            # the loop also stops XLA from fusing this sum into the next layer's gathers).
+            k_all = kernel.transpose(1, 0, 2).reshape(c, length * self.features)
+            per_slot = (x.reshape(-1, c) @ k_all).reshape(p, x.shape[1], length, self.features)
+            ids_t = jnp.asarray(np.ascontiguousarray(ids.T))  # (L, P)
+            keep_t = jnp.asarray(np.ascontiguousarray(~pad.T), x.dtype)
+
+            def body(slot, acc):
+                term = jnp.take(per_slot, slot, axis=2)[ids_t[slot]]
+                return acc + (term * keep_t[slot][:, None, None] if pad.any() else term)
+
+            y = jax.lax.fori_loop(0, length, body, jnp.zeros((p, x.shape[1], self.features), x.dtype))
         y = y + bias.astype(x.dtype)
         return nn.elu(y) if self.activation else y
+
+
+def _resample(x: jnp.ndarray, ids: np.ndarray, weights: np.ndarray) -> jnp.ndarray:
+    """Weighted average of connected inputs: (P_in, B, C) -> (P_out, B, C).
+
+    A loop over the neighbour slots, one fused gather-multiply-add each. The loop (rather than
+    one gather of a (P_out, M, B, C) tensor, or unrolled slots) also keeps XLA from fusing the
+    previous layer into these gathers and recomputing it once per slot.
+    """
+    ids_t = jnp.asarray(np.ascontiguousarray(ids.T))  # (M, P_out)
+    w_t = jnp.asarray(np.ascontiguousarray(weights.T), x.dtype)  # (M, P_out)
+
+    def body(m, acc):
+        return acc + w_t[m][:, None, None] * x[ids_t[m]]
+
+    init = jnp.zeros((ids.shape[0],) + x.shape[1:], x.dtype)
+    return jax.lax.fori_loop(0, ids.shape[1], body, init)
 
 
 def _run(module: nn.Module, topo: SpiralTopology, x: jnp.ndarray, plans) -> jnp.ndarray:
@@ -231,7 +271,7 @@ def _run(module: nn.Module, topo: SpiralTopology, x: jnp.ndarray, plans) -> jnp.
     for plan in plans:
         h = x
         if plan.resample_ids is not None:
-            h = jnp.einsum("pm,pmbc->pbc", jnp.asarray(plan.resample_weights, x.dtype), h[jnp.asarray(plan.resample_ids)])
+            h = _resample(h, plan.resample_ids, plan.resample_weights)
         out = None
         r = plan.residual_rate
         if r < 1:
