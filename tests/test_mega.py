@@ -173,3 +173,22 @@ def test_wrong_kind_is_rejected(parity_dir):
     raw, _ = common.load_torch_state_dict(parity_dir / "hrnet_small.pt")
     with pytest.raises(common.ConversionError, match="not a MEGA checkpoint"):
         CM.convert(common.StateDict(raw), None, "mega_pretrained")
+
+
+def test_cli_writes_a_checkpoint_that_reloads(parity_dir, tmp_path, vqmae, capsys):
+    import convert_torch_weights
+
+    out = tmp_path / "mega_pretrained"
+    rc = convert_torch_weights.main([str(parity_dir / "mega_vqmae_small.pt"), "--config",
+                                     str(parity_dir / "mega_vqmae_small.json"), "--out", str(out)])
+    assert rc == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model"] == "mega_pretrained"
+    variables, config = common.read_converted(out, expected_model="mega_pretrained")
+    meta = json.loads((out / "conversion.json").read_text())
+    assert meta["source"].endswith("mega_vqmae_small.pt") and meta["container_keys"][0] == "model"
+    model = M.build_mega(config)
+    _, _, io, got = vqmae
+    with jax.default_matmul_precision("highest"):
+        logits = model.apply(variables, jnp.asarray(io["in_tokens"], jnp.int32), jnp.asarray(io["in_mask_visible"] > 0))
+    assert common.max_relative_error(np.asarray(logits), io["out_logits"]) < 1e-4
+    with pytest.raises(common.ConversionError, match="mega_hrnet"):
+        common.read_converted(out, expected_model="mega_hrnet")

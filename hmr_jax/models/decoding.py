@@ -17,24 +17,41 @@ hypotheses are static; compiled once per shape) and takes explicit PRNG keys.
 * :func:`meshes_from_tokens` -- Mesh-VQ-VAE decode, then rotation by the predicted global
   rotation (6D -> matrix, pytorch3d rows): ``mesh = R @ canonical``.
 
-Differences from the original code (``faithful=False``, the default) -- ``faithful=True``
-reproduces the original exactly (parity tests, ``convert_torch_weights.py --verify``):
+Differences from the original code -- the complete list for MEGA and VQ-HPS. ``faithful=True``
+(parity tests, ``convert_torch_weights.py --verify``) reproduces each exactly; the default is
+the corrected behaviour:
 
-1. ``generate`` takes the number of tokens to re-mask from batch row 0 for every row;
-   corrected, each row (hypothesis) uses its own count.
-2. At the last step ``generate`` still re-masks (``max(1, 0)`` = 1 token): the returned tokens
-   always have their lowest-confidence position reset to id 0, a real codebook entry.
-   Corrected: the last step keeps every sampled token (MaskGIT / MUSE behaviour).
-3. Re-masking keeps every token whose confidence is ``<=`` the cut-off, so ties re-mask more
-   than the scheduled count; corrected: exactly the scheduled count, by rank.
-4. MEGA's deterministic evaluation (``test_mega.py``) copies one ground-truth token per row
-   into its prediction (the decoder's off-by-one mask, see :mod:`hmr_jax.models.mega`);
-   corrected, every token is predicted (ground truth is not needed).
-5. The masking shuffle (NumPy global RNG, count of row 0) and the ``cond_length`` slice are
-   described in :mod:`hmr_jax.models.mega`; VQ-HPS's loader quirk in
-   :mod:`hmr_jax.conversion.vqhps`.
-Faithful ``generate`` does not replay the NumPy shuffle inside its loop: it changes the result
-only if rows end a step with different numbers of masked tokens, which needs exact float ties.
+1. MEGA decoder mask off by one: the decoder reports the first masked token of its random
+   shuffle as visible, so the deterministic evaluation (``test_mega.py``) copies one
+   ground-truth token per row into its prediction. Corrected: every token is predicted and the
+   mask is exactly the masked positions (:func:`mega_deterministic`,
+   :func:`hmr_jax.models.mega.decoder_mask_out`).
+2. MEGA inference masking shuffles the tokens with NumPy's global RNG and keeps as many tokens
+   per row as row 0 has visible. Corrected: no shuffle (attention ignores masked keys, static
+   shapes), each row its own mask (:func:`hmr_jax.models.mega.original_inference_shuffle`
+   replays the original's draws).
+3. MEGA's decoder slices its output with the configured ``cond_length``, not the real number
+   of condition tokens (ViT: 196 vs 192 -> mesh tokens dropped, crash). Faithful raises;
+   corrected slices with the real count.
+4. ``generate`` takes the number of tokens to re-mask from batch row 0 for every row.
+   Corrected: each row (hypothesis) its own count.
+5. ``generate`` re-masks at least one token even at the last step, so the returned sequence
+   has its lowest-confidence position reset to token id 0 (a real codebook entry).
+   Corrected: the last step keeps every sampled token (MaskGIT / MUSE).
+6. ``generate`` re-masks every token whose confidence is ``<=`` the cut-off, so ties re-mask
+   more than scheduled. Corrected: exactly the scheduled count, by rank.
+7. VQ-HPS's token head (T2M-GPT's causal block, written for (batch, tokens, dim)) receives the
+   decoder output sequence-first, so its causal attention runs across the images of the batch:
+   an image's tokens depend on the images before it in the batch. Corrected: each image alone
+   (= the original with a batch of one) (:mod:`hmr_jax.models.vqhps`).
+8. VQ-HPS computes its sine position encoding for a 7 x 7 grid (``seq_len=49``) whatever the
+   feature map's size. Corrected: the feature map's grid (identical at 224 x 224).
+9. VQ-HPS's loader silently drops checkpoint keys containing ``rotcam_feat``. The converter
+   drops them too but lists them, with the reason, in ``conversion.json``.
+Training-time masking draws from JAX PRNG keys instead of NumPy's / torch's global RNGs (same
+distributions, different draws). Faithful ``generate`` does not replay the NumPy shuffle
+inside its loop: that changes a result only if rows end a step with different numbers of
+masked tokens, which needs exact float ties.
 """
 from __future__ import annotations
 
