@@ -20,6 +20,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.num_devices = 0            # 0 = every device
     c.progress_bar = True
     c.tensorboard = True
+    c.dtype = "float32"          # computation dtype of the models that support it (bfloat16)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adamw"

@@ -18,6 +18,7 @@ loop with logging, validation, checkpoints, preemption and NaN handling.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -235,6 +236,53 @@ def _progress(total: int, initial: int, enabled: bool):
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1)
 
 
+@dataclasses.dataclass
+class TrainSetup:
+    """Everything the loop needs besides data and checkpoints (also used by the benchmarks)."""
+
+    state: dict
+    state_shardings: dict
+    frozen: Any
+    schedule: optim.Schedule
+    step_fn: Any        # jitted (state, frozen, batch) -> (state, metrics); donates state
+
+
+def build_train_state(stage: Stage, config, mesh: jax.sharding.Mesh, example: dict,
+                      steps_per_epoch: int) -> TrainSetup:
+    """Initialise variables from ``example`` (a global batch), load pre-trained weights, build
+    the optimizer and its state with their shardings, and jit the train step over ``mesh``."""
+    replicated = NamedSharding(mesh, P())
+    batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
+    init_key = jax.random.key(config.seed + 1)
+    abstract_vars = jax.eval_shape(stage.init, init_key, example)
+    var_shardings = type(abstract_vars)(
+        params=param_shardings(abstract_vars.params, mesh, config.sharding.params,
+                                config.sharding.get("min_size", 2 ** 14)),
+        model_state=jax.tree.map(lambda _: replicated, abstract_vars.model_state))
+    variables = jax.jit(stage.init, out_shardings=var_shardings)(init_key, example)
+    variables = _load_pretrained(stage, variables)
+
+    tx, schedule = optim.make_optimizer(config.optim, config.batch_size, steps_per_epoch)
+    # Optimizer moments are sharded like their parameters; counters are replicated.
+    opt_shardings = optax.tree_map_params(
+        tx, lambda _, s: s, jax.eval_shape(tx.init, variables.params), var_shardings.params,
+        transform_non_params=lambda _: replicated)
+    opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(variables.params)
+    state = {"step": jnp.zeros((), jnp.int32), "params": variables.params, "opt_state": opt_state,
+             "model_state": variables.model_state, "nonfinite": jnp.zeros((), jnp.int32),
+             "first_nonfinite": jnp.full((), -1, jnp.int32)}
+    state_shardings = {"step": replicated, "params": var_shardings.params,
+                       "opt_state": opt_shardings, "model_state": var_shardings.model_state,
+                       "nonfinite": replicated, "first_nonfinite": replicated}
+    state = jax.device_put(state, state_shardings)
+    frozen = jax.device_put(stage.frozen(), replicated)
+    step_fn = jax.jit(make_train_step(stage, tx, config.seed),
+                      in_shardings=(state_shardings, None, batch_sharding),
+                      out_shardings=(state_shardings, replicated),
+                      donate_argnums=(0,))
+    return TrainSetup(state, state_shardings, frozen, schedule, step_fn)
+
+
 # ----------------------------------------------------------------------------- the loop
 def train(config, workdir: str) -> dict:
     """Train ``config.stage`` for ``config.total_steps`` steps in ``workdir``; resumable.
@@ -263,31 +311,10 @@ def train(config, workdir: str) -> dict:
     train_iter = iter(data)
 
     # Variables from the shapes of one batch (a separate iterator: the real one is untouched).
-    example = next(iter(data))
-    example = to_global(example, batch_sharding)
-    init_key = jax.random.key(config.seed + 1)
-    abstract_vars = jax.eval_shape(stage.init, init_key, example)
-    var_shardings = type(abstract_vars)(
-        params=param_shardings(abstract_vars.params, mesh, config.sharding.params,
-                                config.sharding.get("min_size", 2 ** 14)),
-        model_state=jax.tree.map(lambda _: replicated, abstract_vars.model_state))
-    variables = jax.jit(stage.init, out_shardings=var_shardings)(init_key, example)
-    variables = _load_pretrained(stage, variables)
-
-    tx, schedule = optim.make_optimizer(config.optim, config.batch_size, steps_per_epoch)
-    # Optimizer moments are sharded like their parameters; counters are replicated.
-    opt_shardings = optax.tree_map_params(
-        tx, lambda _, s: s, jax.eval_shape(tx.init, variables.params), var_shardings.params,
-        transform_non_params=lambda _: replicated)
-    opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(variables.params)
-    state = {"step": jnp.zeros((), jnp.int32), "params": variables.params, "opt_state": opt_state,
-             "model_state": variables.model_state, "nonfinite": jnp.zeros((), jnp.int32),
-             "first_nonfinite": jnp.full((), -1, jnp.int32)}
-    state_shardings = {"step": replicated, "params": var_shardings.params,
-                       "opt_state": opt_shardings, "model_state": var_shardings.model_state,
-                       "nonfinite": replicated, "first_nonfinite": replicated}
-    state = jax.device_put(state, state_shardings)
-    frozen = jax.device_put(stage.frozen(), replicated)
+    example = to_global(next(iter(data)), batch_sharding)
+    setup = build_train_state(stage, config, mesh, example, steps_per_epoch)
+    state, state_shardings, frozen = setup.state, setup.state_shardings, setup.frozen
+    schedule = setup.schedule
 
     ckpt_cfg = config.checkpoint
     checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -302,10 +329,7 @@ def train(config, workdir: str) -> dict:
         writer.truncate_after(resumed_from)
         log.warning("Resumed from step %d in %s", resumed_from, checkpointer.directory)
 
-    step_fn = jax.jit(make_train_step(stage, tx, config.seed),
-                      in_shardings=(state_shardings, None, batch_sharding),
-                      out_shardings=(state_shardings, replicated),
-                      donate_argnums=(0,))
+    step_fn = setup.step_fn
     has_val = hasattr(stage, "val_batches") or stage.val_source() is not None
     val_fn = jax.jit(stage.validate) if has_val else None
 

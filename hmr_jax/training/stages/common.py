@@ -92,11 +92,38 @@ def restore_workdir(path: str) -> tuple[dict, Mapping[str, Any]]:
     return jax.device_get(state), config
 
 
+def compute_dtype(config):
+    """``config.dtype`` ("float32" / "bfloat16") as a jnp dtype."""
+    import jax.numpy as jnp
+
+    name = config.get("dtype", "float32")
+    if name not in ("float32", "bfloat16"):
+        raise ValueError(f"config.dtype={name!r}; use float32 or bfloat16")
+    return jnp.dtype(name)
+
+
 def load_tokenizer(path: str, connection_folder: str = ""):
     """The frozen Mesh-VQ-VAE: ``(model, variables)`` from a converted checkpoint folder
     (``convert_torch_weights.py --out``) or from a ``train.py`` workdir of the mesh_vqvae stage.
+
+    ``path="random"`` gives a randomly initialised released-size tokenizer (benchmarks and smoke
+    runs only: its tokens mean nothing) over the dfaust2 files in ``connection_folder``.
     """
     from hmr_jax.models.mesh_vqvae import MeshVQVAE, load_connections
+
+    if path == "random":
+        import copy
+
+        from hmr_jax.models.mesh_vqvae import RELEASED_54
+
+        log.warning("Using a RANDOM tokenizer (config.tokenizer.path='random'): for benchmarks only.")
+        cfg = copy.deepcopy(RELEASED_54)
+        if connection_folder:
+            cfg["autoencoder"]["connection_folder"] = connection_folder
+        conns = tuple(load_connections(cfg))
+        model = MeshVQVAE(cfg, connections=conns)
+        variables = model.init(jax.random.key(0), jax.numpy.zeros((1, conns[0].in_points, 3)))
+        return model, variables
 
     if not path:
         raise ValueError("config.tokenizer.path is empty: give a converted Mesh-VQ-VAE folder or a "

@@ -64,7 +64,7 @@ class MegaPretrainStage(_TokenizerMixin, Stage):
         super().__init__(config)
         from hmr_jax.models.mega import VQMAE
 
-        self.model = VQMAE(**{k: config.mega[k] for k in _MEGA_FIELDS})
+        self.model = VQMAE(dtype=common.compute_dtype(config), **{k: config.mega[k] for k in _MEGA_FIELDS})
         self._load_tokenizer()
 
     def frozen(self):
@@ -120,7 +120,9 @@ class MegaStage(_TokenizerMixin, Stage):
 
         bb = dict(config.backbone.model.to_dict())
         fields = _MEGA_FIELDS + ("cond_length", "cond_dim", "cond_dropout")
-        self.model = CVQMAE(backbone=build_backbone(bb), **{k: config.mega[k] for k in fields})
+        dtype = common.compute_dtype(config)
+        self.model = CVQMAE(backbone=build_backbone(bb, dtype=dtype), dtype=dtype,
+                            **{k: config.mega[k] for k in fields})
         self._load_tokenizer()
         self._regressors = load_regressors(config)
 

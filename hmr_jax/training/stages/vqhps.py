@@ -36,7 +36,8 @@ class VQHPSStage(_TokenizerMixin, Stage):
         from hmr_jax.models.vqhps import build_vqhps
 
         self.model = build_vqhps({"vqhps": {k: config.vqhps[k] for k in _FIELDS},
-                                  "backbone": config.backbone.model.to_dict()})
+                                  "backbone": config.backbone.model.to_dict()},
+                                 dtype=common.compute_dtype(config))
         self._load_tokenizer()
         self._regressors = load_regressors(config)
         if not os.path.isfile(config.tpose):

@@ -1,0 +1,35 @@
+"""The embedded demo's tokenizer: a small Mesh-VQ-VAE over the 24-point toy people of
+``hmr_jax.data.toy`` (connection files for a 4 x 6 grid graph, 8 tokens, 32 codes).
+
+Run by ``make demo`` (``python -m hmr_jax.demo``), which fills in the data and connection paths;
+by hand: ``python train.py --config configs/train_demo_tokenizer.py --workdir W
+--config.data.train=DATA --config.model.autoencoder.connection_folder=CONN``.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import copy  # noqa: E402
+
+import ml_collections  # noqa: E402
+
+from configs import train_mesh_vqvae  # noqa: E402
+
+
+def get_config():
+    c = train_mesh_vqvae.get_config()
+    m = copy.deepcopy(c.model.to_dict())
+    m["autoencoder"] = dict(connection_folder="", initial_connection="pool0",
+                            layers=["pool0", "pool1", "pool2", "unpool2", "unpool1", "unpool0"],
+                            channels=[32, 32, 8, 32, 32, 3], weight_nums=[9, 0, 9, 9, 0, 9],
+                            residual_rates=[0, 1, 0, 0, 1, 0], connection_sha256=None)
+    m["quantizer"].update(embedding_dim=8, num_embeddings=32)
+    c.model = ml_collections.ConfigDict(m)
+    c.batch_size = 16
+    c.total_steps = 600
+    c.log_every_steps = 50
+    c.eval_every_steps = 0
+    c.checkpoint.every_steps = 200
+    c.optim.base_lr = 2e-3   # the released 5e-5 is for 250k steps; the demo has a few hundred
+    return c
