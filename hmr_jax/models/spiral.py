@@ -23,7 +23,8 @@ Config: the Mesh-VQ-VAE config (see :mod:`hmr_jax.models.mesh_vqvae`), as a mapp
 ConfigDict. Used fields: ``autoencoder.connection_folder``, ``autoencoder.initial_connection``,
 ``autoencoder.layers``, ``autoencoder.channels``, ``autoencoder.residual_rates`` (optional),
 ``autoencoder.connection_sha256`` (optional), ``quantizer.embedding_dim`` (checked against the
-latent channels when present) and ``spiral``::
+latent channels when present) and ``spiral`` (``autoencoder.weight_nums`` is not used: the
+spiral kernel replaces the kernel basis)::
 
   spiral:
     template: str           # the mesh (.ply / .obj) whose faces give the spirals (required)
