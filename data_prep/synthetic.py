@@ -107,22 +107,38 @@ def sample_global_orient(rng: np.random.Generator) -> np.ndarray:
     return CANONICAL_TO_CAMERA_FACING @ body
 
 
+#: Topologies Anny ships (no download): its full mesh and decimated meshes without toes.
+TOPOLOGIES = {"anny": 13718, "notoes": 12272, "notoes_collapse10pc": 1229, "notoes_collapse5pc": 615,
+              "notoes_collapse3pc": 369}
+
+
 class AnnyBody:
-    """Anny bodies in the canonical frame, with COCO keypoints (loads the model: ~35 s the first time)."""
+    """Anny bodies in the canonical frame, with COCO keypoints (loads the model: ~35 s the first time).
 
-    name = "anny"
+    Args:
+      topology: the mesh stored and rendered (:data:`TOPOLOGIES`: vertex counts). The COCO
+        keypoint regressor works on the full mesh, so other topologies run both models with
+        the same pose and phenotype (same skeleton).
+    """
 
-    def __init__(self):
+    def __init__(self, topology: str = "anny"):
         try:
             import anny
             import torch
         except ImportError as e:
             raise ImportError("the synthetic dataset needs the anny body model: pip install anny==0.6.2 "
                               "(the 'synthetic' extra of setup.py)") from e
+        if topology not in TOPOLOGIES:
+            raise ValueError(f"unknown topology {topology!r}; choose one of {sorted(TOPOLOGIES)}")
         self._torch = torch
-        self.model = anny.Anny()
-        self.regressor = anny.KeypointsRegressor.coco(self.model)
+        self.topology = topology
+        self.name = "anny" if topology == "anny" else f"anny:{topology}"
+        self.full = anny.Anny()
+        self.regressor = anny.KeypointsRegressor.coco(self.full)
+        self.model = self.full if topology == "anny" else anny.Anny(topology=topology)
         self.bone_labels = list(self.model.bone_labels)
+        if list(self.full.bone_labels) != self.bone_labels:
+            raise RuntimeError(f"anny topology {topology!r} has another skeleton than the full model")
         self.faces = np.asarray(self.model.get_triangular_faces(), dtype=np.int32)
         template = np.asarray(self.model.template_vertices.detach().cpu().numpy(), np.float64)
         self.template = template @ ANNY_TO_CANONICAL.T
@@ -152,9 +168,12 @@ class AnnyBody:
             for bone, angles in sample_bone_angles(rng, self.bone_labels).items():
                 poses[i, bone, :3, :3] = _rotation_xyz(angles)
         with torch.no_grad():
-            out = self.model(pose_parameters=torch.tensor(poses),
-                             phenotype_kwargs={k: torch.tensor(v) for k, v in pheno.items()})
+            inputs = dict(pose_parameters=torch.tensor(poses),
+                          phenotype_kwargs={k: torch.tensor(v) for k, v in pheno.items()})
+            out = self.full(**inputs)
             kp = self.regressor(out)
+            if self.model is not self.full:
+                out = self.model(**inputs)
         vertices = out["vertices"].detach().cpu().numpy().astype(np.float64) @ ANNY_TO_CANONICAL.T
         keypoints = kp.detach().cpu().numpy().astype(np.float64)[:, :COCO17] @ ANNY_TO_CANONICAL.T
         return vertices, keypoints
@@ -387,7 +406,7 @@ def write_topology(out_dir: pathlib.Path, body, levels: Sequence[str] | None = N
 def generate(out: str | os.PathLike, num: int, seed: int = 0, size: int = 320, body=None,
              batch_size: int = 16, records_per_shard: int = 500, overwrite: bool = False,
              contact_sheet_path: str | os.PathLike | None = None, levels: Sequence[str] | None = None,
-             progress: bool = True) -> pathlib.Path:
+             progress: bool = True, topology: str = "anny") -> pathlib.Path:
     """Generates ``num`` synthetic examples into the dataset folder ``out``.
 
     Args:
@@ -395,7 +414,7 @@ def generate(out: str | os.PathLike, num: int, seed: int = 0, size: int = 320, b
       num: number of examples.
       seed: master seed; example ``i`` draws from ``np.random.default_rng([seed, i])``.
       size: rendered image side, pixels.
-      body: the body (default :class:`AnnyBody`; :class:`StandInBody` for tests).
+      body: the body (default :class:`AnnyBody` with ``topology``; :class:`StandInBody` for tests).
       batch_size: bodies posed per call of the body model.
       records_per_shard: records per ArrayRecord shard.
       overwrite: replace an existing dataset in ``out``.
@@ -403,6 +422,7 @@ def generate(out: str | os.PathLike, num: int, seed: int = 0, size: int = 320, b
         keypoints, to look at.
       levels: levels of the connection hierarchy (``hmr_jax.mesh.build`` syntax).
       progress: show a tqdm progress bar.
+      topology: Anny mesh to store (:data:`TOPOLOGIES`), when ``body`` is not given.
 
     Returns:
       the manifest path.
@@ -412,7 +432,7 @@ def generate(out: str | os.PathLike, num: int, seed: int = 0, size: int = 320, b
     if num < 1:
         raise ValueError("--num must be at least 1")
     out = pathlib.Path(out)
-    body = AnnyBody() if body is None else body
+    body = AnnyBody(topology) if body is None else body
     writer = ShardWriter(out, "image", records_per_shard=records_per_shard, overwrite=overwrite)
     topology = write_topology(out / "topology", body, levels)
     writer.metadata.update({"source": "data_prep.synthetic", "body_model": body.name, "seed": seed,
@@ -445,6 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=320, help="rendered image side in pixels")
     p.add_argument("--batch-size", type=int, default=16, help="bodies posed per body-model call")
     p.add_argument("--records-per-shard", type=int, default=500)
+    p.add_argument("--topology", default="anny", choices=sorted(TOPOLOGIES),
+                   help="Anny mesh stored and rendered (anny: 13718 vertices; notoes_collapse10pc: 1229)")
     p.add_argument("--levels", nargs="+", default=None, help="connection hierarchy levels (hmr_jax.mesh.build)")
     p.add_argument("--contact-sheet", default=None, help="write a PNG grid of the first images here")
     p.add_argument("--standin-body", action="store_true", help="use the tiny box-person instead of anny (tests)")
@@ -455,7 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     body = StandInBody() if a.standin_body else None
     manifest = generate(a.out, a.num, seed=a.seed, size=a.image_size, body=body, batch_size=a.batch_size,
                         records_per_shard=a.records_per_shard, overwrite=a.overwrite,
-                        contact_sheet_path=a.contact_sheet, levels=a.levels, progress=not a.quiet)
+                        contact_sheet_path=a.contact_sheet, levels=a.levels, progress=not a.quiet,
+                        topology=a.topology)
     print(f"wrote {a.num} examples to {manifest.parent} in {time.time() - t0:.1f} s", file=sys.stderr)
     return 0
 

@@ -123,10 +123,11 @@ def test_cli_with_the_standin_body(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_anny_examples(tmp_path):
+@pytest.mark.parametrize("topology, faces", [("anny", 27420), ("notoes_collapse10pc", 2454)])
+def test_anny_examples(tmp_path, topology, faces):
     pytest.importorskip("anny", reason="the synthetic extra (anny==0.6.2) is not installed")
-    body = synthetic.AnnyBody()
-    assert body.num_vertices == 13718 and body.faces.shape == (27420, 3)
+    body = synthetic.AnnyBody(topology)
+    assert body.num_vertices == synthetic.TOPOLOGIES[topology] and body.faces.shape == (faces, 3)
     np.testing.assert_array_equal(body.mirror[body.mirror], np.arange(body.num_vertices))
     synthetic.generate(tmp_path / "anny", 2, seed=0, body=body, progress=False)
     for r in _records(tmp_path / "anny"):
