@@ -60,14 +60,17 @@ def sheet(path: str, num: int = 16, augment: bool = False, backbone: str = "hrne
         rgb = rgb.clip(0, 255).astype(np.uint8)
         left = (geometry.crop - geometry.width) // 2
         kp = b["keypoints_2d"]
-        xy = ((kp[:, :2] + 1.0) * geometry.crop - 1.0) / 2.0 - [left, 0]
+        xy = ((kp[:, :2] / geometry.keypoint_range + 1.0) * geometry.crop - 1.0) / 2.0 - [left, 0]
         tiles.append(draw_points(rgb, xy[kp[:, 2] > 0], color=(255, 30, 30), radius=2))
         joints = b["joints_3d"]
         n = min(len(joints), len(kp))
         kind = dataset.sizes.get("keypoints_kind")
         fit = kind in ("smpl24", "coco17") and n > 0
-        cam = fit_weak_perspective(joints[:n], kp[:n]) if fit else fit_weak_perspective(b["vertices"][:1], kp[:0])
-        camera = PerspectiveCamera.from_weak_perspective(cam, geometry.crop)
+        if fit:
+            cam = fit_weak_perspective(joints[:n], kp[:n])
+        else:  # mesh height to 90% of the crop, centred
+            cam = np.array([0.9 * geometry.keypoint_range / max(np.ptp(b["vertices"][:, 1]) / 2, 1e-3), 0.0, 0.0])
+        camera = PerspectiveCamera.from_weak_perspective(cam, geometry.crop, keypoint_range=geometry.keypoint_range)
         camera = PerspectiveCamera(camera.focal, (camera.principal_point[0] - left, camera.principal_point[1]),
                                    camera.translation)
         if faces is not None:

@@ -143,5 +143,8 @@ def test_weak_perspective_camera_matches_the_crop_normalisation():
     uv = cam.project(pts)
     norm = (2.0 * uv + 1.0) / size - 1.0  # hmr_jax.data.augment's normalisation
     np.testing.assert_allclose(norm, s * (pts[:, :2] + [tx, ty]), atol=1e-9)
+    half = PerspectiveCamera.from_weak_perspective((s, tx, ty), size, keypoint_range=0.5)
+    np.testing.assert_allclose(0.5 * ((2.0 * half.project(pts) + 1.0) / size - 1.0), s * (pts[:, :2] + [tx, ty]),
+                               atol=1e-9)
     with pytest.raises(ValueError, match="positive"):
         PerspectiveCamera.from_weak_perspective((0.0, 0, 0), size)

@@ -7,9 +7,11 @@ The originals (VQ-HPS / MEGA ``DatasetHMR``, after BEDLAM and SPIN) draw per sam
 * scale ``clip(N(0, 1) * 0.25 + 1, 0.75, 1.25)`` multiplying the box size;
 
 then crop the square box ``200 * scale`` pixels around ``center`` (rotated by the rotation)
-to ``S x S`` pixels (224 for HRNet / ResNet, 256 for ViT, which then keeps the middle 192
-columns: 256x192), flip the crop, and transform the 2D keypoints (normalised to [-1, 1]
-over the square crop), the global orientation (rotated about the camera axis by ``-rotation``,
+to ``S x S`` pixels (224 for HRNet / ResNet: the originals' square loader; 256 for ViT, which
+then keeps the middle 192 columns: 256x192, the originals' other loader, the only one whose
+crops fit ViT-H's 16x12 patch grid), flip the crop, and transform the 2D keypoints
+(normalised over the square crop to [-1, 1] by the square loader, to [-0.5, 0.5] by the
+other: ``keypoint_range``), the global orientation (rotated about the camera axis by ``-rotation``,
 mirrored when flipped) and the mesh (the mirrored body's mesh when flipped). Colour noise
 multiplies each channel by ``U(1 - 0.4, 1 + 0.4)`` (SPIN's ``noise_factor``; the originals
 additionally run a chain of albumentations effects, which we do not reproduce). Images are
@@ -37,11 +39,15 @@ class BackboneInput:
     Attributes:
       crop: side ``S`` of the square crop around the person, pixels.
       width: columns kept from the middle of the crop (``S`` = all; 192 for ViT).
+      keypoint_range: normalised 2D keypoints span ``[-r, r]`` over the square crop (1 for
+        HRNet / ResNet, 0.5 for ViT, as the originals' loaders); the models' weak-perspective
+        cameras are trained in this convention.
       mean, std: per-channel normalisation of images in 0..1.
     """
 
     crop: int
     width: int
+    keypoint_range: float = 1.0
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -51,7 +57,7 @@ class BackboneInput:
 BACKBONE_INPUTS = {
     "hrnet": BackboneInput(crop=224, width=224),
     "resnet": BackboneInput(crop=224, width=224),
-    "vit": BackboneInput(crop=256, width=192),
+    "vit": BackboneInput(crop=256, width=192, keypoint_range=0.5),
 }
 
 #: Left/right swaps of each keypoint layout (index i of the flipped person = index perm[i]).
@@ -184,8 +190,9 @@ def process_image_record(record: dict, params: AugmentParams, backbone: Backbone
     Returns:
       dict of float32 arrays (``V`` vertices, ``K`` keypoints, ``J`` 3D joints):
         ``image`` (S, W, 3) normalised, NHWC;
-        ``keypoints_2d`` (K, 3): x, y in [-1, 1] over the square crop (``(2 x + 1) / S - 1``:
-        the crop's outer pixel edges at -1 and 1, its centre at 0), confidence;
+        ``keypoints_2d`` (K, 3): x, y in ``[-r, r]`` over the square crop
+        (``r * ((2 x + 1) / S - 1)``, ``r = backbone.keypoint_range``: the crop's outer pixel
+        edges at -r and r, its centre at 0), confidence;
         ``vertices`` (V, 3): posed mesh ``R @ canonical``, centred, meters (the originals'
         ``mesh``); ``vertices_canonical`` (V, 3): without the global rotation (``local_mesh``);
         ``global_orient`` (3,) axis-angle and ``rotation_matrix`` (3, 3);
@@ -232,7 +239,7 @@ def process_image_record(record: dict, params: AugmentParams, backbone: Backbone
     if params.color != (1.0, 1.0, 1.0):  # colour noise, clipped to the 8-bit range as SPIN does
         crop = np.minimum(crop * np.asarray(params.color, np.float32), np.float32(255.0))
     image = crop * (np.float32(1.0 / 255.0) / std) - np.asarray(backbone.mean, np.float32) / std
-    kp[:, :2] = (2.0 * kp[:, :2] + 1.0) / s - 1.0
+    kp[:, :2] = backbone.keypoint_range * ((2.0 * kp[:, :2] + 1.0) / s - 1.0)
     rot = axis_angle_to_matrix(orient).astype(np.float32)
     return {
         "image": np.ascontiguousarray(image, dtype=np.float32),

@@ -57,25 +57,29 @@ class PerspectiveCamera:
         return cls((k[0, 0], k[1, 1]), (k[0, 2], k[1, 2]), tuple(translation), rotation)
 
     @classmethod
-    def from_weak_perspective(cls, camera, crop_size: int, focal: float = 5000.0, rotation=None):
+    def from_weak_perspective(cls, camera, crop_size: int, focal: float = 5000.0, rotation=None,
+                              keypoint_range: float = 1.0):
         """The perspective camera that matches the models' weak-perspective camera on a crop.
 
         The models predict ``(s, tx, ty)`` with normalised crop coordinates
-        ``xy = s * (XY + (tx, ty))`` in [-1, 1] over a ``crop_size`` square crop (see
-        ``hmr_jax.data.augment``). A camera of focal length ``focal`` pixels at distance
-        ``tz = 2 * focal / (s * crop_size)`` gives the same picture (exactly for points at depth 0).
+        ``xy = s * (XY + (tx, ty))`` in ``[-r, r]`` over a ``crop_size`` square crop (see
+        ``hmr_jax.data.augment``; ``r = keypoint_range``: 1 for the HRNet / ResNet models, 0.5
+        for ViT). A camera of focal length ``focal`` pixels at distance
+        ``tz = 2 * r * focal / (s * crop_size)`` gives the same picture (exactly for points at
+        depth 0).
 
         Args:
           camera: ``(3,)`` ``(s, tx, ty)``.
           crop_size: crop side in pixels.
           focal: focal length in pixels (large: nearly orthographic).
           rotation: optional (3, 3) rotation applied to the mesh first.
+          keypoint_range: ``r`` above.
         """
         s, tx, ty = (float(c) for c in np.asarray(camera, dtype=np.float64).reshape(3))
         if s <= 0:
             raise ValueError(f"weak-perspective scale must be positive, got {s}")
         c = (crop_size - 1) / 2.0
-        return cls((focal, focal), (c, c), (tx, ty, 2.0 * focal / (s * crop_size)), rotation)
+        return cls((focal, focal), (c, c), (tx, ty, 2.0 * keypoint_range * focal / (s * crop_size)), rotation)
 
     def to_camera_frame(self, points: np.ndarray) -> np.ndarray:
         """``(N, 3)`` mesh-frame points (m) -> ``(N, 3)`` camera-frame points (m)."""
