@@ -48,6 +48,7 @@ def setup(parity_dir, reference_dir, tmp_path_factory):
             "faces": reference_dir / "template.ply", "conns": conns}
 
 
+@pytest.mark.slow
 def test_sample_end_to_end(setup, capsys):
     s = setup
     out = s["root"] / "out"

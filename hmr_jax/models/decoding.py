@@ -1,7 +1,10 @@
 """Decoding: MEGA (deterministic and stochastic), VQ-HPS, then tokens -> meshes.
 
 Every entry point is jit-compiled with static shapes (the model, step count and number of
-hypotheses are static; compiled once per shape) and takes explicit PRNG keys.
+hypotheses are static; compiled once per shape) and takes explicit PRNG keys. MEGA's image
+backbone is its own compiled function (:func:`mega_condition`), shared by every mode.
+Compilation dominates a first call on the CPU; set ``JAX_COMPILATION_CACHE_DIR`` to keep the
+compiled programs between runs.
 
 * :func:`mega_deterministic` -- everything masked, one pass, argmax (MEGA's deterministic mode).
 * :func:`mega_generate` -- MEGA's iterative stochastic decoding as the original ``generate``:
@@ -71,11 +74,30 @@ from hmr_jax.models import mega as M
 # MEGA
 
 
+@functools.partial(jax.jit, static_argnames=("model",))
+def _condition(model, variables, images):
+    return model.apply(variables, images, method=M.CVQMAE.condition)
+
+
+def mega_condition(model, variables, images) -> jnp.ndarray:
+    """The image backbone alone (jitted once per image shape, shared by every decoding mode).
+
+    Args:
+      model: a :class:`~hmr_jax.models.mega.CVQMAE`; images: (B, H, W, 3) NHWC normalised.
+    Returns:
+      (B, L, cond_dim) condition tokens.
+    """
+    if not isinstance(model, M.CVQMAE):
+        raise ValueError("only the conditional MEGA (CVQMAE) has an image backbone")
+    images = jnp.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be NHWC (B, H, W, 3), got shape {images.shape}")
+    return _condition(model, variables, images)
+
+
 @functools.partial(jax.jit, static_argnames=("model", "faithful"))
-def _mega_forward(model, variables, tokens, visible, images, cond, faithful):
+def _mega_forward(model, variables, tokens, visible, cond, faithful):
     if isinstance(model, M.CVQMAE):
-        if cond is None:
-            cond = model.apply(variables, images, method=M.CVQMAE.condition)
         logits, rot6d, cam = model.apply(variables, tokens, visible, cond=cond, faithful=faithful)
         return {"logits": logits, "rot6d": rot6d, "cam": cam}
     return {"logits": model.apply(variables, tokens, visible)}
@@ -93,7 +115,11 @@ def mega_forward(model, variables, tokens, visible, images=None, cond=None, fait
     """
     tokens = jnp.asarray(tokens, jnp.int32)
     visible = jnp.asarray(visible).astype(bool)
-    return _mega_forward(model, variables, tokens, visible, images, cond, faithful)
+    if isinstance(model, M.CVQMAE) and cond is None:
+        if images is None:
+            raise ValueError("conditional MEGA needs images or condition features")
+        cond = mega_condition(model, variables, images)
+    return _mega_forward(model, variables, tokens, visible, cond, faithful)
 
 
 def mega_deterministic(model, variables, images=None, cond=None, *, batch_size: int | None = None,
@@ -117,7 +143,9 @@ def mega_deterministic(model, variables, images=None, cond=None, *, batch_size: 
     seq = model.seq_length
     tokens = jnp.zeros((b, seq), jnp.int32)
     visible = jnp.zeros((b, seq), bool)
-    out = dict(_mega_forward(model, variables, tokens, visible, images, cond, faithful))
+    if isinstance(model, M.CVQMAE) and cond is None:
+        cond = mega_condition(model, variables, images)
+    out = dict(_mega_forward(model, variables, tokens, visible, cond, faithful))
     pred = jnp.argmax(out["logits"], axis=-1).astype(jnp.int32)
     if faithful:
         if gt_tokens is None:
@@ -139,14 +167,12 @@ def _schedule(steps: int, seq_length: int):
 
 @functools.partial(jax.jit, static_argnames=("model", "steps", "num_samples", "batch_size", "faithful",
                                                "return_steps"))
-def _mega_generate(model, variables, images, cond, key, gen_temp, noise, *, steps, num_samples,
+def _mega_generate(model, variables, cond, key, gen_temp, noise, *, steps, num_samples,
                    batch_size, faithful, return_steps):
     conditional = isinstance(model, M.CVQMAE)
     seq = model.seq_length
     out: dict[str, Any] = {}
     if conditional:
-        if cond is None:
-            cond = model.apply(variables, images, method=M.CVQMAE.condition)
         b = cond.shape[0]
         out["rot6d"], out["cam"] = model.apply(variables, cond, method=M.CVQMAE.rotation_camera)
         cond_emb = model.apply(variables, cond, method=M.CVQMAE.embed_condition)
@@ -227,6 +253,8 @@ def mega_generate(model, variables, images=None, cond=None, *, key: jax.Array, n
     if isinstance(model, M.CVQMAE):
         if images is None and cond is None:
             raise ValueError("conditional MEGA needs images or condition features")
+        if cond is None:
+            cond = mega_condition(model, variables, images)
         batch_size = None
     elif batch_size is None:
         raise ValueError("unconditional MEGA (VQMAE) needs batch_size")
@@ -236,7 +264,7 @@ def mega_generate(model, variables, images=None, cond=None, *, key: jax.Array, n
         noise = (jnp.asarray(noise[0], jnp.float32), jnp.asarray(noise[1], jnp.float32))
         if noise[0].shape[0] != steps:
             raise ValueError(f"noise has {noise[0].shape[0]} steps, expected {steps}")
-    return dict(_mega_generate(model, variables, images, cond, key, gen_temp, noise, steps=steps,
+    return dict(_mega_generate(model, variables, cond, key, gen_temp, noise, steps=steps,
                                num_samples=num_samples, batch_size=batch_size, faithful=faithful,
                                return_steps=return_steps))
 
@@ -284,11 +312,15 @@ def meshes_from_tokens(mesh_decode: Callable[[jnp.ndarray], jnp.ndarray], tokens
       ``{"canonical": (..., 6890, 3), "rotmat": (B, 3, 3), "vertices": (..., 6890, 3)}`` with
       ``vertices = rotmat @ canonical`` per vertex (meters, camera-aligned axes).
     """
-    tokens = jnp.asarray(tokens, jnp.int32)
+    return _meshes_from_tokens(mesh_decode, jnp.asarray(tokens, jnp.int32), jnp.asarray(rot6d, jnp.float32))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _meshes_from_tokens(mesh_decode, tokens, rot6d):
     lead = tokens.shape[:-1]
     canonical = mesh_decode(tokens.reshape(-1, tokens.shape[-1]))
     canonical = canonical.reshape(lead + canonical.shape[-2:])
-    rotmat = rotation_6d_to_matrix(jnp.asarray(rot6d, jnp.float32))
+    rotmat = rotation_6d_to_matrix(rot6d)
     if tokens.ndim == 3:
         vertices = jnp.einsum("bij,bnvj->bnvi", rotmat, canonical)
     else:
