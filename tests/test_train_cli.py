@@ -21,13 +21,16 @@ def test_overrides_reach_the_run(tmp_path):
     proc = _run(f"--config={TOY}", f"--workdir={tmp_path}", "--config.total_steps=3",
                 "--config.log_every_steps=1", "--config.optim.base_lr=0.01",
                 "--config.optim.schedule=constant", "--config.batch_size=8",
-                "--config.toy.width=8", "--config.progress_bar=False")
+                "--config.toy.width=8", "--config.progress_bar=False", "--config.eval_every_steps=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = json.load(open(tmp_path / "config.json"))
     assert saved["total_steps"] == 3 and saved["batch_size"] == 8
     assert saved["optim"]["base_lr"] == 0.01 and saved["toy"]["width"] == 8
-    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    records = [r for r in lines if "loss" in r]
     assert [r["step"] for r in records] == [1, 2, 3]
+    val = [r for r in lines if "val/mse" in r]
+    assert [r["step"] for r in val] == [3] and val[0]["val/mse"] > 0
     assert all(abs(r["lr"] - 0.01) < 1e-8 for r in records)
     assert records[0]["images_per_s"] / records[0]["steps_per_s"] == 8
     assert os.listdir(tmp_path / "tensorboard")  # event files

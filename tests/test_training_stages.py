@@ -1,5 +1,6 @@
 """The model stages train end to end on tiny data: a 24-vertex tokenizer (a generated connection
-hierarchy), MEGA pre-training on its tokens, image-conditioned MEGA with a small HRNet. Each
+hierarchy), MEGA pre-training on its tokens, image-conditioned MEGA and VQ-HPS with a
+reduced ResNet (one bottleneck per stage). Each
 checks that its losses are finite, that training lowers them and that state is updated."""
 from __future__ import annotations
 
@@ -151,20 +152,26 @@ def test_mega_pretrain_stage_trains(pretrain_run):
 
 
 @pytest.mark.slow
-def test_mega_stage_trains_with_small_hrnet(tiny, tokenizer_run, pretrain_run):
-    c = _common(_config("train_mega_hrnet"), 6)
+def test_mega_stage_trains_with_small_resnet(tiny, tokenizer_run, pretrain_run):
+    c = _common(_config("train_mega_resnet"), 6)
     c.mega.update(seq_length=8, emb_dim=32, encoder_layer=1, decoder_layer=1, num_embeddings=16,
-                  dim_tokens=16, cond_dim=30)
-    c.backbone.model.width = 2
+                  dim_tokens=16)
+    c.backbone.model.layers = (1, 1, 1, 1)
     c.tokenizer.path = tokenizer_run[0]
     c.init.mega = pretrain_run[0]
     c.body_models = str(tiny / "body_models")
     c.num_vertices = NV
     c.batch_size = 4
     c.data.train = str(tiny / "images")
+    c.data.val = str(tiny / "images")
+    c.eval_every_steps = 6
+    c.eval_batches = 1
     workdir = str(tiny / "run_mega")
     out = train(c, workdir)
-    records = read_metrics(workdir)
+    val = [r for r in read_metrics(workdir) if "val/pve_mm" in r]
+    assert val and np.isfinite(val[-1]["val/pa_mpjpe_mm"])
+    assert os.listdir(os.path.join(workdir, "pictures"))   # predictions drawn over the images
+    records = [r for r in read_metrics(workdir) if "loss" in r]
     assert len(records) == 6
     for key in ("cross_entropy", "rotation", "reprojection"):
         assert all(np.isfinite(r[key]) for r in records), key
@@ -174,11 +181,11 @@ def test_mega_stage_trains_with_small_hrnet(tiny, tokenizer_run, pretrain_run):
 
 
 @pytest.mark.slow
-def test_vqhps_stage_trains_with_small_hrnet(tiny, tokenizer_run):
+def test_vqhps_stage_trains_with_small_resnet(tiny, tokenizer_run):
     np.save(tiny / "tpose.npy", np.zeros((NV, 3), np.float32) + np.linspace(0, 1, NV)[:, None])
-    c = _common(_config("train_vqhps_hrnet"), 4)
+    c = _common(_config("train_vqhps_resnet"), 4)
     c.vqhps.update(model_dim=32, num_heads=4, feedforward_dim=32, dict_size=16, num_tokens=8)
-    c.backbone.model.width = 2
+    c.backbone.model.layers = (1, 1, 1, 1)
     c.tokenizer.path = tokenizer_run[0]
     c.body_models = str(tiny / "body_models")
     c.num_vertices = NV

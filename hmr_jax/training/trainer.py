@@ -374,8 +374,13 @@ def train(config, workdir: str) -> dict:
                 if bar is not None:
                     bar.set_postfix(loss=f"{host['loss']:.4g}", img_s=f"{host['images_per_s']:.1f}")
             if eval_every and (step % eval_every == 0 or step == total) and val_fn is not None:
-                writer.write(step, _validate(stage, val_fn, state, frozen, config, batch_sharding),
-                             prefix="val/")
+                val_metrics, picture = _validate(stage, val_fn, state, frozen, config, batch_sharding)
+                writer.write(step, val_metrics, prefix="val/")
+                if picture is not None and is_main:
+                    from hmr_jax.training.pictures import save_png
+                    writer.write_image(step, "val/predictions", picture)
+                    os.makedirs(os.path.join(workdir, "pictures"), exist_ok=True)
+                    save_png(os.path.join(workdir, "pictures", f"val_{step:08d}.png"), picture)
             if do_save:
                 checkpointer.save(step, state, train_iter, force=step == total)
                 last_saved = step
@@ -404,26 +409,41 @@ def _check_finite(state, checkpointer: checkpointing.Checkpointer) -> None:
             "Lower optim.base_lr, enable optim.grad_clip_norm, or check the data near this step.")
 
 
-def _validate(stage: Stage, val_fn, state, frozen, config, batch_sharding) -> dict:
-    """Mean of the stage's per-sample validation metrics over ``config.eval_batches`` batches."""
+def _host(tree):
+    """Fetch globally sharded arrays to every host (all-gathered when there are several)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
+
+
+def _validate(stage: Stage, val_fn, state, frozen, config, batch_sharding):
+    """Mean of the stage's per-sample validation metrics over ``config.eval_batches`` batches,
+    and (for stages with ``project``) a picture of the first batch's predictions, or None."""
     if hasattr(stage, "val_batches"):
         ds = stage.val_batches(local_batch_size(config.batch_size))
         if ds is None:
-            return {}
+            return {}, None
     else:
         ds = _as_map_dataset(stage.val_source())
         ds = ds[jax.process_index()::jax.process_count()]
         ds = ds.batch(local_batch_size(config.batch_size), drop_remainder=True)
-    sums, count = {}, 0
+    sums, count, picture = {}, 0, None
     for i, batch in enumerate(ds):
         if i >= config.get("eval_batches", 10):
             break
-        out = jax.device_get(val_fn(state["params"], state["model_state"], frozen,
-                                    to_global(batch, batch_sharding)))
+        global_batch = to_global(batch, batch_sharding)
+        out = _host(val_fn(state["params"], state["model_state"], frozen, global_batch))
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(np.sum(v))
         count += config.batch_size
-    return {k: v / max(count, 1) for k, v in sums.items()}
+        if i == 0 and hasattr(stage, "project") and "image" in batch:
+            from hmr_jax.training.pictures import prediction_grid
+            pred_2d = _host(jax.jit(stage.project)(state["params"], state["model_state"], frozen,
+                                                   global_batch))
+            picture = prediction_grid(np.asarray(batch["image"]), pred_2d,
+                                      np.asarray(batch["keypoints_2d"]))
+    return {k: v / max(count, 1) for k, v in sums.items()}, picture
 
 
 def _load_pretrained(stage: Stage, variables):

@@ -189,20 +189,29 @@ class MegaStage(_TokenizerMixin, Stage):
         terms = {"cross_entropy": ce, "rotation": rot, "reprojection": reproj}
         return loss, LossOutput(terms=terms, model_state=dict(updates))
 
+    def _predict(self, params, model_state, frozen, images):
+        """Deterministic mode (all tokens masked, one step): posed meshes (B, V, 3), camera."""
+        b, t = images.shape[0], self.config.mega.seq_length
+        logits, rot6d, cam = self.model.apply({"params": params, **model_state},
+                                              jnp.zeros((b, t), jnp.int32), jnp.zeros((b, t), bool),
+                                              images=images, train=False)
+        canonical = self._decode(frozen, jnp.argmax(logits, -1).astype(jnp.int32))
+        return jnp.einsum("bij,bvj->bvi", rotation_6d_to_matrix(rot6d), canonical), cam
+
     def validate(self, params, model_state, frozen, batch):
-        """Deterministic mode (all tokens masked, one step): per-sample errors in mm."""
+        """Deterministic mode: per-sample errors in mm (protocol ``original``)."""
         from hmr_jax.body.regressors import JointRegressors
         from hmr_jax.metrics.protocols import mesh_errors
 
-        b, t = batch["image"].shape[0], self.config.mega.seq_length
-        logits, rot6d, _ = self.model.apply({"params": params, **model_state},
-                                            jnp.zeros((b, t), jnp.int32), jnp.zeros((b, t), bool),
-                                            images=batch["image"], train=False)
-        canonical = self._decode(frozen, jnp.argmax(logits, -1).astype(jnp.int32))
-        pred = jnp.einsum("bij,bvj->bvi", rotation_6d_to_matrix(rot6d), canonical)
+        pred, _ = self._predict(params, model_state, frozen, batch["image"])
         regs = JointRegressors(h36m=frozen["regressors"]["h36m"])
         errs = mesh_errors(pred, batch["vertices"], regs)
         return {k + "_mm": 1000 * v for k, v in errs.items()}
+
+    def project(self, params, model_state, frozen, batch):
+        """Predicted vertices projected into the crop, (B, V, 2) in [-1, 1] (validation pictures)."""
+        pred, cam = self._predict(params, model_state, frozen, batch["image"])
+        return losses.orthographic_projection(pred, cam)
 
 
 def load_regressors(config) -> dict:

@@ -105,12 +105,21 @@ class VQHPSStage(_TokenizerMixin, Stage):
         terms = {"cross_entropy": ce, "rotation": rot, "reprojection": reproj, "token_accuracy": accuracy}
         return ce + rot + reproj, LossOutput(terms=terms, model_state=dict(updates))
 
+    def _predict(self, params, model_state, frozen, images):
+        out, _ = self._forward(params, model_state, frozen, images, False)
+        canonical = self._decode(frozen, jnp.argmax(out["logits"], -1).astype(jnp.int32))
+        return jnp.einsum("bij,bvj->bvi", rotation_6d_to_matrix(out["rot6d"]), canonical), out["cam"]
+
     def validate(self, params, model_state, frozen, batch):
+        """Per-sample errors in mm (protocol ``original``)."""
         from hmr_jax.body.regressors import JointRegressors
         from hmr_jax.metrics.protocols import mesh_errors
 
-        out, _ = self._forward(params, model_state, frozen, batch["image"], False)
-        canonical = self._decode(frozen, jnp.argmax(out["logits"], -1).astype(jnp.int32))
-        pred = jnp.einsum("bij,bvj->bvi", rotation_6d_to_matrix(out["rot6d"]), canonical)
+        pred, _ = self._predict(params, model_state, frozen, batch["image"])
         errs = mesh_errors(pred, batch["vertices"], JointRegressors(h36m=frozen["regressors"]["h36m"]))
         return {k + "_mm": 1000 * v for k, v in errs.items()}
+
+    def project(self, params, model_state, frozen, batch):
+        """Predicted vertices projected into the crop, (B, V, 2) in [-1, 1] (validation pictures)."""
+        pred, cam = self._predict(params, model_state, frozen, batch["image"])
+        return losses.orthographic_projection(pred, cam)
