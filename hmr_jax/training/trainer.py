@@ -375,7 +375,8 @@ def train(config, workdir: str) -> dict:
                     bar.set_postfix(loss=f"{host['loss']:.4g}", img_s=f"{host['images_per_s']:.1f}")
             if eval_every and (step % eval_every == 0 or step == total) and val_fn is not None:
                 val_metrics, picture = _validate(stage, val_fn, state, frozen, config, batch_sharding)
-                writer.write(step, val_metrics, prefix="val/")
+                if val_metrics:
+                    writer.write(step, val_metrics, prefix="val/")
                 if picture is not None and is_main:
                     from hmr_jax.training.pictures import save_png
                     writer.write_image(step, "val/predictions", picture)
