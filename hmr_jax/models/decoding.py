@@ -95,12 +95,15 @@ def mega_condition(model, variables, images) -> jnp.ndarray:
     return _condition(model, variables, images)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "faithful"))
-def _mega_forward(model, variables, tokens, visible, cond, faithful):
+@functools.partial(jax.jit, static_argnames=("model", "faithful", "num_visible"))
+def _mega_forward(model, variables, tokens, visible, cond, faithful, num_visible=None):
     if isinstance(model, M.CVQMAE):
-        logits, rot6d, cam = model.apply(variables, tokens, visible, cond=cond, faithful=faithful)
+        rot6d, cam = model.apply(variables, cond, method=M.CVQMAE.rotation_camera)
+        emb = model.apply(variables, cond, method=M.CVQMAE.embed_condition)
+        logits = model.apply(variables, tokens, visible, emb, faithful, num_visible, method=M.CVQMAE.predict_tokens)
         return {"logits": logits, "rot6d": rot6d, "cam": cam}
-    return {"logits": model.apply(variables, tokens, visible)}
+    return {"logits": model.apply(variables, tokens, visible, None, faithful, num_visible,
+                                  method=M.VQMAE.predict_tokens)}
 
 
 def mega_forward(model, variables, tokens, visible, images=None, cond=None, faithful: bool = False) -> dict:
@@ -145,7 +148,7 @@ def mega_deterministic(model, variables, images=None, cond=None, *, batch_size: 
     visible = jnp.zeros((b, seq), bool)
     if isinstance(model, M.CVQMAE) and cond is None:
         cond = mega_condition(model, variables, images)
-    out = dict(_mega_forward(model, variables, tokens, visible, cond, faithful))
+    out = dict(_mega_forward(model, variables, tokens, visible, cond, faithful, num_visible=0))
     pred = jnp.argmax(out["logits"], axis=-1).astype(jnp.int32)
     if faithful:
         if gt_tokens is None:
@@ -190,11 +193,11 @@ def _mega_generate(model, variables, cond, key, gen_temp, noise, *, steps, num_s
     else:
         keys = jnp.zeros((steps, 2), jnp.uint32)
 
-    def step(carry, xs):
+    def step(carry, xs, num_visible=None):
         patches, visible = carry
         temp, m_len, last, k, noise_s = xs
         is_mask = ~visible
-        logits = model.apply(variables, patches, visible, cond_emb, faithful,
+        logits = model.apply(variables, patches, visible, cond_emb, faithful, num_visible,
                              method=type(model).predict_tokens).astype(jnp.float32)
         if noise_s is None:
             k1, k2 = jax.random.split(k)
@@ -223,7 +226,21 @@ def _mega_generate(model, variables, cond, key, gen_temp, noise, *, steps, num_s
     init = (jnp.zeros((n, seq), jnp.int32), jnp.zeros((n, seq), bool))
     noise_xs = None if noise is None else (jnp.asarray(noise[0], jnp.float32), jnp.asarray(noise[1], jnp.float32))
     xs = (temps, jnp.asarray(mask_len), is_last, keys, noise_xs)
-    (tokens, _), step_tokens = jax.lax.scan(step, init, xs)
+    if faithful:
+        # rows could end a step with different counts (ties): keep full-length sequences
+        (tokens, _), step_tokens = jax.lax.scan(step, init, xs)
+    else:
+        # every row has the same, scheduled number of visible tokens before each step: the
+        # encoder runs on those only (like the original), the steps are unrolled
+        carry, outs, visible_count = init, [], 0
+        for i in range(steps):
+            xs_i = jax.tree_util.tree_map(lambda a: a[i], xs)
+            carry, o = step(carry, xs_i, num_visible=visible_count)
+            outs.append(o)
+            remask = 0 if i == steps - 1 else max(1, min(seq - visible_count - 1, int(mask_len[i])))
+            visible_count = seq - remask
+        tokens = carry[0]
+        step_tokens = jnp.stack(outs) if return_steps else None
     out["tokens"] = tokens.reshape(b, num_samples, seq)
     if return_steps:
         out["step_tokens"] = step_tokens.reshape(steps, b, num_samples, seq)

@@ -189,8 +189,13 @@ class MaskedTokenEncoder(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, tokens: jnp.ndarray, visible: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, tokens: jnp.ndarray, visible: jnp.ndarray, num_visible: int | None = None) -> jnp.ndarray:
         """tokens: (B, T) int; visible: (B, T) bool/0-1.
+
+        ``num_visible`` (a Python int, every row must have exactly that many visible tokens):
+        run the blocks on the cls token + the visible tokens only, as the original does (same
+        values, less work when few tokens are known). Otherwise all positions go through the
+        blocks and attention ignores the masked keys.
 
         Returns:
           (B, 1 + T, emb_dim): index 0 = cls feature, index 1 + t = token t's feature (only
@@ -202,13 +207,26 @@ class MaskedTokenEncoder(nn.Module):
         cls = self.param("cls_token", _POS_INIT, (self.emb_dim,))
         pos = self.param("pos_embedding", _POS_INIT, (self.seq_length, self.emb_dim))
         x = nn.Embed(self.num_embeddings, self.emb_dim, name="token_embedding")(tokens) + pos
-        x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, self.emb_dim)), x], axis=1)
-        keys = jnp.concatenate([jnp.ones((b, 1), bool), jnp.asarray(visible).astype(bool)], axis=1)
-        mask = keys[:, None, None, :]
+        visible = jnp.asarray(visible).astype(bool)
+        cls = jnp.broadcast_to(cls, (b, 1, self.emb_dim))
+        if num_visible is None:
+            x = jnp.concatenate([cls, x], axis=1)
+            keys = jnp.concatenate([jnp.ones((b, 1), bool), visible], axis=1)
+            mask = keys[:, None, None, :]
+        else:
+            # positions of the visible tokens, in sequence order (a stable sort puts them first)
+            idx = jnp.argsort(~visible, axis=-1, stable=True)[:, :num_visible]
+            x = jnp.concatenate([cls, jnp.take_along_axis(x, idx[..., None], axis=1)], axis=1)
+            mask = None
         x = x.astype(self.dtype)
         for i in range(self.num_layers):
             x = Block(self.num_heads, 4 * self.emb_dim, dtype=self.dtype, name=f"blocks_{i}")(x, mask)
-        return nn.LayerNorm(1e-5, dtype=jnp.float32, name="layer_norm")(x)
+        x = nn.LayerNorm(1e-5, dtype=jnp.float32, name="layer_norm")(x)
+        if num_visible is None:
+            return x
+        full = jnp.zeros((b, t, self.emb_dim), x.dtype)
+        full = full.at[jnp.arange(b)[:, None], idx].set(x[:, 1:])
+        return jnp.concatenate([x[:, :1], full], axis=1)
 
 
 class MaskedTokenDecoder(nn.Module):
@@ -336,9 +354,13 @@ class VQMAE(nn.Module):
         """(B, T) tokens, (B, T) visible -> (B, 1 + T, emb_dim) encoder features."""
         return self.encoder(tokens, visible)
 
-    def predict_tokens(self, tokens, visible, cond_embedded=None, faithful: bool = False):
-        """(B, T) tokens, (B, T) visible -> (B, T, dim_tokens) logits (same signature as CVQMAE's)."""
-        return self.decoder(self.encoder(tokens, visible), visible)
+    def predict_tokens(self, tokens, visible, cond_embedded=None, faithful: bool = False,
+                       num_visible: int | None = None):
+        """(B, T) tokens, (B, T) visible -> (B, T, dim_tokens) logits (same signature as CVQMAE's).
+
+        ``num_visible``: see :meth:`MaskedTokenEncoder.__call__`.
+        """
+        return self.decoder(self.encoder(tokens, visible, num_visible), visible)
 
     def __call__(self, tokens: jnp.ndarray, visible: jnp.ndarray) -> jnp.ndarray:
         """tokens (B, T) int, visible (B, T) -> logits (B, T, dim_tokens)."""
@@ -402,9 +424,13 @@ class CVQMAE(nn.Module):
         """(B, T) tokens, (B, T) visible -> (B, 1 + T, emb_dim) encoder features."""
         return self.encoder(tokens, visible)
 
-    def predict_tokens(self, tokens, visible, cond_embedded, faithful: bool = False):
-        """(B, T) tokens, (B, T) visible, (B, L, emb_dim) embedded condition -> (B, T, dim_tokens)."""
-        return self.decoder(self.encoder(tokens, visible), visible, cond_embedded, faithful)
+    def predict_tokens(self, tokens, visible, cond_embedded, faithful: bool = False,
+                       num_visible: int | None = None):
+        """(B, T) tokens, (B, T) visible, (B, L, emb_dim) embedded condition -> (B, T, dim_tokens).
+
+        ``num_visible``: see :meth:`MaskedTokenEncoder.__call__`.
+        """
+        return self.decoder(self.encoder(tokens, visible, num_visible), visible, cond_embedded, faithful)
 
     def __call__(self, tokens: jnp.ndarray, visible: jnp.ndarray, images: jnp.ndarray | None = None,
                  cond: jnp.ndarray | None = None, faithful: bool = False, train: bool = False,
