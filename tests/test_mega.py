@@ -192,3 +192,21 @@ def test_cli_writes_a_checkpoint_that_reloads(parity_dir, tmp_path, vqmae, capsy
     assert common.max_relative_error(np.asarray(logits), io["out_logits"]) < 1e-4
     with pytest.raises(common.ConversionError, match="mega_hrnet"):
         common.read_converted(out, expected_model="mega_hrnet")
+
+
+def test_condition_dropout_and_bfloat16(cvqmae):
+    variables, config, io, got = cvqmae
+    cond = jnp.asarray(np.transpose(got["out_cond_features"], (0, 2, 3, 1)).reshape(2, 49, 30))
+    dropping = M.CVQMAE(**dict(config["mega"], cond_dropout=1.0))
+    emb = dropping.apply(variables, cond, jax.random.PRNGKey(0), method=M.CVQMAE.embed_condition)
+    assert not np.asarray(emb).any()  # every condition dropped
+    kept = dropping.apply(variables, cond, method=M.CVQMAE.embed_condition)  # no key: inference
+    assert np.asarray(kept).any()
+    # bfloat16 computation: same argmax tokens almost everywhere, logits within bf16 precision
+    tokens = jnp.asarray(io["in_tokens"], jnp.int32)
+    visible = jnp.asarray(io["in_mask_visible"] > 0)
+    f32 = M.build_mega(config).apply(variables, tokens, visible, cond=cond)[0]
+    bf16 = M.build_mega(config, dtype=jnp.bfloat16).apply(variables, tokens, visible, cond=cond)[0]
+    assert bf16.dtype == jnp.float32
+    assert common.max_relative_error(np.asarray(bf16), np.asarray(f32)) < 5e-2
+    assert (np.argmax(bf16, -1) == np.argmax(f32, -1)).mean() > 0.9

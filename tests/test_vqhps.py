@@ -107,3 +107,20 @@ def test_bad_checkpoints_are_rejected(loaded):
     CV.convert(state, None, "vqhps_hrnet")
     with pytest.raises(common.ConversionError, match="cam_predictor.bias"):
         state.finish()
+
+
+def test_non_autoregressive_variant_uses_rotation_and_camera():
+    """autoreg=False: logits = Dense([mesh features, rot6d, cam]) (the original's indices_regressor)."""
+    import flax.linen as nn
+
+    model = V.VQHPSRegressor(backbone_pose=nn.Dense(1), backbone_rot=nn.Dense(1), model_dim=16, num_heads=2,
+                             feedforward_dim=32, dict_size=20, autoreg=False, dropout=0.0)
+    feats = (jnp.ones((2, 7, 7, 6)), jax.random.normal(jax.random.PRNGKey(0), (2, 7, 7, 6)))
+    pose = jax.random.normal(jax.random.PRNGKey(1), (2, 51))
+    variables = model.init(jax.random.PRNGKey(2), None, pose, features=feats)
+    assert "indices_regressor" in variables["params"] and "head" not in variables["params"]
+    assert variables["params"]["indices_regressor"]["kernel"].shape == (16 + 9, 20)
+    out = model.apply(variables, None, pose, features=feats)
+    assert out["logits"].shape == (2, 54, 20)
+    other = model.apply(variables, None, pose + 1.0, features=feats)  # pose_init -> rot/cam -> logits
+    assert np.abs(np.asarray(other["logits"] - out["logits"])).max() > 1e-4
