@@ -4,6 +4,11 @@ Convert the original checkpoint once:
 
     python convert_torch_weights.py checkpoint/CVQMAE/mega_resnet --model mega_resnet --out converted/mega_resnet
 
+and get meshes (``--num-samples 25``: 25 hypotheses per person; tokenizer, faces and
+connection files from ``converted/mesh_vqvae_54`` and ``body_models/`` by default):
+
+    python sample.py --checkpoint converted/mega_resnet --images photo.jpg --out out/
+
 The converted folder's ``config.json`` holds the same ``mega`` / ``backbone`` entries as this
 file (``hmr_jax.models.mega.build_mega(config)`` builds the model). ``decoding`` holds MEGA's
 evaluation settings: deterministic (all masked, one pass) or stochastic (``steps`` iterations,

@@ -4,6 +4,10 @@ Convert once:
 
     python convert_torch_weights.py checkpoint/MESH_REGRESSOR/vqhps_resnet --model vqhps_resnet --out converted/vqhps_resnet
 
+and get meshes (H36M joint regressor and template from ``body_models/`` by default):
+
+    python sample.py --checkpoint converted/vqhps_resnet --images photo.jpg --out out/
+
 ``hmr_jax.models.vqhps.build_vqhps(config)`` builds the regressor (the converted folder's
 ``config.json`` has the same ``vqhps`` / ``backbone`` entries). It predicts in one pass from
 224 x 224 ImageNet-normalised crops and a 51-number pose initialisation: the 17 H36M joints
