@@ -31,7 +31,14 @@ EXTRAS_REQUIRE = {
     # torch must be the CPU wheel: the Makefile installs torch==2.13.0 before this extra.
     "torch": ["torch==2.13.0", "smplx==0.1.28"],
     # Data generation for the embedded synthetic default (anny body model runs on torch CPU).
-    "synthetic": ["torch==2.13.0", "anny==0.6.2", "trimesh==5.2.0"],
+    "synthetic": [
+        "torch==2.13.0",
+        "anny==0.6.2",
+        "warp-lang==1.19.0",
+        "roma==1.8.0",
+        "safetensors==0.8.0",
+        "trimesh==5.2.0",
+    ],
     "dev": ["pytest==9.0.3", "pytest-xdist==3.8.0", "trimesh==5.2.0"],
 }
 
