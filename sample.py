@@ -224,7 +224,11 @@ class Sampler:
             out = decoding.vqhps_predict(self.model, self.variables, images, pose, faithful=self.faithful)
             tokens = out["tokens"][:, None]
         elif num_samples == 1:
-            out = decoding.mega_deterministic(self.model, self.variables, images=images)
+            # faithful: as the original demo.py, whose input tokens are zeros: the off-by-one mask
+            # copies token 0 into one random position
+            gt = np.zeros((len(crops), self.model.seq_length), np.int32) if self.faithful else None
+            out = decoding.mega_deterministic(self.model, self.variables, images=images,
+                                              faithful=self.faithful, gt_tokens=gt)
             tokens = out["tokens"][:, None]
         else:
             out = decoding.mega_generate(self.model, self.variables, images=images,
