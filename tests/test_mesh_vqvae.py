@@ -68,6 +68,7 @@ def test_mesh_vqvae_matches_original(vq):
     assert errors["out_indices"] == 0.0 and errors["out_test_indices"] == 0.0
 
 
+@pytest.mark.slow  # compiles a second full-size model (~1 min); the RQ logic is also checked below
 def test_mesh_rqvae_matches_original(rq):
     errors, io = rq
     _assert_all_close(errors, io)
@@ -76,6 +77,7 @@ def test_mesh_rqvae_matches_original(rq):
         assert name in errors
 
 
+@pytest.mark.slow  # compiles the full-size encoder and decoder for batch 1
 def test_real_model_is_batch_size_independent(vq):
     variables, config, io, _ = vq
     model = conv.build_model(config)

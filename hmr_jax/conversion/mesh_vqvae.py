@@ -387,7 +387,7 @@ def _fixture_functions(model):
     tokenizer takes ~10 s on a small CPU; repeated verifications of one config reuse it)."""
     import json
 
-    key = json.dumps(model.config, sort_keys=True, default=str)
+    key = json.dumps({k: v for k, v in model.config.items() if k != "model"}, sort_keys=True, default=str)
     if key not in _FIXTURE_FUNCTIONS:
         import jax
 
@@ -407,7 +407,8 @@ def _fixture_functions(model):
             out, state = model.apply(v, x, train=True, mutable=["vq_stats"])
             return out.loss, out.perplexity, state
 
-        _FIXTURE_FUNCTIONS.clear()  # keep one compiled model alive at most
+        if len(_FIXTURE_FUNCTIONS) >= 2:  # keep two compiled models alive at most
+            _FIXTURE_FUNCTIONS.pop(next(iter(_FIXTURE_FUNCTIONS)))
         _FIXTURE_FUNCTIONS[key] = (run_eval, run_train)
     return _FIXTURE_FUNCTIONS[key]
 

@@ -16,11 +16,10 @@ the ``out_points`` vertices of the next, through the neighbourhoods of a
 mixed as ``sqrt(1 - residual_rate) * conv + sqrt(residual_rate) * residual``. The encoder is
 the first half of the layers, the decoder the second half.
 
-Speed: the per-vertex kernels are never built. The layer gathers its neighbours, contracts the
-neighbour axis with ``w_weights * mask`` (one small batched matmul per output vertex) and then
-applies the shared basis with a single (points * batch, weight_num * in) x (weight_num * in,
-out) matmul. Features travel point-major, (points, batch, channels), so every gather copies
-contiguous (batch, channels) rows. Nothing depends on a fixed batch size.
+Speed: the per-vertex kernels are never built, and neighbour gathers are fused into the sums
+that consume them wherever XLA allows it (see :func:`_vertex_conv` / :func:`_neighbor_sum`).
+Features travel point-major, (points, batch, channels), so every gather reads contiguous
+(batch, channels) rows. Nothing depends on a fixed batch size.
 """
 from __future__ import annotations
 
@@ -35,6 +34,60 @@ import numpy as np
 from hmr_jax.mesh.connections import ConnectionLayer
 
 
+def _neighbor_sum(h: jnp.ndarray, ids: jnp.ndarray, coeff: jnp.ndarray) -> jnp.ndarray:
+    """``out[p] = sum_m coeff[p, m] * h[ids[p, m]]``: (Pin, B, C) -> (P, B, C).
+
+    Written as one sum of per-slot gathers so that XLA fuses the gathers into the sum: the
+    (P, M, B, C) neighbour tensor is never materialised (on CPU this is ~10x faster than a
+    gather followed by an einsum).
+    """
+    out = coeff[:, 0, None, None] * h[ids[:, 0]]
+    for m in range(1, ids.shape[1]):
+        out = out + coeff[:, m, None, None] * h[ids[:, m]]
+    return out
+
+
+def _vertex_conv(
+    x: jnp.ndarray, ids: jnp.ndarray, coeff: jnp.ndarray, weights: jnp.ndarray, gather_inputs: bool
+) -> jnp.ndarray:
+    """The spatially varying convolution without building per-vertex kernels.
+
+    ``out[p] = sum_m sum_k coeff[p, m, k] * x[ids[p, m]] @ weights[k]``.
+
+    Args:
+      x: (Pin, B, I) input features.
+      ids: (P, M) neighbour ids (padding replaced by any valid id).
+      coeff: (P, M, K) ``w_weights * mask``.
+      weights: (K, I, O) kernel basis.
+      gather_inputs: gather the input features (only where ``x`` is a materialised array, e.g.
+        the mesh itself: XLA would otherwise fuse the computation of ``x`` into the gather and
+        repeat it for every neighbour).
+    Returns:
+      (P, B, O), before bias and activation.
+
+    ``gather_inputs``: the neighbours are gathered once, (P, M, B*I), contracted with the
+    coefficients as a batched matmul over points, (P, B*I, K), and mixed by one matmul with the
+    basis reshaped to (I*K, O). Otherwise the basis is applied first on the input points (K
+    matmuls, whose outputs are materialised) and each ``coeff[..., k]``-weighted neighbour sum is
+    a fused gather-sum over O channels; the K sums end in a matmul with ones so that the layer
+    output is materialised too.
+    """
+    p_in, batch, i = x.shape
+    p, m = ids.shape
+    k, _, o = weights.shape
+    if gather_inputs:
+        neighbors = x.reshape(p_in, batch * i)[ids]  # (P, M, B*I)
+        mixed = jax.lax.dot_general(neighbors, coeff, (((1,), (1,)), ((0,), (0,))))  # (P, B*I, K)
+        basis = jnp.transpose(weights, (1, 0, 2)).reshape(i * k, o)
+        return (mixed.reshape(p * batch, i * k) @ basis).reshape(p, batch, o)
+    flat = x.reshape(p_in * batch, i)
+    parts = jnp.stack(
+        [_neighbor_sum((flat @ weights[kk]).reshape(p_in, batch, o), ids, coeff[:, :, kk]) for kk in range(k)]
+    )  # (K, P, B, O)
+    ones = jnp.ones((1, k), parts.dtype)
+    return (ones @ parts.reshape(k, p * batch * o)).reshape(p, batch, o)
+
+
 class GraphConv(nn.Module):
     """One layer of the fully convolutional mesh autoencoder (see the module docstring).
 
@@ -45,6 +98,8 @@ class GraphConv(nn.Module):
       weight_num: size ``K`` of the kernel basis (ignored when ``residual_rate == 1``).
       residual_rate: in [0, 1]; 0 = convolution only, 1 = residual (pooling) only.
       activation: apply ELU to the convolution part (False only for the decoder's last layer).
+      gather_inputs: how the convolution is evaluated (same result, see :func:`_vertex_conv`);
+        True only where the input is a materialised array and the layer widens the channels.
 
     Parameters (those the layer has): ``weights`` (K, I, O), ``bias`` (O,), ``w_weights``
     (out_points, M, K); ``weight_res`` (I, O) when the residual path changes the channel count,
@@ -57,6 +112,7 @@ class GraphConv(nn.Module):
     weight_num: int
     residual_rate: float
     activation: bool = True
+    gather_inputs: bool = False
 
     @property
     def has_conv(self) -> bool:
@@ -88,7 +144,6 @@ class GraphConv(nn.Module):
         p_out, m = c.out_points, c.max_neighbors
         ids = jnp.asarray(c.safe_ids)  # padding -> 0, always multiplied by a zero weight
         mask = jnp.asarray(c.mask)
-        batch = x.shape[1]
         dtype = x.dtype
         avg_neighbors = max(1, int(round(float(np.mean(c.neighbor_counts)))))
         out = None
@@ -102,11 +157,8 @@ class GraphConv(nn.Module):
                 "w_weights", nn.initializers.normal(1.0 / (avg_neighbors * k)), (p_out, m, k)
             )
             coeff = (w_weights * mask[:, :, None]).astype(dtype)  # (P, M, K)
-            neighbors = x[ids]  # (P, M, B, I)
-            # Contract the neighbour slots first: (P, B, K, I), then the basis: (P, B, O).
-            mixed = jnp.einsum("pmk,pmbi->pbki", coeff, neighbors)
-            conv = mixed.reshape(p_out * batch, k * i) @ weights.reshape(k * i, o).astype(dtype)
-            conv = conv.reshape(p_out, batch, o) + bias.astype(dtype)
+            conv = _vertex_conv(x, ids, coeff, weights.astype(dtype), self.gather_inputs)
+            conv = conv + bias.astype(dtype)
             if self.activation:
                 conv = nn.elu(conv)
             out = conv if self.residual_rate == 0 else conv * math.sqrt(1 - self.residual_rate)
@@ -125,7 +177,7 @@ class GraphConv(nn.Module):
                 )
                 pw = jnp.abs(p_neighbors) * mask
                 pw = (pw / (jnp.sum(pw, axis=1, keepdims=True) + 1e-8)).astype(dtype)
-                h = jnp.einsum("pm,pmbo->pbo", pw, h[ids])
+                h = _neighbor_sum(h, ids, pw)
             res = h if self.residual_rate == 1 else h * math.sqrt(self.residual_rate)
             out = res if out is None else out + res
         return out
@@ -182,6 +234,8 @@ class FullyConvAE(nn.Module):
                     weight_num=int(k),
                     residual_rate=float(r),
                     activation=l != n - 1,
+                    # the mesh and the latent are materialised inputs; pooled features are not
+                    gather_inputs=(l in (0, n // 2)) and int(ch) >= in_ch,
                     name=f"layer{l}",
                 )
             )
