@@ -116,8 +116,9 @@ def main(argv=None) -> int:
                 print(f"error: unknown dtype {dtype_name!r}; one of {', '.join(DTYPES)}", file=sys.stderr)
                 return 2
             for batch in (int(b) for b in args.batches.split(",")):
-                result.update(bench_one(name, batch, dtype_name, args.min_iters, args.max_iters, args.budget_s))
-                print(f"# {name} {dtype_name} b{batch} done", file=sys.stderr, flush=True)
+                entry = bench_one(name, batch, dtype_name, args.min_iters, args.max_iters, args.budget_s)
+                result.update(entry)
+                print(f"# {json.dumps(entry)}", file=sys.stderr, flush=True)
     print(json.dumps(result))
     return 0
 

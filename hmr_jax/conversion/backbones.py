@@ -59,6 +59,17 @@ def dense_kernel(w: np.ndarray) -> np.ndarray:
     return w.T
 
 
+def _stack(arrays) -> np.ndarray:
+    """``np.stack``; zero-strided broadcasts of one value (abstract checkpoints) stay broadcasts."""
+    shape = max((a.shape for a in arrays), key=len)
+    # A missing key yields a scalar placeholder (reported by StateDict.finish): give it the shape.
+    arrays = [a if a.shape == shape else np.broadcast_to(a, shape) for a in arrays]
+    first = arrays[0]
+    if all(a.size and not any(a.strides) for a in arrays) and all(a.flat[0] == first.flat[0] for a in arrays):
+        return np.broadcast_to(first.flat[0], (len(arrays),) + first.shape)
+    return np.stack(arrays)
+
+
 class _Vars:
     """Accumulates Flax ``params`` and ``batch_stats`` trees from a StateDict."""
 
@@ -102,6 +113,18 @@ class _Vars:
         self._put(self.stats, path + ("mean",), self.take(key + ".running_mean"))
         self._put(self.stats, path + ("var",), self.take(key + ".running_var"))
         self.state.ignore([self.prefix + key + ".num_batches_tracked"], _NBT_REASON)
+
+    def sub(self) -> "_Vars":
+        """Empty trees over the same checkpoint (for parts that get stacked)."""
+        return _Vars(self.state, self.prefix)
+
+    def put_stacked(self, path: tuple[str, ...], parts: list["_Vars"]) -> None:
+        """Put the trees of ``parts`` at ``path``, every leaf stacked on a new leading axis."""
+        import jax
+
+        self._put(self.params, path, jax.tree.map(lambda *a: _stack(a), *[p.params for p in parts]))
+        if parts[0].stats:
+            self._put(self.stats, path, jax.tree.map(lambda *a: _stack(a), *[p.stats for p in parts]))
 
     def param(self, key: str, path: tuple[str, ...]) -> None:
         self._put(self.params, path, self.take(key))
@@ -173,24 +196,32 @@ def _hrnet(state: StateDict, prefix: str, config: Mapping[str, Any]) -> tuple[di
                 for k in range(i + 1 - len(pre)):
                     v.conv(f"{t}.{k}.0", (f"transition{s - 1}_{i}_{k}", "conv"))
                     v.bn(f"{t}.{k}.1", (f"transition{s - 1}_{i}_{k}", "bn"))
+        module_vars = []
         for m in range(modules):
-            sp, fp = f"stage{s}.{m}", f"stage{s}_{m}"
+            sp, mv = f"stage{s}.{m}", v.sub()
             for j in range(branches):
+                blocks = []
                 for k in range(BLOCKS_PER_BRANCH):
+                    bv = v.sub()
                     for layer in ("conv1", "conv2"):
-                        v.conv(f"{sp}.branches.{j}.{k}.{layer}", (fp, f"branch{j}_{k}", layer))
+                        bv.conv(f"{sp}.branches.{j}.{k}.{layer}", (layer,))
                     for layer in ("bn1", "bn2"):
-                        v.bn(f"{sp}.branches.{j}.{k}.{layer}", (fp, f"branch{j}_{k}", layer))
+                        bv.bn(f"{sp}.branches.{j}.{k}.{layer}", (layer,))
+                    blocks.append(bv)
+                mv.put_stacked((f"branch{j}",), blocks)
             for i in range(branches):
                 for j in range(branches):
                     f = f"{sp}.fuse_layers.{i}.{j}"
                     if j > i:
-                        v.conv(f"{f}.0", (fp, f"fuse{i}_{j}", "conv"))
-                        v.bn(f"{f}.1", (fp, f"fuse{i}_{j}", "bn"))
+                        mv.conv(f"{f}.0", (f"fuse{i}_{j}", "conv"))
+                        mv.bn(f"{f}.1", (f"fuse{i}_{j}", "bn"))
                     elif j < i:
                         for k in range(i - j):
-                            v.conv(f"{f}.{k}.0", (fp, f"fuse{i}_{j}_{k}", "conv"))
-                            v.bn(f"{f}.{k}.1", (fp, f"fuse{i}_{j}_{k}", "bn"))
+                            mv.conv(f"{f}.{k}.0", (f"fuse{i}_{j}_{k}", "conv"))
+                            mv.bn(f"{f}.{k}.1", (f"fuse{i}_{j}_{k}", "bn"))
+            module_vars.append(mv)
+        # The modules of a stage (and the 4 blocks of a branch) are scanned: stacked parameters.
+        v.put_stacked((f"stage{s}",), module_vars)
         pre = channels
     state.ignore([prefix + "final_layer.weight", prefix + "final_layer.bias"], _FINAL_LAYER_REASON)
     out_config: dict[str, Any] = {"backbone": "hrnet", "width": width, "head": head}
@@ -424,16 +455,18 @@ def _to_nchw(x) -> np.ndarray:
 
 
 def _run(kind: str, variables, config: Mapping[str, Any], images_nchw: np.ndarray):
-    """Run the converted backbone on NCHW images; returns (output, intermediates)."""
+    """Run the converted backbone on NCHW images; returns (output, intermediates).
+
+    Runs op by op (not jitted): for the ill-conditioned random HRNet fixture, XLA's fusions move
+    float32 results by ~5e-5 of the array maximum, as much as the reference's own rounding.
+    """
     import jax
 
     from hmr_jax.models.backbones import build_backbone
 
     model = build_backbone(config)
     with jax.default_matmul_precision("highest"):
-        out, state = model.apply(
-            variables, _to_nhwc(images_nchw), train=False, mutable=["intermediates"]
-        )
+        out, state = model.apply(variables, _to_nhwc(images_nchw), train=False, mutable=["intermediates"])
     return out, state.get("intermediates", {})
 
 
@@ -451,7 +484,7 @@ def hrnet_outputs(variables, config, images_nchw: np.ndarray) -> dict[str, np.nd
     out, inter = _run("hrnet", variables, config, images_nchw)
     got = {}
     for s in (2, 3, 4):
-        (branches,) = inter[f"stage{s}"]
+        (branches,) = inter[f"stage{s}_out"]
         for j, b in enumerate(branches):
             got[f"out_stage{s}_branch{j}"] = _to_nchw(b)
     if config.get("head", "downsample_conv") == "downsample_conv":
