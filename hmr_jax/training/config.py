@@ -51,6 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.workers = 0           # Grain worker processes (0: in the main process)
     c.data.read_threads = 0
     c.data.prefetch = 0
+    c.data.crop_size = 0         # image stages: square crop side in pixels (0 = the backbone's)
 
     c.distributed = ml_collections.ConfigDict()
     c.distributed.auto = False   # True: jax.distributed.initialize() discovers the hosts

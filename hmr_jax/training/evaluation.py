@@ -37,6 +37,7 @@ class Predictor:
     backbone: str
     hypotheses: int = 1
     description: str = ""
+    crop_size: int | None = None   # None: the backbone's crop
 
 
 def mean_mesh_predictor(mean_mesh: np.ndarray, backbone: str = "hrnet") -> Predictor:
@@ -55,20 +56,22 @@ def _stage_predictor(stage, variables, mode: str, num_samples: int, steps: int,
     frozen = stage.frozen()
     decode = decoding.mesh_decoder_fn(stage.tokenizer, frozen["tokenizer"])
     crop = stage.config.backbone.kind
+    crop_size = stage.config.data.get("crop_size", 0) or None
     if stage.name == "mega":
         model = stage.model
         if mode == "deterministic":
             def predict(images, key):
                 out = decoding.mega_deterministic(model, variables, images=images)
                 return decoding.meshes_from_tokens(decode, out["tokens"], out["rot6d"])["vertices"]
-            return Predictor(predict, crop, 1, "MEGA deterministic")
+            return Predictor(predict, crop, 1, "MEGA deterministic", crop_size)
 
         def predict(images, key):
             out = decoding.mega_generate(model, variables, images=images, key=key,
                                          num_samples=num_samples, steps=steps, gen_temp=temperature)
             verts = decoding.meshes_from_tokens(decode, out["tokens"], out["rot6d"])["vertices"]
             return jnp.swapaxes(verts, 0, 1)  # (N, B, V, 3)
-        return Predictor(predict, crop, num_samples, f"MEGA stochastic, {num_samples} hypotheses")
+        return Predictor(predict, crop, num_samples, f"MEGA stochastic, {num_samples} hypotheses",
+                         crop_size)
     if stage.name == "vqhps":
         if mode != "deterministic":
             raise ValueError("VQ-HPS is deterministic: use --mode deterministic")
@@ -80,7 +83,7 @@ def _stage_predictor(stage, variables, mode: str, num_samples: int, steps: int,
             out = forward(variables, images)
             tokens = jnp.argmax(out["logits"], -1).astype(jnp.int32)
             return decoding.meshes_from_tokens(decode, tokens, out["rot6d"])["vertices"]
-        return Predictor(predict, crop, 1, "VQ-HPS")
+        return Predictor(predict, crop, 1, "VQ-HPS", crop_size)
     raise ValueError(f"cannot evaluate a {stage.name!r} run: only mega and vqhps predict meshes from images")
 
 
@@ -161,7 +164,7 @@ def evaluate(predictor: Predictor, split_dir: str, out_dir: str, body_models: st
 
     names = image_names(split_dir)
     data = image_pipeline(split_dir, batch_size=batch_size, backbone=predictor.backbone,
-                          train=False, shard_index=0, shard_count=1)
+                          train=False, shard_index=0, shard_count=1, crop_size=predictor.crop_size)
     regs = None
     key = jax.random.key(seed)
     rows: list[dict] = []

@@ -51,6 +51,7 @@ def image_train_pipeline(config, local_batch: int, seed: int, backbone: str):
     ds = image_pipeline(_sources(config.data.train), batch_size=local_batch, backbone=backbone,
                         train=True, augment=config.data.get("augment", False),
                         flip=config.data.get("flip", False), seed=seed,
+                        crop_size=config.data.get("crop_size", 0) or None,
                         num_workers=config.data.get("workers", 0))
     return ds, max(dataset_length(config.data.train) // config.batch_size, 1)
 
@@ -65,7 +66,7 @@ def val_batches(config, local_batch: int, kind: str, backbone: str = "hrnet"):
     if kind == "mesh":
         return mesh_pipeline(_sources(spec), batch_size=local_batch, train=False, drop_remainder=True)
     return image_pipeline(_sources(spec), batch_size=local_batch, backbone=backbone, train=False,
-                          drop_remainder=True)
+                          drop_remainder=True, crop_size=config.data.get("crop_size", 0) or None)
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -81,9 +82,15 @@ def restore_workdir(path: str) -> tuple[dict, Mapping[str, Any]]:
 
     with open(os.path.join(path, "config.json")) as f:
         config = json.load(f)
-    manager = ocp.CheckpointManager(os.path.abspath(os.path.join(path, "checkpoints")),
-                                    item_handlers={"state": ocp.StandardCheckpointHandler()},
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)  # Orbax warns about every option a read-only manager ignores
+    try:
+        manager = ocp.CheckpointManager(os.path.abspath(os.path.join(path, "checkpoints")),
+                                        item_handlers={"state": ocp.StandardCheckpointHandler()},
+                                        options=ocp.CheckpointManagerOptions(read_only=True))
+    finally:
+        absl_logger.setLevel(level)
     step = manager.latest_step()
     if step is None:
         raise FileNotFoundError(f"{path}/checkpoints holds no complete checkpoint")
