@@ -375,17 +375,23 @@ def _vit(state: StateDict, prefix: str, config: Mapping[str, Any]) -> tuple[dict
     else:
         v.param("pos_embed", ("pos_embed",))
     v.conv("patch_embed.proj", ("patch_embed",), bias=True)
+    blocks = []
     for i in range(depth):
-        b, f = f"blocks.{i}", f"blocks_{i}"
-        v.norm(f"{b}.norm1", (f, "norm1"))
+        b, bv = f"blocks.{i}", v.sub()
+        bv.norm(f"{b}.norm1", ("norm1",))
         if qkv_bias:
-            v.dense(f"{b}.attn.qkv", (f, "attn", "qkv"))
+            bv.dense(f"{b}.attn.qkv", ("attn", "qkv"))
         else:
-            v._put(v.params, (f, "attn", "qkv", "kernel"), dense_kernel(v.take(f"{b}.attn.qkv.weight")))
-        v.dense(f"{b}.attn.proj", (f, "attn", "proj"))
-        v.norm(f"{b}.norm2", (f, "norm2"))
-        v.dense(f"{b}.mlp.fc1", (f, "fc1"))
-        v.dense(f"{b}.mlp.fc2", (f, "fc2"))
+            bv._put(bv.params, ("attn", "qkv", "kernel"), dense_kernel(bv.take(f"{b}.attn.qkv.weight")))
+        bv.dense(f"{b}.attn.proj", ("attn", "proj"))
+        bv.norm(f"{b}.norm2", ("norm2",))
+        bv.dense(f"{b}.mlp.fc1", ("fc1",))
+        bv.dense(f"{b}.mlp.fc2", ("fc2",))
+        blocks.append(bv)
+    if not blocks:
+        raise ConversionError(f"{state.what}: the ViT has no blocks.* keys")
+    # The blocks are scanned in the Flax model: every leaf stacked on a leading depth axis.
+    v.put_stacked(("blocks",), blocks)
     v.norm("last_norm", ("last_norm",))
     out = {
         "backbone": "vit",
@@ -529,7 +535,11 @@ def resnet_outputs(variables, config, images_nchw: np.ndarray) -> dict[str, np.n
 def vit_outputs(variables, config, images_nchw: np.ndarray) -> dict[str, np.ndarray]:
     """Every array the ``vit_small`` fixture records (tokens (B, N, C), features (B, C, gh, gw))."""
     out, inter = _run("vit", variables, config, images_nchw)
+    inter = dict(inter)
+    (stacked,) = inter.pop("blocks")["block_out"]
     got = {f"out_{k}": np.asarray(v[0], np.float32) for k, v in inter.items()}
+    for i, tokens in enumerate(np.asarray(stacked, np.float32)):
+        got[f"out_block{i:02d}_out"] = tokens
     got["out_features"] = _to_nchw(out)
     return got
 
