@@ -26,10 +26,11 @@ def get_config():
                             residual_rates=[0, 1, 0, 0, 1, 0], connection_sha256=None)
     m["quantizer"].update(embedding_dim=8, num_embeddings=32)
     c.model = ml_collections.ConfigDict(m)
+    c.codebook_init = "data"   # see MeshVQVAEStage: the random start collapses in short runs
     c.batch_size = 16
-    c.total_steps = 600
+    c.total_steps = 2000
     c.log_every_steps = 50
     c.eval_every_steps = 0
-    c.checkpoint.every_steps = 200
+    c.checkpoint.every_steps = 500
     c.optim.base_lr = 2e-3   # the released 5e-5 is for 250k steps; the demo has a few hundred
     return c

@@ -29,6 +29,7 @@ def get_config():
     c.optim.name = "adam"
     c.optim.base_lr = 5e-5
     c.optim.schedule = "constant"
+    c.codebook_init = "random"   # the original; "data" starts the codebook from encoder latents
     c.data.train = ""
     c.data.val = ""
     return c

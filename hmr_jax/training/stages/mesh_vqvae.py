@@ -34,7 +34,33 @@ class MeshVQVAEStage(Stage):
 
     def init(self, rng, batch):
         v = self.model.init(rng, batch["vertices"], train=False)
-        return Variables(params=v["params"], model_state={"vq_stats": v["vq_stats"]})
+        stats = v["vq_stats"]
+        if self.config.get("codebook_init", "random") == "data":
+            stats = self._codebook_from_data(v, batch["vertices"], rng)
+        elif self.config.get("codebook_init", "random") != "random":
+            raise ValueError("config.codebook_init must be 'random' (the original) or 'data'")
+        return Variables(params=v["params"], model_state={"vq_stats": stats})
+
+    def _codebook_from_data(self, variables, vertices, rng):
+        """Codebook rows = latents of the first batch (drawn at random), EMA counts 1.
+
+        Not in the original (whose codebook starts N(0, 1), so codes no latent reaches at the
+        first step drift away and are never used): an option for small or short runs, where the
+        random start collapses onto one code.
+        """
+        import jax
+
+        z = self.model.apply(variables, vertices, method="encode_latent")
+        flat = z.reshape(-1, z.shape[-1]).astype(jnp.float32)
+        stats = variables["vq_stats"]["quantizer"]
+        if "embedding" not in stats:
+            raise ValueError("codebook_init='data' supports one codebook (num_quantizers=1)")
+        k = stats["embedding"].shape[0]
+        rows = jax.random.choice(jax.random.fold_in(rng, 1), flat.shape[0], (k,),
+                                 replace=flat.shape[0] < k)
+        codes = flat[rows]
+        return {"quantizer": {**stats, "embedding": codes, "ema_w": codes,
+                              "ema_cluster_size": jnp.ones((k,), jnp.float32)}}
 
     def loss(self, params, model_state, frozen, batch, rng, step):
         out, updates = self.model.apply({"params": params, **model_state}, batch["vertices"],
