@@ -310,3 +310,29 @@ def test_vit_bfloat16_within_stated_tolerance(vit):
     assert jax.tree.leaves(jax.tree.map(lambda a: a.dtype == np.float32, variables))
     err16 = common.max_relative_error(np.asarray(out16, np.float32), ref)
     assert err16 < 0.03, err16
+
+
+def test_hrnet_training_mode_updates_every_running_statistic(hrnet):
+    variables, cfg = hrnet["variables"], hrnet["cfg"]
+    x = np.transpose(hrnet["io"]["in_images"], (0, 2, 3, 1))
+    model = build_backbone(cfg)
+    fn = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))
+    out, upd = fn(variables, x)
+    assert out.shape == (2, 7, 7, 30) and np.isfinite(np.asarray(out)).all()
+    new, old = upd["batch_stats"], variables["batch_stats"]
+    assert jax.tree.structure(new) == jax.tree.structure(old)
+    # First BatchNorm: running = 0.9 * running + 0.1 * batch statistic of conv1's output.
+    k = variables["params"]["conv1"]["kernel"]
+    y = jax.lax.conv_general_dilated(
+        jnp.asarray(x), jnp.asarray(k), (2, 2), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision="highest",
+    )
+    n = y.shape[0] * y.shape[1] * y.shape[2]
+    np.testing.assert_allclose(new["bn1"]["mean"], 0.9 * old["bn1"]["mean"] + 0.1 * y.mean((0, 1, 2)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        new["bn1"]["var"], 0.9 * old["bn1"]["var"] + 0.1 * y.var((0, 1, 2)) * n / (n - 1), rtol=1e-4, atol=1e-5
+    )
+    # Every statistic moved, including each of the scanned modules / blocks of the stages.
+    moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - b).reshape(a.shape[0], -1).max(1) > 0
+                         if a.ndim > 1 else np.abs(np.asarray(a) - b).max() > 0, new, old)
+    assert all(np.all(m) for m in jax.tree.leaves(moved))
