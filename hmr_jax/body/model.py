@@ -41,12 +41,38 @@ class BodyOutput(NamedTuple):
     joints: jax.Array
 
 
-def _depth_levels(parents: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
-    """Joints grouped by depth in the tree (root first), so each level is one batched matmul."""
-    depth = [0] * len(parents)
-    for j in range(1, len(parents)):
-        depth[j] = depth[parents[j]] + 1
-    return tuple(tuple(j for j in range(len(parents)) if depth[j] == d) for d in range(max(depth) + 1))
+def _kinematic_chain(rotations: jax.Array, joints_rest: jax.Array, parents: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """World rotations and positions of the joints: ``G_j = G_parent(j) [R_j | J_j - J_parent(j)]``.
+
+    Computed by pointer jumping: each round composes every joint's transform with that of
+    its current ancestor and moves the ancestor up, so ceil(log2(depth + 1)) batched rounds
+    cover the tree (no sequential loop over joints, which compiles slowly in XLA).
+
+    Args:
+      rotations: (B, J, 3, 3) local rotations.
+      joints_rest: (B, J, 3) rest-pose joint positions.
+      parents: J parent indices, root -1.
+    Returns:
+      (B, J, 3, 3) world rotations and (B, J, 3) posed joint positions.
+    """
+    par = np.asarray(parents)
+    n_j = len(par)
+    rel = joints_rest.at[:, 1:].add(-joints_rest[:, par[1:]])
+    b = rotations.shape[0]
+    dtype = rotations.dtype
+    # Homogeneous 4x4 transforms, plus an identity "joint" n_j that is every root's ancestor.
+    bottom = jnp.broadcast_to(jnp.array([0.0, 0.0, 0.0, 1.0], dtype), (b, n_j, 1, 4))
+    local = jnp.concatenate([jnp.concatenate([rotations, rel[..., None]], axis=-1), bottom], axis=-2)
+    world = jnp.concatenate([local, jnp.broadcast_to(jnp.eye(4, dtype=dtype), (b, 1, 4, 4))], axis=1)
+    ancestor = np.where(par < 0, n_j, par)
+    ancestor = np.append(ancestor, n_j)
+    depth = np.zeros(n_j, int)
+    for j in range(1, n_j):
+        depth[j] = depth[par[j]] + 1
+    for _ in range(int(np.ceil(np.log2(depth.max() + 2)))):
+        world = world[:, ancestor] @ world
+        ancestor = ancestor[ancestor]
+    return world[:, :n_j, :3, :3], world[:, :n_j, :3, 3]
 
 
 def pose_to_matrices(pose: jax.Array | None, num_joints: int, batch: int, name: str) -> jax.Array:
@@ -88,6 +114,8 @@ class BodyModel:
       J_regressor: (J, V) joint regressor.
       weights: (V, J) skinning weights.
       faces: (F, 3) int32 triangles.
+      J_template: (J, 3) ``J_regressor @ v_template`` (rest joints of the mean shape), meters.
+      J_shapedirs: (J, 3, S) ``J_regressor`` applied to ``shapedirs``.
       parents: static tuple of J parent indices (root -1).
       kind: static "smpl" or "smplh".
       gender: static "neutral" / "male" / "female" / "unknown".
@@ -99,6 +127,8 @@ class BodyModel:
     J_regressor: jax.Array
     weights: jax.Array
     faces: jax.Array
+    J_template: jax.Array
+    J_shapedirs: jax.Array
     parents: tuple[int, ...] = flax.struct.field(pytree_node=False)
     kind: str = flax.struct.field(pytree_node=False)
     gender: str = flax.struct.field(pytree_node=False, default="unknown")
@@ -116,6 +146,8 @@ class BodyModel:
             J_regressor=f32(arrays.J_regressor),
             weights=f32(arrays.weights),
             faces=jnp.asarray(arrays.faces, jnp.int32),
+            J_template=f32(arrays.J_regressor @ arrays.v_template),
+            J_shapedirs=f32(np.einsum("jv,vks->jks", arrays.J_regressor, arrays.shapedirs)),
             parents=tuple(int(p) for p in arrays.parents),
             kind=arrays.kind,
             gender=arrays.gender,
@@ -200,30 +232,14 @@ def lbs(model: BodyModel, betas: jax.Array, rotations: jax.Array, transl: jax.Ar
     rotations = rotations.astype(dtype)
     shapedirs = model.shapedirs[..., :n_b]
     v_shaped = model.v_template + jnp.einsum("bs,vks->bvk", betas, shapedirs)
-    joints_rest = jnp.einsum("jv,bvk->bjk", model.J_regressor, v_shaped)
+    # J_regressor @ v_shaped, with the regressor applied to template and blend shapes beforehand.
+    joints_rest = model.J_template + jnp.einsum("bs,jks->bjk", betas, model.J_shapedirs[..., :n_b])
 
     eye = jnp.eye(3, dtype=dtype)
     pose_feature = (rotations[:, 1:] - eye).reshape(b, -1)
     v_posed = v_shaped + (pose_feature @ model.posedirs).reshape(b, -1, 3)
 
-    parents = np.asarray(model.parents)
-    rel_joints = joints_rest.at[:, 1:].add(-joints_rest[:, parents[1:]])
-    local = jnp.concatenate([rotations, rel_joints[..., None]], axis=-1)  # (B, J, 3, 4)
-    # World transforms level by level: G_j = G_parent(j) @ L_j, kept as 3x4 [R | t].
-    world_r = jnp.zeros_like(rotations)
-    world_t = jnp.zeros_like(joints_rest)
-    for level in _depth_levels(model.parents):
-        idx = np.asarray(level)
-        sel = local[:, idx]
-        r_l, t_l = sel[..., :3], sel[..., 3]
-        if level == (0,):
-            world_r = world_r.at[:, idx].set(r_l)
-            world_t = world_t.at[:, idx].set(t_l)
-            continue
-        par = parents[idx]
-        r_p, t_p = world_r[:, par], world_t[:, par]
-        world_r = world_r.at[:, idx].set(r_p @ r_l)
-        world_t = world_t.at[:, idx].set(jnp.einsum("bjmn,bjn->bjm", r_p, t_l) + t_p)
+    world_r, world_t = _kinematic_chain(rotations, joints_rest, model.parents)
     posed_joints = world_t
     # Remove the rest-pose joint location: A_j = [R_j | t_j - R_j J_j].
     rel_t = world_t - jnp.einsum("bjmn,bjn->bjm", world_r, joints_rest)
@@ -238,6 +254,27 @@ def lbs(model: BodyModel, betas: jax.Array, rotations: jax.Array, transl: jax.Ar
 
 
 _forward = jax.jit(lbs)
+
+
+def vertex_subset(model: BodyModel, indices: np.ndarray) -> BodyModel:
+    """The same model restricted to some vertices (joints unchanged), e.g. for a cheaper fit.
+
+    Args:
+      model: the body model.
+      indices: (K,) vertex indices.
+    Returns:
+      a model with K vertices whose joints and the kept vertices equal the full model's.
+      Its ``J_regressor`` and ``faces`` are those of the full mesh (not usable on the subset).
+    """
+    idx = np.asarray(indices)
+    n_v = model.num_vertices
+    posedirs = model.posedirs.reshape(-1, n_v, 3)[:, idx].reshape(model.posedirs.shape[0], -1)
+    return model.replace(
+        v_template=model.v_template[idx],
+        shapedirs=model.shapedirs[idx],
+        posedirs=posedirs,
+        weights=model.weights[idx],
+    )
 
 
 def load_body_model(path: str | os.PathLike, gender: str = "neutral") -> BodyModel:

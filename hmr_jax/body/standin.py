@@ -97,8 +97,7 @@ def make_standin_arrays(kind: str = "smplh", num_betas: int | None = None, seed:
     joints = rest_joints(kind)
     bones = _bones(parents, joints)
     lengths = np.array([np.linalg.norm(e - s) for _, s, e in bones])
-    radius = np.array([0.012 if (o >= 22 and kind == "smplh") or (kind == "smpl" and o >= 22) else 0.045
-                       for o, _, _ in bones])
+    radius = np.array([0.012 if owner >= 22 else 0.045 for owner, _, _ in bones])  # hands / fingers thin
     share = lengths * radius + 1e-4
     counts = np.maximum(12, np.floor(share / share.sum() * NUM_VERTICES)).astype(int)
     while counts.sum() > NUM_VERTICES:
@@ -135,12 +134,16 @@ def make_standin_arrays(kind: str = "smplh", num_betas: int | None = None, seed:
         j_reg[j, near] = rng.uniform(0.5, 1.5, near.size)
     j_reg /= j_reg.sum(1, keepdims=True)
 
-    # Smooth shape blend shapes: per beta a random affine displacement field (~1-2 cm per unit).
+    # Smooth shape blend shapes (~1-2 cm per unit): per beta a few random Gaussian bumps plus
+    # a random scaling of the body (so that betas are not confused with a rigid motion).
     centred = v_template - v_template.mean(0)
     shapedirs = np.zeros((NUM_VERTICES, 3, num_betas))
     for s in range(num_betas):
-        a = rng.normal(0, 0.02, (3, 3))
-        shapedirs[:, :, s] = centred @ a.T + rng.normal(0, 0.005, 3)
+        field = centred * rng.normal(0, 0.01, 3)
+        for c in v_template[rng.integers(0, NUM_VERTICES, 3)]:
+            bump = np.exp(-np.sum((v_template - c) ** 2, axis=1) / (2 * 0.2**2))
+            field += bump[:, None] * rng.normal(0, 0.02, 3)
+        shapedirs[:, :, s] = field
     posedirs = rng.normal(0, 1e-3, (NUM_VERTICES, 3, 9 * (n_j - 1)))
     if faces is None:
         faces = rng.integers(0, NUM_VERTICES, (NUM_FACES, 3))
