@@ -264,7 +264,12 @@ def load_hierarchy(
 
 @functools.lru_cache(maxsize=8)
 def load_hierarchy_cached(
-    folder: str, layer_names: tuple[str, ...], in_points: int | None = None, initial: str | None = None
+    folder: str,
+    layer_names: tuple[str, ...],
+    in_points: int | None = None,
+    initial: str | None = None,
+    sha256: tuple[tuple[str, str], ...] = (),
 ) -> tuple[ConnectionLayer, ...]:
-    """:func:`load_hierarchy` memoised on its (hashable) arguments, for model construction."""
-    return load_hierarchy(folder, layer_names, in_points=in_points, initial=initial)
+    """:func:`load_hierarchy` memoised on its (hashable) arguments, for model construction
+    (``sha256`` as a tuple of ``(name, digest)`` pairs)."""
+    return load_hierarchy(folder, layer_names, in_points=in_points, initial=initial, sha256=dict(sha256))

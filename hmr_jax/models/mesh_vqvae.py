@@ -167,7 +167,11 @@ class MeshVQVAE(nn.Module):
             conns = self.connections
             if conns is None:
                 conns = conn_lib.load_hierarchy_cached(
-                    str(ae["connection_folder"]), tuple(ae["layers"]), None, ae.get("initial_connection")
+                    str(ae["connection_folder"]),
+                    tuple(ae["layers"]),
+                    None,
+                    ae.get("initial_connection"),
+                    tuple(sorted((ae.get("connection_sha256") or {}).items())),
                 )
             self.autoencoder = FullyConvAE(
                 connections=tuple(conns),
