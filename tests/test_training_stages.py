@@ -199,3 +199,26 @@ def test_vqhps_stage_trains_with_small_resnet(tiny, tokenizer_run):
     assert all(r["loss"] == pytest.approx(r["cross_entropy"] + r["rotation"] + r["reprojection"],
                                           rel=1e-5) for r in records)
     assert records[-1]["lr"] == pytest.approx(1e-4)
+
+
+def test_codebook_init_from_data_uses_encoder_latents(tiny):
+    import jax.numpy as jnp
+
+    from hmr_jax.training.stages import get_stage
+
+    c = _tokenizer_config(_config("train_mesh_vqvae"), tiny)
+    c.codebook_init = "data"
+    stage = get_stage(c)
+    vertices = jnp.asarray(np.random.default_rng(0).normal(scale=0.3, size=(4, NV, 3)), jnp.float32)
+    variables = jax.jit(stage.init)(jax.random.key(0), {"vertices": vertices})
+    q = variables.model_state["vq_stats"]["quantizer"]
+    latents = stage.model.apply({"params": variables.params, **variables.model_state}, vertices,
+                                method="encode_latent").reshape(-1, 4)
+    codes = np.asarray(q["embedding"])
+    dist = np.min(np.linalg.norm(codes[:, None] - np.asarray(latents)[None], axis=-1), axis=1)
+    assert np.all(dist < 1e-5)                       # every code is one of the batch's latents
+    assert np.array_equal(np.asarray(q["ema_w"]), codes)
+    assert np.all(np.asarray(q["ema_cluster_size"]) == 1)
+    c.codebook_init = "kmeans"
+    with pytest.raises(ValueError, match="codebook_init"):
+        jax.eval_shape(get_stage(c).init, jax.random.key(0), {"vertices": vertices})
