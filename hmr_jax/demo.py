@@ -170,6 +170,13 @@ def sample_pictures(mega_dir: str, test_dir: str, out_dir: str, num_images: int,
     return paths
 
 
+def _stop_if_preempted(summary: dict) -> None:
+    if summary.get("preempted"):
+        print(f"[demo] stopped by SIGTERM at step {summary['step']} (checkpoint saved); run it again "
+              "to continue")
+        sys.exit(0)
+
+
 def main(argv=None) -> None:
     """Run the whole demo (see the module docstring); ``--quick`` for a short smoke run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -198,7 +205,7 @@ def main(argv=None) -> None:
     if args.quick:
         tok.total_steps, tok.log_every_steps = 20, 10
     tok_dir = os.path.join(out, "tokenizer")
-    train(tok, tok_dir)
+    _stop_if_preempted(train(tok, tok_dir))
 
     print("[demo] 3/5 training MEGA")
     mega = _config("train_demo_mega")
@@ -208,7 +215,7 @@ def main(argv=None) -> None:
     if args.quick:
         mega.total_steps, mega.log_every_steps = 10, 5
     mega_dir = os.path.join(out, "mega")
-    train(mega, mega_dir)
+    _stop_if_preempted(train(mega, mega_dir))
 
     print("[demo] 4/5 evaluation on the held-out split")
     eval_dir = os.path.join(out, "eval")
