@@ -25,11 +25,12 @@ Registered checkpoint kinds (``convert_torch_weights.py --model``):
 Layouts: conv kernels OIHW -> HWIO, linear weights transposed, BatchNorm ``weight`` / ``bias``
 -> ``params`` ``scale`` / ``bias``, ``running_mean`` / ``running_var`` -> ``batch_stats``
 ``mean`` / ``var``; ``num_batches_tracked`` is ignored (PyTorch uses it only when momentum is None).
+The Flax models scan their repeated identical parts (HRNet: the 4 blocks of a branch and the
+modules of a stage; ViT: the blocks), so those leaves are stacked on leading axes.
 """
 from __future__ import annotations
 
 import math
-import pathlib
 import re
 from typing import Any, Mapping
 
