@@ -102,6 +102,8 @@ def main(argv=None) -> dict:
     result["device"] = jax.devices()[0].device_kind
     result["jax"] = jax.__version__
     result["weights"] = "converted" if args.checkpoint else "random"
+    result["cpu_count"] = os.cpu_count()
+    result["loadavg_1min"] = round(os.getloadavg()[0], 2)  # other work on the machine skews timings
     print(json.dumps(result))
     return result
 
