@@ -110,7 +110,7 @@ def fit_vertex_subset(model: BodyModel, every: int = 4) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
-def fit_to_vertices(model: BodyModel, target: jax.Array, num_betas: int = 10, iterations: int = 8,
+def fit_to_vertices(model: BodyModel, target: jax.Array, num_betas: int = 10, iterations: int = 6,
                     vertex_every: int = 4, damping: float = 1e-3) -> FitResult:
     """Fit global orientation, body pose, betas and translation to target vertices.
 
@@ -130,10 +130,9 @@ def fit_to_vertices(model: BodyModel, target: jax.Array, num_betas: int = 10, it
         raise ValueError(f"target has shape {target.shape}; expected (B, {model.num_vertices}, 3) vertices in meters")
     if not 0 < num_betas <= model.num_betas:
         raise ValueError(f"num_betas must be in [1, {model.num_betas}], got {num_betas}")
-    subset = fit_vertex_subset(model, vertex_every)
     target = target.astype(model.v_template.dtype)
+    subset, sub_model = _subset_model(model, vertex_every)
     rot0, transl0 = _initial_pose_jit(model, target)
-    sub_model = vertex_subset(model, subset)
     sub_target = target[:, subset]
     state = (rot0, jnp.zeros((target.shape[0], num_betas), target.dtype), transl0)
     lam = jnp.full((target.shape[0],), damping, target.dtype)
@@ -143,6 +142,22 @@ def fit_to_vertices(model: BodyModel, target: jax.Array, num_betas: int = 10, it
     for _ in range(iterations):
         state, lam, cost = _lm_step(model, sub_model, state, lam, cost, sub_target)
     return _finish(model, state, target)
+
+
+_SUBSET_CACHE: dict = {}
+
+
+def _subset_model(model: BodyModel, every: int) -> tuple[jax.Array, BodyModel]:
+    """Vertex subset and restricted model, cached per model object (the last few)."""
+    key = (id(model), every)
+    hit = _SUBSET_CACHE.get(key)
+    if hit is None or hit[0] is not model:
+        subset = fit_vertex_subset(model, every)
+        hit = (model, jnp.asarray(subset), vertex_subset(model, subset))
+        if len(_SUBSET_CACHE) >= 4:
+            _SUBSET_CACHE.pop(next(iter(_SUBSET_CACHE)))
+        _SUBSET_CACHE[key] = hit
+    return hit[1], hit[2]
 
 
 _initial_pose_jit = jax.jit(initial_pose, static_argnames=("min_part_vertices",))
