@@ -107,29 +107,6 @@ class Attention(nn.Module):
         return nn.Dense(c, dtype=self.dtype, name="proj")(out)
 
 
-def _drop_path(module: nn.Module, x: jnp.ndarray, rate, train: bool) -> jnp.ndarray:
-    """Stochastic depth (timm's ``drop_path``): per sample, zero the branch with probability
-    ``rate`` and scale the kept ones by ``1 / (1 - rate)``; identity outside training."""
-    if not train:
-        return x
-    keep = 1.0 - jnp.asarray(rate, jnp.float32)
-    mask = jax.random.bernoulli(module.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-    return (x / keep.astype(x.dtype)) * mask.astype(x.dtype)
-
-
-def _block(module: nn.Module, x, rate, train, num_heads, mlp_ratio, qkv_bias, dtype, drop: bool):
-    """Body of a pre-norm block (submodules created in ``module``)."""
-    c = x.shape[-1]
-    dp = (lambda y: _drop_path(module, y, rate, train)) if drop else (lambda y: y)
-    y = nn.LayerNorm(epsilon=LN_EPS, dtype=dtype, name="norm1")(x)
-    x = x + dp(Attention(num_heads, qkv_bias, dtype, name="attn")(y))
-    y = nn.LayerNorm(epsilon=LN_EPS, dtype=dtype, name="norm2")(x)
-    y = nn.Dense(int(c * mlp_ratio), dtype=dtype, name="fc1")(y)
-    y = nn.gelu(y, approximate=False)
-    y = nn.Dense(c, dtype=dtype, name="fc2")(y)
-    return x + dp(y)
-
-
 class Block(nn.Module):
     """Pre-norm transformer block: x + DropPath(attn(norm1(x))), x + DropPath(mlp(norm2(x))).
 
@@ -150,46 +127,24 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         """(B, N, C) -> (B, N, C); ``train`` enables drop-path (needs a ``dropout`` PRNG key)."""
-        return _block(
-            self, x, self.drop_path, train, self.num_heads, self.mlp_ratio, self.qkv_bias, self.dtype,
-            drop=self.drop_path > 0.0,
-        )
-
-
-class _BlockStep(nn.Module):
-    """A block as a scan step: the carry is the tokens, the scanned input its drop-path rate."""
-
-    num_heads: int
-    mlp_ratio: float
-    qkv_bias: bool
-    dtype: Dtype
-    train: bool
-    drop: bool
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray, rate: jnp.ndarray) -> tuple[jnp.ndarray, None]:
-        x = _block(self, x, rate, self.train, self.num_heads, self.mlp_ratio, self.qkv_bias, self.dtype, self.drop)
-        self.sow("intermediates", "block_out", x)
-        return x, None
-
-
-# The identical blocks run as one scanned block (parameters with a leading axis of ``depth``):
-# ViT-H compiles in seconds instead of minutes, and runs as fast.
-_Blocks = nn.scan(
-    _BlockStep,
-    variable_axes={"params": 0, "intermediates": 0},
-    split_rngs={"params": True, "dropout": True},
-    in_axes=0,
-)
+        c = x.shape[-1]
+        # Per-sample stochastic depth: one Bernoulli per batch element, scaled by 1/keep.
+        drop = nn.Dropout(self.drop_path, broadcast_dims=(1, 2), deterministic=not train or self.drop_path == 0.0)
+        y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm1")(x)
+        x = x + drop(Attention(self.num_heads, self.qkv_bias, self.dtype, name="attn")(y))
+        y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm2")(x)
+        y = nn.Dense(int(c * self.mlp_ratio), dtype=self.dtype, name="fc1")(y)
+        y = nn.gelu(y, approximate=False)
+        y = nn.Dense(c, dtype=self.dtype, name="fc2")(y)
+        return x + drop(y)
 
 
 class ViT(nn.Module):
     """ViTPose backbone.
 
     Parameters: ``patch_embed`` (conv kernel 16 x 16 x 3 x C + bias), ``pos_embed``
-    (1, 1 + gh * gw, C), ``blocks`` (``norm1``, ``attn/qkv``, ``attn/proj``, ``norm2``, ``fc1``,
-    ``fc2``; the blocks are scanned: every leaf has a leading axis of length ``depth``),
-    ``last_norm``.
+    (1, 1 + gh * gw, C), ``blocks_{i}`` (``norm1``, ``attn/qkv``, ``attn/proj``, ``norm2``,
+    ``fc1``, ``fc2``), ``last_norm``.
 
     Attributes:
       embed_dim: token width C (1280 for ViT-H).
@@ -232,8 +187,8 @@ class ViT(nn.Module):
           train: enables drop-path (pass ``rngs={"dropout": key}``).
         Returns:
           (B, gh, gw, C) patch features (the original's (B, C, gh, gw), channels last); the
-          ``intermediates`` collection gets ``patch_tokens``, ``tokens_plus_pos``, ``last_norm_out``
-          (each (B, gh * gw, C)) and ``blocks/block_out`` (depth, B, gh * gw, C) when mutable.
+          ``intermediates`` collection gets ``patch_tokens``, ``tokens_plus_pos``, ``block{ii}_out``
+          and ``last_norm_out`` (each (B, gh * gw, C)) when mutable.
         Raises:
           ValueError: the input's patch grid differs from ``pos_grid`` and interpolation is off.
         """
@@ -270,11 +225,12 @@ class ViT(nn.Module):
         pos = pos.astype(d)
         x = x + pos[:, 1:] + pos[:, :1]
         self.sow("intermediates", "tokens_plus_pos", x)
-        # Stochastic depth rises linearly from 0 (first block) to drop_path_rate (last block).
-        rates = jnp.asarray(np.linspace(0.0, self.drop_path_rate, self.depth, dtype=np.float32))
-        x, _ = _Blocks(
-            self.num_heads, self.mlp_ratio, self.qkv_bias, d, train, self.drop_path_rate > 0.0, name="blocks"
-        )(x, rates)
+        rates = np.linspace(0.0, self.drop_path_rate, self.depth, dtype=np.float32) if self.depth > 1 else [0.0]
+        for i in range(self.depth):
+            x = Block(
+                self.num_heads, self.mlp_ratio, self.qkv_bias, float(rates[i]), d, name=f"blocks_{i}"
+            )(x, train)
+            self.sow("intermediates", f"block{i:02d}_out", x)
         x = nn.LayerNorm(epsilon=LN_EPS, dtype=d, name="last_norm")(x)
         self.sow("intermediates", "last_norm_out", x)
         return x.reshape(b, gh, gw, self.embed_dim)
