@@ -159,6 +159,8 @@ def main():
                     "batch": config.batch_size, "step_ms": round(ms, 2),
                     "images_per_s": round(config.batch_size / ms * 1000, 2),
                     "compile_s": round(compile_s, 1)}
+                print(f"bench_train: {name} {dtype}: {result['stages'][name][dtype]}", file=sys.stderr,
+                      flush=True)  # progress (the JSON line comes at the end, on stdout)
         for n in [int(x) for x in args.scaling.split(",") if x]:
             if n > jax.device_count():
                 continue
@@ -166,6 +168,8 @@ def main():
             ms, _ = measure(config, kind, n, args.steps)
             result["scaling"][str(n)] = {"batch": config.batch_size, "step_ms": round(ms, 2),
                                          "images_per_s": round(config.batch_size / ms * 1000, 2)}
+            print(f"bench_train: scaling {n} devices: {result['scaling'][str(n)]}", file=sys.stderr,
+                  flush=True)
     print(json.dumps(result))
 
 
