@@ -37,7 +37,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from hmr_jax.conversion.common import ConversionError, StateDict, max_relative_error
+from hmr_jax.conversion.common import (
+    ConversionError,
+    StateDict,
+    conv_kernel,
+    dense_kernel,
+    max_relative_error,
+)
 from hmr_jax.conversion.registry import Converter, register
 
 KINDS = ("hrnet", "resnet50", "vit")
@@ -49,16 +55,6 @@ _FC_REASON = "torchvision ResNet classifier (avgpool + fc): the originals cut it
 
 # ----------------------------------------------------------------------------------------
 # Small helpers that fill the params / batch_stats trees.
-
-
-def conv_kernel(w: np.ndarray) -> np.ndarray:
-    """(O, I, kH, kW) -> (kH, kW, I, O) as a view (common.conv_kernel copies; a ViT-H does not need to)."""
-    return np.transpose(w, (2, 3, 1, 0))
-
-
-def dense_kernel(w: np.ndarray) -> np.ndarray:
-    """(out, in) -> (in, out) as a view."""
-    return w.T
 
 
 def _stack(arrays) -> np.ndarray:

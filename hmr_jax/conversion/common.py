@@ -154,13 +154,13 @@ def _short(keys: list[str], n: int = 40) -> str:
 
 
 def conv_kernel(w: np.ndarray) -> np.ndarray:
-    """PyTorch conv weight (O, I, kH, kW) -> Flax kernel (kH, kW, I, O)."""
-    return np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)))
+    """PyTorch conv weight (O, I, kH, kW) -> Flax kernel (kH, kW, I, O), as a view (no copy)."""
+    return np.transpose(w, (2, 3, 1, 0))
 
 
 def dense_kernel(w: np.ndarray) -> np.ndarray:
-    """PyTorch ``nn.Linear`` weight (out, in) -> Flax Dense kernel (in, out)."""
-    return np.ascontiguousarray(w.T)
+    """PyTorch ``nn.Linear`` weight (out, in) -> Flax Dense kernel (in, out), as a view (no copy)."""
+    return w.T
 
 
 def max_relative_error(got: np.ndarray, want: np.ndarray) -> float:
