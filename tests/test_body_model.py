@@ -227,3 +227,34 @@ def test_standin_files_copy_with_layout(body_models, tmp_path):
     shutil.copy(src, tmp_path / "smplh" / "male" / "model.npz")
     model = load_body_model(tmp_path, gender="male")
     assert model.kind == "smplh" and model.faces.shape == (13776, 3)
+
+
+def test_joint_regressors_follow_the_vertex_count_of_the_files(tmp_path):
+    # A non-SMPL topology (431 vertices): the count comes from the arrays, both files must agree.
+    rng = np.random.default_rng(3)
+    nv = 431
+    h36m = rng.random((17, nv)).astype(np.float32)
+    smpl24 = rng.random((24, nv)).astype(np.float32)
+    np.save(tmp_path / "J_regressor_h36m.npy", h36m)
+    np.save(tmp_path / "J_regressor_24.npy", smpl24)
+    regs = load_joint_regressors(tmp_path)
+    assert regs.h36m.shape == (17, nv) and regs.smpl24.shape == (24, nv)
+    verts = rng.normal(size=(3, nv, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(regress_joints(regs.smpl24, verts)),
+                               np.einsum("jv,bvk->bjk", smpl24, verts), rtol=1e-4, atol=1e-4)
+    assert load_joint_regressors(tmp_path, num_vertices=nv).h36m.shape == (17, nv)
+    with pytest.raises(JointRegressorError, match=rf"expected \(17, 6890\).*{nv}-vertex mesh"):
+        load_joint_regressors(tmp_path, num_vertices=6890)
+    # The two files disagree: the error names both counts.
+    np.save(tmp_path / "J_regressor_24.npy", rng.random((24, nv + 1)).astype(np.float32))
+    with pytest.raises(JointRegressorError, match=rf"{nv} vertices but .*J_regressor_24.npy for {nv + 1}"):
+        load_joint_regressors(tmp_path)
+    # Without the 24-joint file (not required) the H36M one alone sets the count.
+    (tmp_path / "J_regressor_24.npy").unlink()
+    regs = load_joint_regressors(tmp_path)
+    assert regs.smpl24 is None and regs.h36m.shape == (17, nv)
+    with pytest.raises(FileNotFoundError):
+        load_joint_regressors(tmp_path, require_smpl24=True)
+    np.save(tmp_path / "flat.npy", h36m.reshape(-1))
+    with pytest.raises(JointRegressorError, match=r"\(joints, vertices\) matrix"):
+        load_joint_regressor(tmp_path / "flat.npy", 17)

@@ -1,4 +1,6 @@
-"""Joint regressors: meshes (B, 6890, 3) -> joints (B, J, 3), as the original evaluation uses them.
+"""Joint regressors: meshes (B, V, 3) -> joints (B, J, 3), as the original evaluation uses them.
+
+V = 6890 for SMPL meshes; the vertex count follows the regressor files (other topologies work).
 
 Files (``body_models/`` beside the code, as the original instructions name them):
 
@@ -34,15 +36,16 @@ class JointRegressorError(ValueError):
     """A joint regressor file is missing or has the wrong shape."""
 
 
-def load_joint_regressor(path: str | os.PathLike, num_joints: int, num_vertices: int = NUM_VERTICES) -> np.ndarray:
-    """Load a ``(num_joints, num_vertices)`` regressor from ``.npy`` with shape checks.
+def load_joint_regressor(path: str | os.PathLike, num_joints: int, num_vertices: int | None = None) -> np.ndarray:
+    """Load a ``(num_joints, V)`` regressor from ``.npy`` with shape checks.
 
     Args:
       path: ``.npy`` file.
       num_joints: expected rows (17 for H36M, 24 for SMPL).
-      num_vertices: expected columns (6890).
+      num_vertices: expected columns V (6890 for SMPL meshes), or None to take V from the file
+        (any mesh topology).
     Returns:
-      float32 NumPy array (num_joints, num_vertices).
+      float32 NumPy array (num_joints, V).
     Raises:
       FileNotFoundError, JointRegressorError: naming the file and the fix.
     """
@@ -56,14 +59,20 @@ def load_joint_regressor(path: str | os.PathLike, num_joints: int, num_vertices:
         reg = np.load(p, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise JointRegressorError(f"{p}: not a readable .npy array ({err})") from err
-    if reg.shape == (52, num_vertices) and num_joints == 24:
+    if reg.ndim != 2:
+        raise JointRegressorError(f"{p} has shape {reg.shape}: a joint regressor is a (joints, vertices) matrix")
+    nv = reg.shape[1] if num_vertices is None else int(num_vertices)
+    if reg.shape == (52, nv) and num_joints == 24:
         raise JointRegressorError(
-            f"{p} has shape (52, {num_vertices}): the SMPL+H 52-joint regressor (what "
+            f"{p} has shape (52, {nv}): the SMPL+H 52-joint regressor (what "
             "`unzip smplh/m/model.npz J_regressor.npy` gives), not SMPL's 24 joints. Write a 24-row one "
             "from an SMPL model file: python -m hmr_jax.body.regressors SMPL_NEUTRAL.pkl " + str(p)
         )
-    if reg.shape != (num_joints, num_vertices):
-        raise JointRegressorError(f"{p} has shape {reg.shape}, expected ({num_joints}, {num_vertices})")
+    if reg.shape != (num_joints, nv):
+        fix = "" if reg.shape[0] != num_joints else (
+            f"; the regressor is for a {reg.shape[1]}-vertex mesh but the meshes have {nv} vertices: "
+            "use the regressor of the same mesh topology")
+        raise JointRegressorError(f"{p} has shape {reg.shape}, expected ({num_joints}, {nv}){fix}")
     if not np.all(np.isfinite(reg)):
         raise JointRegressorError(f"{p} contains NaN or infinite values")
     return reg.astype(np.float32)
@@ -82,17 +91,33 @@ class JointRegressors:
     smpl24: jax.Array | None = None
 
 
-def load_joint_regressors(body_models_dir: str | os.PathLike = "body_models", require_smpl24: bool = False) -> JointRegressors:
+def load_joint_regressors(body_models_dir: str | os.PathLike = "body_models", require_smpl24: bool = False,
+                          num_vertices: int | None = None) -> JointRegressors:
     """Load ``J_regressor_h36m.npy`` and (if present or required) ``J_regressor_24.npy``.
+
+    The vertex count V follows the files (6890 for SMPL; any topology works): both regressors
+    must agree on it, and with ``num_vertices`` when given.
 
     Args:
       body_models_dir: folder holding the two files.
       require_smpl24: fail when ``J_regressor_24.npy`` is absent (needed for EMDB's standard protocol).
+      num_vertices: the vertex count of the meshes they will be applied to, or None (any).
+    Returns:
+      ``JointRegressors`` with h36m (17, V) and smpl24 (24, V) or None.
+    Raises:
+      FileNotFoundError, JointRegressorError: a file is missing, malformed, or the vertex counts
+      disagree (the message names both files and their counts).
     """
     d = pathlib.Path(body_models_dir)
-    h36m = load_joint_regressor(d / "J_regressor_h36m.npy", 17)
+    h36m = load_joint_regressor(d / "J_regressor_h36m.npy", 17, num_vertices)
     p24 = d / "J_regressor_24.npy"
-    smpl24 = load_joint_regressor(p24, 24) if (require_smpl24 or p24.exists()) else None
+    smpl24 = None
+    if require_smpl24 or p24.exists():
+        smpl24 = load_joint_regressor(p24, 24, num_vertices)
+        if smpl24.shape[1] != h36m.shape[1]:
+            raise JointRegressorError(
+                f"{d / 'J_regressor_h36m.npy'} is for {h36m.shape[1]} vertices but {p24} for "
+                f"{smpl24.shape[1]}: both joint regressors must belong to the same mesh topology")
     return JointRegressors(h36m=jnp.asarray(h36m), smpl24=None if smpl24 is None else jnp.asarray(smpl24))
 
 
