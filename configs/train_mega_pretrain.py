@@ -14,16 +14,27 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from typing import Any, Mapping  # noqa: E402
+
 import ml_collections  # noqa: E402
 
+from configs.train_mega_backbones import released_config  # noqa: E402
 from hmr_jax.training.config import base_config  # noqa: E402
 
 
+def training_mega(released: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """A released config's ``mega`` entry plus the training-only masking settings
+    (``masking="scheduled"``: MEGA's cosine-scheduled ratio; ``mask_ratio`` for ``"random"``)."""
+    m = ml_collections.ConfigDict(dict(released))
+    m.masking = "scheduled"
+    m.mask_ratio = 1.0
+    return m
+
+
 def mega_model(**overrides) -> ml_collections.ConfigDict:
-    """The released MEGA transformer sizes (emb 1024, 12 encoder / 4 decoder layers, 4 heads)."""
-    m = ml_collections.ConfigDict(dict(
-        seq_length=54, emb_dim=1024, encoder_layer=12, encoder_head=4, decoder_layer=4,
-        decoder_head=4, num_embeddings=512, dim_tokens=512, masking="scheduled", mask_ratio=1.0))
+    """The released VQMAE sizes (``configs/mega_pretrained.py``: emb 1024, 12 encoder / 4
+    decoder layers, 4 heads) with the masking settings, updated with ``overrides``."""
+    m = training_mega(released_config("mega_pretrained").mega)
     m.update(overrides)
     return m
 

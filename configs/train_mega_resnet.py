@@ -8,26 +8,16 @@ CVQMAE on the backbone's condition tokens, starting from the pre-trained VQMAE a
 converted pre-trained backbone. AdamW (0.9, 0.95), wd 0.05, lr 1e-3 x batch / 256, warm-up
 20 epochs then cosine over 200; loss = masked cross-entropy + rotation + 2D reprojection.
 No augmentation (as the released models). Joint regressors from ``body_models/``.
+Model sizes: the ``mega`` / ``backbone`` entries of ``configs/mega_resnet.py`` (the released model).
 """
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import train_mega_pretrain  # noqa: E402
-from configs.train_mega_backbones import backbone_config  # noqa: E402
+from configs.train_mega_backbones import mega_image_config  # noqa: E402
 
 
 def get_config():
-    c = train_mega_pretrain.get_config()
-    c.stage = "mega"
-    c.backbone = backbone_config("resnet")
-    c.mega.update(cond_length=c.backbone.cond_length, cond_dim=c.backbone.cond_dim, cond_dropout=0.0)
-    c.batch_size = c.backbone.batch_size
-    c.optim.total_epochs = 200.0
-    c.body_models = "body_models"
-    c.require_smpl24 = True
-    c.init = dict(mega="", backbone="")
-    c.data.augment = False
-    c.data.flip = False
-    return c
+    """The MEGA stage with the resnet backbone (see ``configs/train_mega_backbones.py``)."""
+    return mega_image_config("resnet")
