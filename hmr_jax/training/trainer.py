@@ -439,11 +439,9 @@ def _validate(stage: Stage, val_fn, state, frozen, config, batch_sharding):
             sums[k] = sums.get(k, 0.0) + float(np.sum(v))
         count += config.batch_size
         if i == 0 and hasattr(stage, "project") and "image" in batch:
-            from hmr_jax.training.pictures import prediction_grid
-            pred_2d = _host(jax.jit(stage.project)(state["params"], state["model_state"], frozen,
-                                                   global_batch))
-            picture = prediction_grid(np.asarray(batch["image"]), pred_2d,
-                                      np.asarray(batch["keypoints_2d"]))
+            from hmr_jax.training.pictures import validation_picture
+            picture = validation_picture(stage, state["params"], state["model_state"], frozen,
+                                         global_batch, batch, fetch=_host)
     return {k: v / max(count, 1) for k, v in sums.items()}, picture
 
 

@@ -119,6 +119,10 @@ class VQHPSStage(_TokenizerMixin, Stage):
         errs = mesh_errors(pred, batch["vertices"], JointRegressors(h36m=frozen["regressors"]["h36m"]))
         return {k + "_mm": 1000 * v for k, v in errs.items()}
 
+    def mesh_and_camera(self, params, model_state, frozen, batch):
+        """Deterministic posed meshes (B, V, 3) m and weak-perspective cameras (B, 3) (pictures)."""
+        return self._predict(params, model_state, frozen, batch["image"])
+
     def project(self, params, model_state, frozen, batch):
         """Predicted vertices projected into the crop, (B, V, 2) in [-1, 1] (validation pictures)."""
         pred, cam = self._predict(params, model_state, frozen, batch["image"])

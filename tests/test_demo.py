@@ -1,0 +1,180 @@
+"""The embedded demo's pieces: rendered validation pictures, the joint regressor fit, and a tiny
+end-to-end run (``slow``)."""
+from __future__ import annotations
+
+import json
+import os
+import types
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from hmr_jax.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from hmr_jax.training import pictures
+
+CROP = 32
+
+
+def _gray_crop(h=CROP, w=CROP, level=0.2):
+    """A normalised crop whose uint8 picture is a uniform gray."""
+    rgb = np.full((h, w, 3), level, np.float32)
+    return (rgb - np.asarray(IMAGENET_MEAN)) / np.asarray(IMAGENET_STD)
+
+
+def _square(half=0.5, z=0.0):
+    """A square of two triangles in the z = 0 plane, |x|, |y| <= half (m)."""
+    v = np.array([[-half, -half, z], [half, -half, z], [half, half, z], [-half, half, z]], np.float64)
+    return v, np.array([[0, 1, 2], [0, 2, 3]], np.int32)
+
+
+def test_mesh_overlay_draws_exactly_where_the_camera_projects():
+    v, f = _square(0.5)
+    base = pictures.to_uint8(_gray_crop())
+    # s = 1, t = (0.25, 0): normalised x in [-0.25, 0.75], y in [-0.5, 0.5]
+    pic = pictures.mesh_overlay(_gray_crop(), v, f, np.array([1.0, 0.25, 0.0]), zoom=2, alpha=1.0)
+    assert pic.shape == (2 * CROP, 2 * CROP, 3) and pic.dtype == np.uint8
+    changed = np.any(pic != np.kron(base, np.ones((2, 2, 1), np.uint8)), axis=-1)
+    side = 2 * CROP
+    to_px = lambda n: (n + 1) * side / 2 - 0.5  # noqa: E731
+    ys, xs = np.nonzero(changed)
+    assert xs.min() >= np.floor(to_px(-0.25)) and xs.max() <= np.ceil(to_px(0.75))
+    assert ys.min() >= np.floor(to_px(-0.5)) and ys.max() <= np.ceil(to_px(0.5))
+    inner = changed[int(to_px(-0.4)):int(to_px(0.4)), int(to_px(-0.15)):int(to_px(0.65))]
+    assert inner.all()
+    assert not changed[:, : int(to_px(-0.3))].any()  # left of the square: the crop as it was
+
+
+def test_mesh_overlay_skips_degenerate_camera():
+    v, f = _square(0.5)
+    base = pictures.mesh_overlay(_gray_crop(), v, f, np.array([-1.0, 0.0, 0.0]))
+    np.testing.assert_array_equal(base, np.kron(pictures.to_uint8(_gray_crop()), np.ones((2, 2, 1), np.uint8)))
+
+
+def test_mesh_overlay_vit_crop_keeps_centre_columns():
+    """A 0.5-range, 4:3 crop (ViT): a mesh at the crop centre covers the picture's centre."""
+    v, f = _square(0.1)
+    img = _gray_crop(CROP, 24)
+    pic = pictures.mesh_overlay(img, v, f, np.array([1.0, 0.0, 0.0]), zoom=1, alpha=1.0, keypoint_range=0.5)
+    changed = np.any(pic != pictures.to_uint8(img), axis=-1)
+    ys, xs = np.nonzero(changed)
+    assert abs(xs.mean() - (24 - 1) / 2) < 1.0 and abs(ys.mean() - (CROP - 1) / 2) < 1.0
+
+
+def test_mesh_side_view_shows_depth_extent():
+    v, f = _square(0.5)
+    v2 = v[:, [2, 1, 0]]  # the square in the x = 0 plane: edge-on from the front, full from the side
+    side = pictures.mesh_side_view(v2, f, 64)
+    mesh = np.any(side != 255, axis=-1)
+    assert side.shape == (64, 64, 3) and mesh.sum() > 50
+    ys, xs = np.nonzero(mesh)
+    assert abs(xs.mean() - 31.5) < 4 and abs(ys.mean() - 31.5) < 4
+
+
+def test_mesh_prediction_grid_tiles_and_keypoints():
+    v, f = _square(0.4)
+    images = np.stack([_gray_crop(), _gray_crop(level=0.6)])
+    verts = np.stack([v, v + [0.3, 0.0, 0.0]])
+    cams = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    gt = np.array([[[0.9, 0.9, 1.0], [-0.9, -0.9, 0.0]]] * 2, np.float32)
+    grid = pictures.mesh_prediction_grid(images, verts, cams, f, gt)
+    assert grid.shape == (2 * CROP, 4 * CROP, 3)
+    left, right = grid[:, :2 * CROP], grid[:, 2 * CROP:]
+    assert not np.array_equal(left, right)
+    # the visible keypoint at (0.9, 0.9) is green; the hidden one at (-0.9, -0.9) is not drawn
+    px = int(round(((0.9 + 1) * CROP / 2 - 0.5) * 2))
+    assert tuple(left[px, px]) == (40, 220, 40)
+    qx = int(round(((-0.9 + 1) * CROP / 2 - 0.5) * 2))
+    assert tuple(left[qx, qx]) != (40, 220, 40)
+
+
+def test_load_faces_npy_and_errors(tmp_path):
+    _, f = _square()
+    np.save(tmp_path / "faces.npy", f)
+    np.testing.assert_array_equal(pictures.load_faces(str(tmp_path / "faces.npy")), f)
+    with pytest.raises(FileNotFoundError, match="faces"):
+        pictures.load_faces(str(tmp_path / "missing.npy"))
+    np.save(tmp_path / "bad.npy", np.zeros((4, 2)))
+    with pytest.raises(ValueError, match=r"\(F, 3\)"):
+        pictures.load_faces(str(tmp_path / "bad.npy"))
+
+
+class _FakeStage:
+    """A stage with the two picture hooks: posed square meshes and cameras / their projection."""
+
+    crop = "resnet"
+
+    def __init__(self, faces_path=""):
+        self.config = ml_collections.ConfigDict({"faces": faces_path})
+        v, _ = _square(0.5)
+        self._v = jnp.asarray(v, jnp.float32)
+
+    def mesh_and_camera(self, params, model_state, frozen, batch):
+        b = batch["image"].shape[0]
+        return jnp.broadcast_to(self._v, (b, 4, 3)) * params, jnp.tile(jnp.array([[1.0, 0.0, 0.0]]), (b, 1))
+
+    def project(self, params, model_state, frozen, batch):
+        v, cam = self.mesh_and_camera(params, model_state, frozen, batch)
+        return cam[:, None, :1] * (v[..., :2] + cam[:, None, 1:])
+
+
+def test_validation_picture_renders_mesh_when_faces_known(tmp_path):
+    _, f = _square()
+    np.save(tmp_path / "faces.npy", f)
+    batch = {"image": np.stack([_gray_crop()] * 2), "keypoints_2d": np.zeros((2, 3, 3), np.float32)}
+    mesh_pic = pictures.validation_picture(_FakeStage(str(tmp_path / "faces.npy")), 1.0, {}, {}, batch, batch)
+    point_pic = pictures.validation_picture(_FakeStage(""), 1.0, {}, {}, batch, batch)
+    assert mesh_pic.shape == point_pic.shape == (2 * CROP, 4 * CROP, 3)
+    base = np.kron(pictures.to_uint8(_gray_crop()), np.ones((2, 2, 1), np.uint8))
+    mesh_changed = np.any(mesh_pic[:, :2 * CROP] != base, axis=-1).sum()
+    point_changed = np.any(point_pic[:, :2 * CROP] != base, axis=-1).sum()
+    # a filled square of half the crop's side vs four small discs at its corners
+    assert mesh_changed > 0.2 * (2 * CROP) ** 2 > 5 * point_changed > 0
+
+
+def test_fit_joint_regressor_recovers_linear_joints():
+    from hmr_jax.demo import fit_joint_regressor
+
+    rng = np.random.default_rng(0)
+    n, nv, nj = 200, 40, 5
+    true = rng.uniform(0, 1, (nj, nv)) * (rng.uniform(size=(nj, nv)) < 0.2)
+    true[:, 0] += 0.1
+    true /= true.sum(1, keepdims=True)
+    verts = rng.normal(size=(n, nv, 3))
+    joints = np.einsum("jv,nvc->njc", true, verts)
+    reg = fit_joint_regressor(verts, joints, ridge=1e-6)
+    np.testing.assert_allclose(reg.sum(1), 1.0, atol=1e-6)
+    test_v = rng.normal(size=(10, nv, 3)) + 5.0  # shifted: translation must carry through
+    err = np.abs(np.einsum("jv,nvc->njc", reg, test_v) - np.einsum("jv,nvc->njc", true, test_v)).max()
+    assert err < 1e-3
+    with pytest.raises(ValueError, match="vertices"):
+        fit_joint_regressor(verts[0], joints)
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_quick(tmp_path):
+    """The whole demo on a handful of Anny examples with a few steps; then a resumed run."""
+    pytest.importorskip("anny")
+    from hmr_jax import demo
+
+    out = tmp_path / "demo"
+    args = ["--out", str(out), "--quick", "--num-train", "32", "--num-test", "8", "--tokenizer-steps", "10",
+            "--mega-steps", "4"]
+    results = demo.main(args)
+    assert set(results) == {"MEGA deterministic", "MEGA stochastic (min of 4)", "mean training mesh (baseline)"}
+    for m in results.values():
+        assert all(np.isfinite(m[k]) and m[k] > 0 for k in ("pve", "mpjpe", "pa_mpjpe"))
+    report = (out / "report.md").read_text()
+    pics = sorted((out / "pictures").glob("hypotheses_*.png"))
+    assert len(pics) == 4 and all(f"pictures/{p.name}" in report for p in pics)
+    assert any((out / "mega" / "pictures").glob("val_*.png"))
+    reg = np.load(out / "data" / "body_models" / "J_regressor_h36m.npy")
+    assert reg.shape == (17, 615)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["metrics_mm"] == results
+    mtime = os.path.getmtime(out / "data" / "train" / "manifest.json")
+    demo.main(args)  # resumes: data kept, trainings already finished
+    assert os.path.getmtime(out / "data" / "train" / "manifest.json") == mtime
+    assert json.loads((out / "results.json").read_text())["metrics_mm"] == results
+    assert types is not None
