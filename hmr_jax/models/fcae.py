@@ -66,7 +66,7 @@ def _vertex_conv(
       (P, B, O), before bias and activation.
 
     ``gather_inputs``: the neighbours are gathered once, (P, M, B*I), contracted with the
-    coefficients as a batched matmul over points, (P, B*I, K), and mixed by one matmul with the
+    coefficients per point (a fused product-sum over M), (P, B*I, K), and mixed by one matmul with the
     basis reshaped to (I*K, O). Otherwise the basis is applied first on the input points (K
     matmuls, whose outputs are materialised) and each ``coeff[..., k]``-weighted neighbour sum is
     a fused gather-sum over O channels; the K sums end in a matmul with ones so that the layer
@@ -77,7 +77,9 @@ def _vertex_conv(
     k, _, o = weights.shape
     if gather_inputs:
         neighbors = x.reshape(p_in, batch * i)[ids]  # (P, M, B*I)
-        mixed = jax.lax.dot_general(neighbors, coeff, (((1,), (1,)), ((0,), (0,))))  # (P, B*I, K)
+        # A broadcast product reduced over M fuses into one loop; the equivalent batched matmul
+        # (P tiny (B*I, M) x (M, K) products) is ~7x slower at batch 1 on CPU and no faster at 16.
+        mixed = jnp.sum(neighbors[:, :, :, None] * coeff[:, :, None, :], axis=1)  # (P, B*I, K)
         basis = jnp.transpose(weights, (1, 0, 2)).reshape(i * k, o)
         return (mixed.reshape(p * batch, i * k) @ basis).reshape(p, batch, o)
     flat = x.reshape(p_in * batch, i)
