@@ -18,7 +18,11 @@ Prints ONE JSON line: ``mega_hrnet_{det|stoch25}_{f32|bf16}_b{batch}_images_per_
 not hypotheses, per second), ``..._s_per_batch`` (median wall time), ``..._cpu_s_per_batch``
 (median CPU time of this process, all threads: the work done, whatever else runs on the
 machine), ``..._compile_s``, plus the device, and the original PyTorch code's timings on the
-same kind of CPU (2 threads, float32) for comparison.
+same kind of CPU (2 threads, float32) for comparison. ``..._gflop`` is the work of a batch
+(XLA's cost analysis of the float32 graph), ``..._gflop_per_s`` the speed we sustain, and
+``..._gflop_per_s_needed_for_target`` the speed the issue's target (deterministic 2x the
+original, stochastic a tenth of its time) requires of any implementation;
+``pytorch_backbone_b*_gflop_per_s`` is what the original's HRNet sustains on this CPU.
 """
 from __future__ import annotations
 
@@ -42,7 +46,10 @@ from hmr_jax.models.mega import build_mega  # noqa: E402
 DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16}
 REFERENCE = {  # original PyTorch code, 2 CPU threads, float32 (issue 5)
     "det_b1_s": 0.29, "det_b16_s": 2.71, "stoch25_b1_s": 14.3,
+    "backbone_b1_s": 0.16, "backbone_b16_s": 2.05,
 }
+#: The issue's targets: deterministic at least 2x the original, stochastic at most a tenth.
+TARGET_FACTOR = {"det": 2.0, "stoch25": 10.0}
 
 
 def _config():
@@ -66,6 +73,36 @@ def _random_variables(abstract, seed: int = 0):
         return rng.standard_normal(leaf.shape, np.float32) * np.float32(np.sqrt(1.0 / max(fan_in, 1)))
 
     return jax.tree_util.tree_map_with_path(make, abstract)
+
+
+def _gflop(lowered) -> float:
+    """Floating-point operations of one lowered computation (XLA's cost analysis), in GFLOP."""
+    cost = lowered.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0]
+    return float(cost.get("flops", 0.0)) / 1e9
+
+
+def work_gflop(mode: str, batch: int, steps: int, variables) -> dict:
+    """GFLOP per batch of the backbone and of the whole mode (float32 graph), from XLA's cost analysis.
+
+    The work a configuration needs, whatever the hardware: with the original's timings it gives
+    the throughput (GFLOP/s) any implementation must sustain to meet the issue's targets.
+    """
+    model = build_mega(_config())
+    images = jax.ShapeDtypeStruct((batch, 224, 224, 3), jnp.float32)
+    backbone = _gflop(jax.jit(decoding._condition, static_argnums=0).lower(model, variables, images))
+    cond = jax.eval_shape(decoding._condition, model, variables, images)
+    if mode == "det":
+        tokens = jax.ShapeDtypeStruct((batch, 54), jnp.int32)
+        visible = jax.ShapeDtypeStruct((batch, 54), jnp.bool_)
+        rest = _gflop(decoding._mega_forward.lower(model, variables, tokens, visible, cond, False, num_visible=0))
+    else:
+        n = int(mode.removeprefix("stoch"))
+        rest = _gflop(decoding._mega_generate.lower(
+            model, variables, cond, jax.random.PRNGKey(0), 1.0, None, steps=steps, num_samples=n,
+            batch_size=batch, faithful=False, return_steps=False))
+    return {"backbone": backbone, "total": backbone + rest}
 
 
 def bench_one(mode: str, batch: int, dtype_name: str, steps: int, min_iters: int, max_iters: int,
@@ -142,11 +179,29 @@ def main(argv=None) -> int:
         "reference_pytorch_f32_2threads_s_per_batch": REFERENCE,
     }
     for mode in modes:
+        for batch in (int(b) for b in args.batches.split(",")):
+            # the work, and the sustained speed the target needs on any hardware
+            g = work_gflop(mode, batch, args.steps, variables)
+            name = f"mega_hrnet_{mode}_b{batch}"
+            result[f"{name}_gflop"] = round(g["total"], 2)
+            result[f"{name}_backbone_gflop"] = round(g["backbone"], 2)
+            ref = REFERENCE.get(f"{mode}_b{batch}_s")
+            if ref is not None and mode in TARGET_FACTOR:
+                target_s = ref / TARGET_FACTOR[mode]
+                result[f"{name}_target_s"] = round(target_s, 3)
+                result[f"{name}_gflop_per_s_needed_for_target"] = round(g["total"] / target_s, 1)
+            bref = REFERENCE.get(f"backbone_b{batch}_s")
+            if bref is not None:
+                result[f"pytorch_backbone_b{batch}_gflop_per_s"] = round(g["backbone"] / bref, 1)
         for dtype_name in args.dtypes.split(","):
             for batch in (int(b) for b in args.batches.split(",")):
                 entry = bench_one(mode, batch, dtype_name, args.steps, args.min_iters, args.max_iters,
                                   args.budget_s, variables)
                 result.update(entry)
+                gflop = result.get(f"mega_hrnet_{mode}_b{batch}_gflop")
+                sec = entry[f"mega_hrnet_{mode}_{dtype_name}_b{batch}_s_per_batch"]
+                if gflop:
+                    result[f"mega_hrnet_{mode}_{dtype_name}_b{batch}_gflop_per_s"] = round(gflop / sec, 1)
                 print(f"# {json.dumps(entry)}", file=sys.stderr, flush=True)
     print(json.dumps(result))
     return 0

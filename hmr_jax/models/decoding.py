@@ -193,12 +193,21 @@ def _mega_generate(model, variables, cond, key, gen_temp, noise, *, steps, num_s
     else:
         keys = jnp.zeros((steps, 2), jnp.uint32)
 
-    def step(carry, xs, num_visible=None):
+    def step(carry, xs, num_visible=None, first=False):
         patches, visible = carry
         temp, m_len, last, k, noise_s = xs
         is_mask = ~visible
-        logits = model.apply(variables, patches, visible, cond_emb, faithful, num_visible,
-                             method=type(model).predict_tokens).astype(jnp.float32)
+        if first and num_samples > 1:
+            # nothing is known yet: the hypotheses of an image have the same input, so the
+            # transformer runs once per image and its logits are shared (same values)
+            rows = slice(None, None, num_samples)
+            logits = model.apply(variables, patches[rows], visible[rows],
+                                 None if cond_emb is None else cond_emb[rows], faithful, num_visible,
+                                 method=type(model).predict_tokens).astype(jnp.float32)
+            logits = jnp.repeat(logits, num_samples, axis=0)
+        else:
+            logits = model.apply(variables, patches, visible, cond_emb, faithful, num_visible,
+                                 method=type(model).predict_tokens).astype(jnp.float32)
         if noise_s is None:
             k1, k2 = jax.random.split(k)
             n_logits = temp * jax.random.gumbel(k1, logits.shape, jnp.float32)
@@ -235,7 +244,7 @@ def _mega_generate(model, variables, cond, key, gen_temp, noise, *, steps, num_s
         carry, outs, visible_count = init, [], 0
         for i in range(steps):
             xs_i = jax.tree_util.tree_map(lambda a: a[i], xs)
-            carry, o = step(carry, xs_i, num_visible=visible_count)
+            carry, o = step(carry, xs_i, num_visible=visible_count, first=i == 0)
             outs.append(o)
             remask = 0 if i == steps - 1 else max(1, min(seq - visible_count - 1, int(mask_len[i])))
             visible_count = seq - remask
