@@ -316,6 +316,8 @@ class MaskedTokenDecoder(nn.Module):
                     f"set cond_length={n_cond}.")
             x = jnp.concatenate([cond_embedded.astype(x.dtype), x], axis=1)
             skip = n_cond
+        elif cond_embedded is not None:
+            raise ValueError("this decoder is unconditional (VQMAE): it takes no condition tokens")
         x = x.astype(self.dtype)
         for blk in self.blocks:
             x = blk(x)
@@ -344,11 +346,16 @@ class VQMAE(nn.Module):
     dim_tokens: int = 512
     dtype: Dtype = jnp.float32
 
+    def _condition_fields(self) -> dict:
+        """Decoder attributes of the image condition (none for the unconditional model)."""
+        return {}
+
     def setup(self):
         self.encoder = MaskedTokenEncoder(self.seq_length, self.emb_dim, self.encoder_layer,
                                           self.encoder_head, self.num_embeddings, self.dtype)
         self.decoder = MaskedTokenDecoder(self.seq_length, self.emb_dim, self.decoder_layer,
-                                          self.decoder_head, self.dim_tokens, dtype=self.dtype)
+                                          self.decoder_head, self.dim_tokens, dtype=self.dtype,
+                                          **self._condition_fields())
 
     def encode(self, tokens, visible):
         """(B, T) tokens, (B, T) visible -> (B, 1 + T, emb_dim) encoder features."""
@@ -356,18 +363,19 @@ class VQMAE(nn.Module):
 
     def predict_tokens(self, tokens, visible, cond_embedded=None, faithful: bool = False,
                        num_visible: int | None = None):
-        """(B, T) tokens, (B, T) visible -> (B, T, dim_tokens) logits (same signature as CVQMAE's).
+        """(B, T) tokens, (B, T) visible [, (B, L, emb_dim) embedded condition] -> (B, T, dim_tokens) logits.
 
+        ``cond_embedded`` is required by the conditional model and must be None otherwise;
         ``num_visible``: see :meth:`MaskedTokenEncoder.__call__`.
         """
-        return self.decoder(self.encoder(tokens, visible, num_visible), visible)
+        return self.decoder(self.encoder(tokens, visible, num_visible), visible, cond_embedded, faithful)
 
     def __call__(self, tokens: jnp.ndarray, visible: jnp.ndarray) -> jnp.ndarray:
         """tokens (B, T) int, visible (B, T) -> logits (B, T, dim_tokens)."""
         return self.predict_tokens(tokens, visible)
 
 
-class CVQMAE(nn.Module):
+class CVQMAE(VQMAE):
     """Image-conditioned MEGA: backbone -> condition tokens; tokens + mask -> logits, rotation, camera.
 
     Attributes:
@@ -377,29 +385,16 @@ class CVQMAE(nn.Module):
       cond_length: the configured number of condition tokens (used by ``faithful`` slicing).
       cond_dim: condition feature size.
       cond_dropout: probability of dropping a row's condition during training.
-      other attributes as :class:`VQMAE`.
+      other attributes as :class:`VQMAE` (the encoder, decoder blocks and heads are the same).
     """
 
     backbone: nn.Module | None = None
-    seq_length: int = 54
-    emb_dim: int = 1024
-    encoder_layer: int = 12
-    encoder_head: int = 4
-    decoder_layer: int = 4
-    decoder_head: int = 4
-    num_embeddings: int = 512
-    dim_tokens: int = 512
     cond_length: int = 49
     cond_dim: int = 720
     cond_dropout: float = 0.0
-    dtype: Dtype = jnp.float32
 
-    def setup(self):
-        self.encoder = MaskedTokenEncoder(self.seq_length, self.emb_dim, self.encoder_layer,
-                                          self.encoder_head, self.num_embeddings, self.dtype)
-        self.decoder = MaskedTokenDecoder(self.seq_length, self.emb_dim, self.decoder_layer,
-                                          self.decoder_head, self.dim_tokens, self.cond_dim,
-                                          self.cond_length, self.cond_dropout, self.dtype)
+    def _condition_fields(self) -> dict:
+        return dict(cond_dim=self.cond_dim, cond_length=self.cond_length, cond_dropout=self.cond_dropout)
 
     def condition(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         """NHWC images (B, H, W, 3) (ImageNet-normalised) -> condition tokens (B, h*w, cond_dim).
@@ -419,18 +414,6 @@ class CVQMAE(nn.Module):
     def rotation_camera(self, cond: jnp.ndarray, deterministic: bool = True):
         """(B, L, cond_dim) -> (rot6d (B, 6), cam (B, 3))."""
         return self.decoder.rotation_camera(cond, deterministic)
-
-    def encode(self, tokens, visible):
-        """(B, T) tokens, (B, T) visible -> (B, 1 + T, emb_dim) encoder features."""
-        return self.encoder(tokens, visible)
-
-    def predict_tokens(self, tokens, visible, cond_embedded, faithful: bool = False,
-                       num_visible: int | None = None):
-        """(B, T) tokens, (B, T) visible, (B, L, emb_dim) embedded condition -> (B, T, dim_tokens).
-
-        ``num_visible``: see :meth:`MaskedTokenEncoder.__call__`.
-        """
-        return self.decoder(self.encoder(tokens, visible, num_visible), visible, cond_embedded, faithful)
 
     def __call__(self, tokens: jnp.ndarray, visible: jnp.ndarray, images: jnp.ndarray | None = None,
                  cond: jnp.ndarray | None = None, faithful: bool = False, train: bool = False,
