@@ -1,7 +1,9 @@
 """The embedded demo's MEGA: a small CVQMAE on a reduced ResNet (one bottleneck per stage),
-trained on the toy image set with the demo tokenizer (``configs/train_demo_tokenizer.py``).
+trained on the synthetic Anny set with the demo tokenizer (``configs/train_demo_tokenizer.py``:
+30 tokens, 64 codes) on 96 x 96 crops (3 x 3 condition tokens).
 
-Run by ``make demo`` (``python -m hmr_jax.demo``), which fills in the paths.
+Run by ``make demo`` (``python -m hmr_jax.demo``), which fills in the paths (``tokenizer.path``,
+``body_models``, ``data.train`` / ``data.val``, ``faces`` for the rendered validation pictures).
 """
 import os
 import sys
@@ -13,16 +15,22 @@ from configs import train_mega_resnet  # noqa: E402
 
 def get_config():
     c = train_mega_resnet.get_config()
-    c.mega.update(seq_length=8, emb_dim=128, encoder_layer=2, encoder_head=4, decoder_layer=2,
-                  decoder_head=4, num_embeddings=32, dim_tokens=32, cond_length=9)
+    c.mega.update(seq_length=30, emb_dim=128, encoder_layer=2, encoder_head=4, decoder_layer=2,
+                  decoder_head=4, num_embeddings=64, dim_tokens=64, cond_length=9)
     c.backbone.model.layers = (1, 1, 1, 1)
     c.data.crop_size = 96        # 96 x 96 crops -> 3 x 3 condition tokens (the CPU budget)
-    c.num_vertices = 24
+    c.num_vertices = 615
+    c.require_smpl24 = False     # the demo's meshes have a 17-joint (COCO) regressor only
+    c.faces = ""                 # (F, 3) .npy of the mesh: validation pictures render meshes
     c.batch_size = 16
-    c.total_steps = 400
-    c.log_every_steps = 25
+    c.total_steps = 800
+    c.log_every_steps = 50
+    c.eval_every_steps = 200
+    c.eval_batches = 2
     c.checkpoint.every_steps = 200
-    c.optim.update(base_lr=0.05, warmup_epochs=1.0, total_epochs=14.0)   # peak 3e-3 at batch 16
+    # peak lr 2e-3 (base 0.032 x 16 / 256); 1 epoch of warm-up, cosine over the run (1536 images:
+    # 96 steps an epoch, 800 steps ~ 8.3 epochs)
+    c.optim.update(base_lr=0.032, warmup_epochs=1.0, total_epochs=8.4)
     c.tokenizer.path = ""
     c.init = dict(mega="", backbone="")
     return c

@@ -1,19 +1,26 @@
 """`make demo`: the embedded default, end to end, on this CPU, without any licensed asset.
 
-1. Data: toy people in the record format (a 24-point 3D skeleton per image: a template plus 3
-   random deformation modes and a random global rotation; the picture has a dot at each
-   projected joint), a training and a held-out test split, and joint regressors for them
-   (SMPL-24 = the 24 points, "H36M-17" = the first 17).
-2. The tokenizer: a small Mesh-VQ-VAE (``configs/train_demo_tokenizer.py``) over a generated
-   connection hierarchy (:mod:`hmr_jax.mesh.build`), trained with ``train.py``'s loop.
+1. Data (:mod:`data_prep.synthetic`): Anny bodies (Apache-2.0) with random shapes and poses,
+   rendered over random backgrounds, stored as image records with Anny's decimated
+   ``notoes_collapse5pc`` mesh (615 vertices, 1226 faces) and its connection hierarchy
+   (``topology/``); a training and a held-out test split drawn with different seeds.
+   Ground-truth 3D joints: the records' 17 COCO keypoints (Anny's keypoint regressor on its
+   full mesh). The metrics regress joints from meshes, so a linear (17, 615) regressor is fitted
+   by least squares on the training meshes to those keypoints (rows sum to 1) and saved where
+   the evaluation looks for the 17-joint regressor (``data/body_models/J_regressor_h36m.npy``;
+   it is COCO's 17 joints, not H36M's). MPJPE / PA-MPJPE are over those 17 joints, regressed
+   with the same matrix from the predicted and the ground-truth meshes.
+2. The tokenizer: a small Mesh-VQ-VAE (``configs/train_demo_tokenizer.py``, 30 tokens) over that
+   hierarchy, trained with ``train.py``'s loop.
 3. MEGA (``configs/train_demo_mega.py``): a small CVQMAE on a reduced ResNet, trained on the
-   tokenizer's tokens with the paper's losses.
+   tokenizer's tokens with the paper's losses (its validation pictures are rendered meshes).
 4. Evaluation (:mod:`hmr_jax.training.evaluation`) on the test split: deterministic mode,
    stochastic mode (min of N hypotheses) and the mean-mesh baseline, same protocol.
-5. Pictures of the hypotheses over held-out images and ``demo_out/report.md``.
+5. Rendered hypotheses over held-out images, side views, and ``demo_out/report.md``.
 
-The numbers are those of this tiny problem, not of the papers' benchmarks. Everything goes to
-``demo_out/`` (``--out``); a second run resumes the trainings from their checkpoints.
+The numbers are those of this small problem, not of the papers' benchmarks. Everything goes to
+``demo_out/`` (``--out``); a second run reuses the data and resumes the trainings from their
+checkpoints (finished ones are not retrained).
 """
 from __future__ import annotations
 
@@ -27,7 +34,11 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NV = 24
+#: Anny mesh of the demo (see ``data_prep.synthetic.TOPOLOGIES``) and its hierarchy levels
+#: (``hmr_jax.mesh.build`` syntax): 615 -> 615 -> 166 -> 166 -> 30 -> 30 points = 30 tokens.
+TOPOLOGY = "notoes_collapse5pc"
+LEVELS = ("1", "2", "1", "2", "1")
+IMAGE_SIZE = 128
 
 
 def _config(name):
@@ -37,112 +48,153 @@ def _config(name):
     return module.get_config()
 
 
-def _grid_faces(h: int, w: int) -> np.ndarray:
-    faces = []
-    for i in range(h - 1):
-        for j in range(w - 1):
-            a, b, c, d = i * w + j, i * w + j + 1, (i + 1) * w + j, (i + 1) * w + j + 1
-            faces += [(a, b, c), (b, d, c)]
-    return np.array(faces)
+def _say(msg: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _structured_person_records(num: int, seed: int, name: str):
-    """Image records (the :mod:`hmr_jax.data.records` format) of toy people with structure to
-    learn: a fixed 24-point template skeleton plus 3 random deformation modes, a random global
-    rotation, drawn as dots like :mod:`hmr_jax.data.toy` (whose people are i.i.d. random points)."""
-    import io
+def prepare_data(out: str, num_train: int, num_test: int, size: int = IMAGE_SIZE, topology: str = TOPOLOGY,
+                 levels=LEVELS, body=None, progress: bool = True) -> dict:
+    """Synthetic splits and the joint regressor under ``out/data`` (each kept if present).
 
-    from PIL import Image
-
-    from hmr_jax.data import augment as aug
-
-    shape_rng = np.random.default_rng(2024)
-    template = shape_rng.normal(scale=0.25, size=(NV, 3))
-    modes = shape_rng.normal(scale=0.12, size=(3, NV, 3))
-    perm = list(aug.FLIP_PERMUTATIONS["smpl24"])
-    rng = np.random.default_rng(seed)
-    h, w = 160, 128
-    yy, xx = np.mgrid[0:h, 0:w]
-    for i in range(num):
-        joints = template + np.tensordot(rng.normal(size=3), modes, axes=1)
-        joints -= joints.mean(0)
-        orient = rng.normal(scale=0.6, size=3)
-        rot = aug.axis_angle_to_matrix(orient)
-        scale = min(h, w) / 200.0 * rng.uniform(0.7, 0.9)
-        center = np.array([w * rng.uniform(0.45, 0.55), h * rng.uniform(0.45, 0.55)])
-        kp = center + 200.0 * scale / 2.2 * (joints @ rot.T)[:, :2]
-        image = rng.uniform(40, 120, size=3) + 30 * np.sin(xx[..., None] / rng.uniform(5, 15)) \
-            + 30 * np.cos(yy[..., None] / rng.uniform(5, 15))
-        for x, y in kp:
-            image[(xx - x) ** 2 + (yy - y) ** 2 <= 2.5 ** 2] = 255.0
-        buf = io.BytesIO()
-        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=95)
-        yield {
-            "image_jpeg": buf.getvalue(), "center": center.astype(np.float32),
-            "scale": np.float32(scale),
-            "keypoints_2d": np.concatenate([kp, np.ones((NV, 1))], 1).astype(np.float32),
-            "keypoints_kind": "smpl24", "vertices": joints.astype(np.float32),
-            "vertices_flipped": (joints[perm] * [-1.0, 1.0, 1.0]).astype(np.float32),
-            "global_orient": orient.astype(np.float32), "joints_3d": joints[:22].astype(np.float32),
-            "dataset": name, "image_name": f"{name}_{i:05d}.jpg",
-            "image_size": np.array([h, w], np.int32),
-            "stored_to_original": np.array([[1, 0, 0], [0, 1, 0]], np.float32),
-        }
-
-
-def prepare_data(out: str, num_train: int, num_test: int) -> dict:
-    """Toy splits, connection files and regressors under ``out/data`` (kept if present)."""
-    from hmr_jax.data import write_dataset
-    from hmr_jax.mesh.build import build_hierarchy, write_hierarchy
+    Args:
+      out: the demo folder.
+      num_train, num_test: examples per split (seeds 0 and 1).
+      size: image side, pixels.
+      topology: the Anny mesh (:data:`TOPOLOGY`).
+      levels: connection hierarchy levels (:data:`LEVELS`).
+      body: a body object for :func:`data_prep.synthetic.generate` (default: Anny, loaded only if
+        a split must be generated; tests pass ``StandInBody``).
+    Returns:
+      ``{"train", "test", "conn", "faces", "body_models"}`` paths, and ``"regressor_fit_mm"``:
+      the regressor's mean joint error on the test split (mm).
+    """
+    sys.path.insert(0, ROOT)
+    from data_prep import synthetic
 
     data = os.path.join(out, "data")
-    paths = {k: os.path.join(data, k) for k in ("train", "test", "conn", "body_models")}
+    paths = {k: os.path.join(data, k) for k in ("train", "test", "body_models")}
+    paths["conn"] = os.path.join(paths["train"], "topology")
+    paths["faces"] = os.path.join(paths["conn"], "faces.npy")
     for split, num, seed in (("train", num_train, 0), ("test", num_test, 1)):
-        if not os.path.exists(os.path.join(paths[split], "manifest.json")):
-            write_dataset(paths[split], "image", _structured_person_records(num, seed, f"toy_{split}"),
-                          records_per_shard=256)
-    if not os.path.exists(os.path.join(paths["conn"], "hierarchy.json")):
-        write_hierarchy(build_hierarchy(_grid_faces(4, 6), NV, ["1", "2", "1"]), paths["conn"])
-    os.makedirs(paths["body_models"], exist_ok=True)
-    np.save(os.path.join(paths["body_models"], "J_regressor_24.npy"), np.eye(NV, dtype=np.float32))
-    np.save(os.path.join(paths["body_models"], "J_regressor_h36m.npy"), np.eye(NV, dtype=np.float32)[:17])
+        manifest = os.path.join(paths[split], "manifest.json")
+        if os.path.exists(manifest):
+            _say(f"  {split}: kept the existing split ({paths[split]})")
+            continue
+        if body is None:
+            _say(f"  loading the Anny body model ({topology})")
+            body = synthetic.AnnyBody(topology)
+        _say(f"  generating {num} {split} examples ({size} x {size} px)")
+        synthetic.generate(paths[split], num, seed=seed, size=size, body=body, overwrite=True,
+                           levels=list(levels), progress=progress,
+                           contact_sheet_path=os.path.join(data, f"{split}_contact_sheet.png"))
+    reg_path = os.path.join(paths["body_models"], "J_regressor_h36m.npy")
+    if not os.path.exists(reg_path):
+        verts, joints = _meshes_and_joints(paths["train"])
+        reg = fit_joint_regressor(verts, joints)
+        os.makedirs(paths["body_models"], exist_ok=True)
+        tmp = reg_path + ".tmp.npy"
+        np.save(tmp, coco_as_h36m_rows(reg).astype(np.float32))
+        os.replace(tmp, reg_path)
+        with open(os.path.join(paths["body_models"], "README.txt"), "w") as f:
+            f.write("J_regressor_h36m.npy here holds the 17 COCO keypoints of Anny's keypoint regressor, "
+                    "fitted linearly to the demo mesh by hmr_jax.demo.fit_joint_regressor, with its rows "
+                    "placed so that the losses' H36M_TO_J17 reordering gives COCO order; it is not the "
+                    "H36M regressor.\n")
+    from hmr_jax.body.regressors import H36M_TO_J17
+
+    reg = np.load(reg_path)[list(H36M_TO_J17)]
+    verts, joints = _meshes_and_joints(paths["test"])
+    paths["regressor_fit_mm"] = float(1000 * np.mean(np.linalg.norm(
+        np.einsum("jv,nvc->njc", reg, verts) - joints, axis=-1)))
     return paths
 
 
+def _meshes_and_joints(split_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical vertices (N, V, 3) and 3D keypoints ``joints_3d`` (N, J, 3) of a split (m)."""
+    from hmr_jax.data import decode_record, open_dataset
+
+    src = open_dataset(split_dir).data_source()
+    recs = [decode_record(src[i]) for i in range(len(src))]
+    return (np.stack([np.asarray(r["vertices"], np.float64) for r in recs]),
+            np.stack([np.asarray(r["joints_3d"], np.float64) for r in recs]))
+
+
+def fit_joint_regressor(vertices: np.ndarray, joints: np.ndarray, ridge: float = 1e-3) -> np.ndarray:
+    """Linear joint regressor ``W`` (J, V) with ``W @ vertices ~ joints``, rows summing to 1.
+
+    Least squares over all examples and coordinates, with a ridge term (``ridge`` times the mean
+    diagonal of the normal matrix) and the affine constraint as a heavily weighted equation, so
+    that translating a mesh translates its joints.
+
+    Args:
+      vertices: (N, V, 3) meshes, m.
+      joints: (N, J, 3) joints of the same examples, same frame, m.
+    Returns:
+      (J, V) float64.
+    """
+    vertices = np.asarray(vertices, np.float64)
+    joints = np.asarray(joints, np.float64)
+    if vertices.ndim != 3 or joints.ndim != 3 or vertices.shape[0] != joints.shape[0]:
+        raise ValueError(f"need (N, V, 3) vertices and (N, J, 3) joints, got {vertices.shape}, {joints.shape}")
+    nv = vertices.shape[1]
+    a = np.transpose(vertices, (0, 2, 1)).reshape(-1, nv)     # (3N, V)
+    b = np.transpose(joints, (0, 2, 1)).reshape(-1, joints.shape[1])   # (3N, J)
+    ata = a.T @ a
+    lam = ridge * np.trace(ata) / nv
+    mu = 1e3 * np.trace(ata) / nv
+    ones = np.ones((nv, 1))
+    lhs = ata + lam * np.eye(nv) + mu * (ones @ ones.T)
+    rhs = a.T @ b + mu * ones @ np.ones((1, joints.shape[1]))
+    return np.linalg.solve(lhs, rhs).T
+
+
+def coco_as_h36m_rows(coco_regressor: np.ndarray) -> np.ndarray:
+    """(17, V) COCO-order regressor -> the (17, V) matrix ``R`` with ``R[H36M_TO_J17] ==
+    coco_regressor``: the training losses and metrics regress with a file named
+    ``J_regressor_h36m.npy`` and reorder its rows by ``H36M_TO_J17`` before comparing with the
+    17 dataset keypoints, which the synthetic records hold in COCO order."""
+    from hmr_jax.body.regressors import H36M_TO_J17
+
+    coco_regressor = np.asarray(coco_regressor)
+    if coco_regressor.shape[0] != len(H36M_TO_J17):
+        raise ValueError(f"need a (17, V) regressor, got {coco_regressor.shape}")
+    out = np.empty_like(coco_regressor)
+    out[list(H36M_TO_J17)] = coco_regressor
+    return out
+
+
 def mean_training_mesh(train_dir: str) -> np.ndarray:
-    """Mean posed, centred mesh (V, 3) of the training split (the trivial baseline)."""
+    """Mean posed, centred mesh (V, 3) of the training split (the trivial baseline), m."""
     from hmr_jax.data import decode_record, open_dataset
     from hmr_jax.data.augment import axis_angle_to_matrix
 
     src = open_dataset(train_dir).data_source()
-    acc = np.zeros((NV, 3))
+    acc = None
     for i in range(len(src)):
         r = decode_record(src[i])
-        acc += np.asarray(r["vertices"], np.float64) @ axis_angle_to_matrix(r["global_orient"]).T
+        v = np.asarray(r["vertices"], np.float64) @ axis_angle_to_matrix(r["global_orient"]).T
+        acc = v if acc is None else acc + v
     return (acc / len(src)).astype(np.float32)
 
 
-def draw_hypotheses(out_png: str, image: np.ndarray, gt_2d: np.ndarray, hyps_2d: np.ndarray,
-                    det_2d: np.ndarray) -> None:
-    """Save the crop with the hypotheses (faint red), the deterministic prediction (blue) and
-    the ground-truth keypoints (green); points in [-1, 1] crop coordinates."""
-    from hmr_jax.training.pictures import overlay, save_png
+def sample_pictures(mega_dir: str, test_dir: str, faces: np.ndarray, out_dir: str, num_images: int,
+                    num_samples: int, show_samples: int = 3, seed: int = 0) -> list[str]:
+    """Rendered meshes over held-out images, one PNG row per image; returns their paths.
 
-    layers = [(h, (255, 40, 40, 90), 2) for h in hyps_2d]
-    layers += [(det_2d, (40, 80, 255, 255), 3), (gt_2d, (40, 220, 40, 200), 4)]
-    save_png(out_png, overlay(image, layers))
-
-
-def sample_pictures(mega_dir: str, test_dir: str, out_dir: str, num_images: int, num_samples: int) -> list[str]:
-    """Hypotheses over held-out images: one PNG per image; returns their paths."""
+    Each row: the input crop; the ground-truth mesh (green) placed with the deterministic
+    prediction's camera; the deterministic prediction; ``show_samples`` of the ``num_samples``
+    stochastic hypotheses; side views of the ground truth and of the prediction.
+    """
     import jax
     import jax.numpy as jnp
+    import ml_collections
+    from PIL import Image
 
     from hmr_jax.data import image_pipeline
     from hmr_jax.models import decoding
-    from hmr_jax.training.losses import orthographic_projection
+    from hmr_jax.render import contact_sheet
+    from hmr_jax.training.pictures import mesh_overlay, mesh_side_view, save_png, to_uint8
     from hmr_jax.training.stages import common, get_stage
-    import ml_collections
 
     state, cfg = common.restore_workdir(mega_dir)
     stage = get_stage(ml_collections.ConfigDict(cfg))
@@ -151,37 +203,75 @@ def sample_pictures(mega_dir: str, test_dir: str, out_dir: str, num_images: int,
     batch = next(iter(image_pipeline(test_dir, batch_size=num_images, backbone=stage.config.backbone.kind,
                                      train=False, crop_size=stage.config.data.crop_size or None)))
     images = jnp.asarray(batch["image"])
-    gen = decoding.mega_generate(stage.model, variables, images=images, key=jax.random.key(0),
+    gen = decoding.mega_generate(stage.model, variables, images=images, key=jax.random.key(seed),
                                  num_samples=num_samples, steps=5, gen_temp=1.0)
     det = decoding.mega_deterministic(stage.model, variables, images=images)
-    hyps = decoding.meshes_from_tokens(decode, gen["tokens"], gen["rot6d"])["vertices"]  # (B, N, V, 3)
-    det_v = decoding.meshes_from_tokens(decode, det["tokens"], det["rot6d"])["vertices"]
-    cam = det["cam"]
+    hyps = np.asarray(decoding.meshes_from_tokens(decode, gen["tokens"], gen["rot6d"])["vertices"])
+    det_v = np.asarray(decoding.meshes_from_tokens(decode, det["tokens"], det["rot6d"])["vertices"])
+    cams = np.asarray(det["cam"])
+    gt = np.asarray(batch["vertices"])
     paths = []
     os.makedirs(out_dir, exist_ok=True)
+    green, orange = (0.45, 0.85, 0.45), (0.95, 0.65, 0.35)
     for b in range(images.shape[0]):
-        h2d = np.stack([np.asarray(orthographic_projection(hyps[b, n][None], cam[b][None])[0])
-                        for n in range(num_samples)])
-        d2d = np.asarray(orthographic_projection(det_v[b][None], cam[b][None])[0])
+        image = np.asarray(batch["image"][b])
+        zoom = 2
+        h, w = image.shape[:2]
+        # the ground truth is centred; put it where the prediction is (same centre, same camera)
+        gt_placed = gt[b] - gt[b].mean(0) + det_v[b].mean(0)
+        tiles = [np.asarray(Image.fromarray(to_uint8(image)).resize((zoom * w, zoom * h))),
+                 mesh_overlay(image, gt_placed, faces, cams[b], zoom=zoom, color=green),
+                 mesh_overlay(image, det_v[b], faces, cams[b], zoom=zoom)]
+        tiles += [mesh_overlay(image, hyps[b, n], faces, cams[b], zoom=zoom, color=orange)
+                  for n in range(min(show_samples, num_samples))]
+        tiles += [mesh_side_view(gt[b], faces, zoom * h, color=green), mesh_side_view(det_v[b], faces, zoom * h)]
         path = os.path.join(out_dir, f"hypotheses_{b}.png")
-        draw_hypotheses(path, np.asarray(batch["image"][b]), np.asarray(batch["keypoints_2d"][b, :, :2]),
-                        h2d, d2d)
+        save_png(path, contact_sheet(tiles, columns=len(tiles)))
         paths.append(path)
     return paths
 
 
 def _stop_if_preempted(summary: dict) -> None:
     if summary.get("preempted"):
-        print(f"[demo] stopped by SIGTERM at step {summary['step']} (checkpoint saved); run it again "
-              "to continue")
+        _say(f"stopped by SIGTERM at step {summary['step']} (checkpoint saved); run it again to continue")
         sys.exit(0)
 
 
-def main(argv=None) -> None:
-    """Run the whole demo (see the module docstring); ``--quick`` for a short smoke run."""
+def _finished(workdir: str, total_steps: int) -> bool:
+    """True if ``workdir`` holds a checkpoint of step ``total_steps`` (nothing left to train)."""
+    ckpt = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(ckpt):
+        return False
+    return str(total_steps) in os.listdir(ckpt) and os.path.isfile(os.path.join(workdir, "config.json"))
+
+
+def _train(config, workdir: str) -> float:
+    """``train.py``'s loop on ``config`` in ``workdir`` (resumes from its latest checkpoint; a
+    finished run is skipped)."""
+    from hmr_jax.training.trainer import train
+
+    t = time.time()
+    if _finished(workdir, config.total_steps):
+        _say(f"  already trained ({config.total_steps} steps in {workdir})")
+        return 0.0
+    _stop_if_preempted(train(config, workdir))
+    return time.time() - t
+
+
+def main(argv=None) -> dict:
+    """Run the whole demo (see the module docstring); ``--quick`` for a short smoke run.
+
+    Returns the results (``{predictor: metrics_mm}``) also written to ``out/results.json``.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_out")
-    parser.add_argument("--quick", action="store_true", help="tiny step counts (a smoke test)")
+    parser.add_argument("--quick", action="store_true", help="tiny data and step counts (a smoke test)")
+    parser.add_argument("--num-train", type=int, default=None)
+    parser.add_argument("--num-test", type=int, default=None)
+    parser.add_argument("--tokenizer-steps", type=int, default=None)
+    parser.add_argument("--mega-steps", type=int, default=None)
+    parser.add_argument("--standin", action="store_true",
+                        help="use data_prep.synthetic.StandInBody instead of Anny (tests)")
     args = parser.parse_args(argv)
     from absl import flags
     from absl import logging as absl_logging
@@ -190,87 +280,135 @@ def main(argv=None) -> None:
         flags.FLAGS.mark_as_parsed()
     absl_logging.set_verbosity(absl_logging.WARNING)
     from hmr_jax.training import evaluation
-    from hmr_jax.training.trainer import train
 
     t_start = time.time()
+    times = {}
     out = os.path.abspath(args.out)
-    n_train, n_test = (64, 16) if args.quick else (512, 64)
-    print(f"[demo] 1/5 toy data in {out}/data ({n_train} training, {n_test} test images)")
-    paths = prepare_data(out, n_train, n_test)
+    n_train, n_test = (64, 16) if args.quick else (1536, 96)
+    n_train = args.num_train or n_train
+    n_test = args.num_test or n_test
+    _say(f"1/5 synthetic data in {out}/data ({n_train} training, {n_test} test images)")
+    body = None
+    if args.standin:
+        sys.path.insert(0, ROOT)
+        from data_prep.synthetic import StandInBody
+        body = StandInBody()
+    t = time.time()
+    paths = prepare_data(out, n_train, n_test, body=body)
+    faces = np.load(paths["faces"])
+    times["data"] = time.time() - t
+    _say(f"  joint regressor fit on the test split: {paths['regressor_fit_mm']:.1f} mm mean joint error")
 
-    print("[demo] 2/5 training the tokenizer (Mesh-VQ-VAE)")
+    _say("2/5 training the tokenizer (Mesh-VQ-VAE)")
     tok = _config("train_demo_tokenizer")
     tok.model.autoencoder.connection_folder = paths["conn"]
     tok.data.train = paths["train"]
     if args.quick:
         tok.total_steps, tok.log_every_steps = 20, 10
+    if args.tokenizer_steps:
+        tok.total_steps = args.tokenizer_steps
     tok_dir = os.path.join(out, "tokenizer")
-    _stop_if_preempted(train(tok, tok_dir))
+    times["tokenizer"] = _train(tok, tok_dir)
 
-    print("[demo] 3/5 training MEGA")
+    _say("3/5 training MEGA")
     mega = _config("train_demo_mega")
     mega.tokenizer.path = tok_dir
     mega.body_models = paths["body_models"]
     mega.data.train = paths["train"]
+    mega.data.val = paths["test"]
+    mega.faces = paths["faces"]
+    mega.num_vertices = int(faces.max()) + 1
     if args.quick:
-        mega.total_steps, mega.log_every_steps = 10, 5
+        mega.total_steps, mega.log_every_steps, mega.eval_every_steps = 10, 5, 10
+        mega.eval_batches = 1
+    if args.mega_steps:
+        mega.total_steps = args.mega_steps
     mega_dir = os.path.join(out, "mega")
-    _stop_if_preempted(train(mega, mega_dir))
+    times["mega"] = _train(mega, mega_dir)
 
-    print("[demo] 4/5 evaluation on the held-out split")
+    _say("4/5 evaluation on the held-out split")
+    t = time.time()
     eval_dir = os.path.join(out, "eval")
     results = {}
     n_samples = 4 if args.quick else 10
     baseline = evaluation.mean_mesh_predictor(mean_training_mesh(paths["train"]), "resnet")
     baseline.crop_size = mega.data.crop_size or None
-    for name, predictor in (
-            ("MEGA deterministic", evaluation.load_predictor(mega_dir, "deterministic")),
-            (f"MEGA stochastic (min of {n_samples})",
+    for key, name, predictor in (
+            ("deterministic", "MEGA deterministic", evaluation.load_predictor(mega_dir, "deterministic")),
+            ("stochastic", f"MEGA stochastic (min of {n_samples})",
              evaluation.load_predictor(mega_dir, "stochastic", num_samples=n_samples)),
-            ("mean training mesh (baseline)", baseline)):
-        sub = os.path.join(eval_dir, name.split(" ")[0].lower() + "_" + name.split(" ")[1].strip("(").lower())
-        summary = evaluation.evaluate(predictor, paths["test"], sub, paths["body_models"],
-                                      batch_size=16, progress=False)
-        print(evaluation.format_table(summary))
+            ("mean_mesh", "mean training mesh (baseline)", baseline)):
+        summary = evaluation.evaluate(predictor, paths["test"], os.path.join(eval_dir, key),
+                                      paths["body_models"], batch_size=16, progress=False)
+        print(evaluation.format_table(summary), flush=True)
         results[name] = summary["metrics_mm"]
+    times["evaluation"] = time.time() - t
 
-    print("[demo] 5/5 hypotheses over held-out images and the report")
-    pictures = sample_pictures(mega_dir, paths["test"], os.path.join(out, "pictures"), 4, n_samples)
-    write_report(out, results, pictures, time.time() - t_start, tok, mega)
-    print(f"[demo] done in {time.time() - t_start:.0f} s: {out}/report.md")
+    _say("5/5 rendered hypotheses over held-out images and the report")
+    t = time.time()
+    pictures = sample_pictures(mega_dir, paths["test"], faces, os.path.join(out, "pictures"), 4, n_samples)
+    times["pictures"] = time.time() - t
+    times["total"] = time.time() - t_start
+    write_report(out, results, pictures, times, tok, mega, paths, n_train, n_test)
+    for k, v in times.items():
+        _say(f"  {k:<10} {v:7.1f} s")
+    _say(f"done in {times['total']:.0f} s: {out}/report.md")
+    return results
 
 
-def write_report(out, results, pictures, seconds, tok, mega) -> None:
-    """``out/report.md``: what was run, the table, the pictures."""
+def write_report(out, results, pictures, times, tok, mega, paths, n_train, n_test) -> None:
+    """``out/report.md``: what was run, the table, the times, the pictures; ``out/results.json``."""
     from hmr_jax.training.metric_writers import read_metrics
 
     tok_last = read_metrics(os.path.join(out, "tokenizer"))[-1]
-    mega_last = read_metrics(os.path.join(out, "mega"))[-1]
+    mega_rows = read_metrics(os.path.join(out, "mega"))
+    mega_last = [r for r in mega_rows if "loss" in r][-1]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    val_pics = sorted(os.listdir(os.path.join(out, "mega", "pictures"))) if os.path.isdir(
+        os.path.join(out, "mega", "pictures")) else []
     lines = [
         "# hmr_jax demo report", "",
-        f"Run in {seconds:.0f} s on this machine. Toy people: 24-point skeletons (a template, 3 "
-        "deformation modes, a random rotation) drawn as dots; the numbers are for this toy problem "
-        "only, not the papers' benchmarks.", "",
+        f"Run in {times['total']:.0f} s on this machine ({os.cpu_count()} CPUs, 1-min load average "
+        f"{load:.2f} at the end; a resumed run counts only what it still had to do).", "",
+        "## Data", "",
+        f"Synthetic people from `data_prep.synthetic` (Anny body model, random shape, pose, "
+        f"clothes colours, orientation, camera and background; {IMAGE_SIZE} x {IMAGE_SIZE} px): "
+        f"{n_train} training and {n_test} held-out images (other seed), Anny's `{TOPOLOGY}` mesh "
+        f"(615 vertices). Ground-truth joints: the 17 COCO keypoints of Anny's regressor; the "
+        f"metrics regress them from meshes with a linear regressor fitted to the training "
+        f"meshes (its own error on the held-out meshes: {paths['regressor_fit_mm']:.1f} mm).", "",
         "## What was trained", "",
         f"* Tokenizer (Mesh-VQ-VAE, `configs/train_demo_tokenizer.py`): {tok.total_steps} steps, "
-        f"batch {tok.batch_size}; last training v2v {tok_last.get('v2v_mm', float('nan')):.1f} mm, "
-        f"codebook perplexity {tok_last.get('perplexity', float('nan')):.1f}.",
-        f"* MEGA (CVQMAE on a reduced ResNet, `configs/train_demo_mega.py`): {mega.total_steps} steps, "
-        f"batch {mega.batch_size}; last loss {mega_last.get('loss', float('nan')):.3f} "
+        f"batch {tok.batch_size}, {tok.model.quantizer.num_embeddings} codes; last training v2v "
+        f"{tok_last.get('v2v_mm', float('nan')):.1f} mm, codebook perplexity "
+        f"{tok_last.get('perplexity', float('nan')):.1f}.",
+        f"* MEGA (CVQMAE on a reduced ResNet, `configs/train_demo_mega.py`, {mega.data.crop_size} px "
+        f"crops): {mega.total_steps} steps, batch {mega.batch_size}; last loss {mega_last.get('loss', float('nan')):.3f} "
         f"(cross-entropy {mega_last.get('cross_entropy', float('nan')):.3f}, rotation "
         f"{mega_last.get('rotation', float('nan')):.3f}, reprojection {mega_last.get('reprojection', float('nan')):.3f}).",
-        "", "## Held-out errors (mm, protocol `original`)", "",
+        "", "## Held-out errors (mm, protocol `original`: meshes centred on their mean vertex; "
+        "MPJPE over the 17 regressed COCO joints)", "",
         "| predictor | PVE | MPJPE | PA-MPJPE |", "| --- | --- | --- | --- |"]
     for name, m in results.items():
         lines.append(f"| {name} | {m['pve']:.1f} | {m['mpjpe']:.1f} | {m['pa_mpjpe']:.1f} |")
+    lines += ["", "Stochastic: for each image and each metric, the best of the hypotheses (MEGA's "
+              "min-of-N); deterministic: all tokens predicted at once, one step.", "",
+              "## Wall time per phase (s)", "", "| phase | seconds |", "| --- | --- |"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in times.items()]
     lines += ["", "## Hypotheses on held-out images", "",
-              "Green circles: ground-truth keypoints; blue squares: deterministic prediction; "
-              "red dots: the stochastic hypotheses (projected with the predicted camera).", ""]
+              "Each row: the input crop; the ground-truth mesh (green, placed with the predicted "
+              "camera); the deterministic prediction (blue); three stochastic hypotheses (orange); "
+              "side views of the ground truth and of the deterministic prediction.", ""]
     lines += [f"![hypotheses]({os.path.relpath(p, out)})" for p in pictures]
-    with open(os.path.join(out, "report.md"), "w") as f:
+    if val_pics:
+        lines += ["", "## Last validation picture during training", "",
+                  f"![validation](mega/pictures/{val_pics[-1]})"]
+    with open(os.path.join(out, "report.md.tmp"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    os.replace(os.path.join(out, "report.md.tmp"), os.path.join(out, "report.md"))
+    with open(os.path.join(out, "results.json.tmp"), "w") as f:
+        json.dump({"metrics_mm": results, "seconds": times, "load_average_1min": load}, f, indent=2)
+    os.replace(os.path.join(out, "results.json.tmp"), os.path.join(out, "results.json"))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import types
 
 import jax.numpy as jnp
 import ml_collections
@@ -152,6 +151,32 @@ def test_fit_joint_regressor_recovers_linear_joints():
         fit_joint_regressor(verts[0], joints)
 
 
+def test_coco_regressor_rows_meet_the_losses_order():
+    """The losses regress with the saved matrix and reorder by H36M_TO_J17: that must give
+    the COCO order of the synthetic keypoints, so the 2D term compares the same joints."""
+    from hmr_jax.body.regressors import H36M_TO_J17
+    from hmr_jax.demo import coco_as_h36m_rows
+    from hmr_jax.training import losses
+
+    rng = np.random.default_rng(1)
+    coco = rng.uniform(size=(17, 30))
+    coco /= coco.sum(1, keepdims=True)
+    saved = coco_as_h36m_rows(coco)
+    assert not np.allclose(saved, coco)
+    np.testing.assert_allclose(saved[list(H36M_TO_J17)], coco)
+    verts = rng.normal(size=(2, 30, 3)).astype(np.float32)
+    cam = np.array([[0.9, 0.1, -0.2], [1.1, 0.0, 0.05]], np.float32)
+    kp = np.einsum("jv,bvc->bjc", coco, verts)[..., :2]
+    kp = cam[:, None, :1] * (kp + cam[:, None, 1:])
+    gt = np.concatenate([kp, np.ones((2, 17, 1))], -1).astype(np.float32)
+    loss = losses.reprojection_loss_conf(jnp.asarray(gt), jnp.asarray(verts), jnp.asarray(cam),
+                                         jnp.asarray(saved, jnp.float32))
+    assert float(loss) < 1e-5
+    wrong = losses.reprojection_loss_conf(jnp.asarray(gt), jnp.asarray(verts), jnp.asarray(cam),
+                                          jnp.asarray(coco, jnp.float32))
+    assert float(wrong) > 1e-2
+
+
 @pytest.mark.slow
 def test_demo_end_to_end_quick(tmp_path):
     """The whole demo on a handful of Anny examples with a few steps; then a resumed run."""
@@ -171,10 +196,10 @@ def test_demo_end_to_end_quick(tmp_path):
     assert any((out / "mega" / "pictures").glob("val_*.png"))
     reg = np.load(out / "data" / "body_models" / "J_regressor_h36m.npy")
     assert reg.shape == (17, 615)
+    np.testing.assert_allclose(reg.sum(1), 1.0, atol=1e-4)
     saved = json.loads((out / "results.json").read_text())
     assert saved["metrics_mm"] == results
     mtime = os.path.getmtime(out / "data" / "train" / "manifest.json")
     demo.main(args)  # resumes: data kept, trainings already finished
     assert os.path.getmtime(out / "data" / "train" / "manifest.json") == mtime
     assert json.loads((out / "results.json").read_text())["metrics_mm"] == results
-    assert types is not None
