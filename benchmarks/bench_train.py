@@ -12,10 +12,9 @@ its weights); it needs the dfaust2 connection files (``--connections``, default
 ``body_models/ConnectionMatrices`` or ``$HMR_JAX_REFERENCE_DIR/ConnectionMatrices``).
 
 Sizes: ``--released`` uses the released configs untouched (``configs/train_*.py``: model sizes
-and batch sizes). The default (``cpu``) profile keeps what a 2-core CPU can step through in
-seconds: the released Mesh-VQ-VAE (also every other stage's frozen tokenizer) and the released
-VQ-HPS regressor head, but a
-reduced MEGA transformer (emb 256, 4 encoder / 2 decoder layers), HRNet width 16 instead of 48,
+and batch sizes). The default (``cpu``) profile keeps each stage's compile and steps within a
+few minutes on a 2-core CPU: the released Mesh-VQ-VAE (also every other stage's frozen
+tokenizer) and the released VQ-HPS regressor head, but a reduced MEGA transformer (emb 256, 4 encoder / 2 decoder layers), HRNet width 16 instead of 48,
 a 4-block ViT of width 256 instead of ViT-H, batches of 4 (Mesh-VQ-VAE), 8 (MEGA pre-training)
 and 2 (image stages); ResNet-50 stays full size.
 Every change is written into the JSON (``{stage}_batch``, ``{stage}_reduced``, ``scaled_down``).
