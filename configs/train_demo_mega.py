@@ -23,14 +23,14 @@ def get_config():
     c.require_smpl24 = False     # the demo's meshes have a 17-joint (COCO) regressor only
     c.faces = ""                 # (F, 3) .npy of the mesh: validation pictures render meshes
     c.batch_size = 16
-    c.total_steps = 800
+    c.total_steps = 1200
     c.log_every_steps = 50
-    c.eval_every_steps = 200
+    c.eval_every_steps = 300
     c.eval_batches = 2
-    c.checkpoint.every_steps = 200
+    c.checkpoint.every_steps = 300
     # peak lr 2e-3 (base 0.032 x 16 / 256); 1 epoch of warm-up, cosine over the run (1536 images:
-    # 96 steps an epoch, 800 steps ~ 8.3 epochs)
-    c.optim.update(base_lr=0.032, warmup_epochs=1.0, total_epochs=8.4)
+    # 96 steps an epoch, 1200 steps = 12.5 epochs)
+    c.optim.update(base_lr=0.032, warmup_epochs=1.0, total_epochs=12.5)
     c.tokenizer.path = ""
     c.init = dict(mega="", backbone="")
     return c

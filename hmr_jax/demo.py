@@ -391,8 +391,9 @@ def write_report(out, results, pictures, times, tok, mega, paths, n_train, n_tes
         "| predictor | PVE | MPJPE | PA-MPJPE |", "| --- | --- | --- | --- |"]
     for name, m in results.items():
         lines.append(f"| {name} | {m['pve']:.1f} | {m['mpjpe']:.1f} | {m['pa_mpjpe']:.1f} |")
-    lines += ["", "Stochastic: for each image and each metric, the best of the hypotheses (MEGA's "
-              "min-of-N); deterministic: all tokens predicted at once, one step.", "",
+    lines += ["", "Deterministic: all tokens predicted at once, one step. Stochastic: for each image "
+              "and each metric, the best of the hypotheses (MEGA's min-of-N). Baseline: the mean of "
+              "the training meshes posed with their global orientation, the same mesh for every image.", "",
               "## Wall time per phase (s)", "", "| phase | seconds |", "| --- | --- |"]
     lines += [f"| {k} | {v:.0f} |" for k, v in times.items()]
     lines += ["", "## Hypotheses on held-out images", "",

@@ -184,7 +184,7 @@ def test_demo_end_to_end_quick(tmp_path):
     from hmr_jax import demo
 
     out = tmp_path / "demo"
-    args = ["--out", str(out), "--quick", "--num-train", "32", "--num-test", "8", "--tokenizer-steps", "10",
+    args = ["--out", str(out), "--quick", "--num-train", "32", "--num-test", "16", "--tokenizer-steps", "10",
             "--mega-steps", "4"]
     results = demo.main(args)
     assert set(results) == {"MEGA deterministic", "MEGA stochastic (min of 4)", "mean training mesh (baseline)"}
