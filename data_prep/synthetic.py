@@ -99,9 +99,10 @@ def sample_bone_angles(rng: np.random.Generator, bone_labels: Sequence[str]) -> 
     return out
 
 
-def sample_global_orient(rng: np.random.Generator) -> np.ndarray:
-    """(3, 3) canonical -> camera rotation: upright, any heading, tilt and roll up to ~12 degrees."""
-    yaw = rng.uniform(-180.0, 180.0)
+def sample_global_orient(rng: np.random.Generator, max_heading_deg: float = 180.0) -> np.ndarray:
+    """(3, 3) canonical -> camera rotation: upright, tilt and roll up to ~12 degrees, heading
+    uniform within ``max_heading_deg`` degrees of facing the camera (180: any heading)."""
+    yaw = rng.uniform(-max_heading_deg, max_heading_deg)
     tilt = rng.normal(0.0, 5.0, size=2).clip(-12.0, 12.0)
     body = _rotation_xyz(np.array([tilt[0], yaw, tilt[1]]))  # in the canonical frame (y up)
     return CANONICAL_TO_CAMERA_FACING @ body
@@ -320,7 +321,7 @@ def _vertex_colors(rng: np.random.Generator, regions: np.ndarray) -> np.ndarray:
 
 
 def make_example(rng: np.random.Generator, vertices: np.ndarray, keypoints: np.ndarray, body, size: int,
-                 index: int) -> tuple[dict, np.ndarray]:
+                 index: int, max_heading_deg: float = 180.0) -> tuple[dict, np.ndarray]:
     """Renders one body and returns ``(image record, rendered uint8 image)``.
 
     Args:
@@ -328,11 +329,12 @@ def make_example(rng: np.random.Generator, vertices: np.ndarray, keypoints: np.n
       vertices: (V, 3) canonical vertices (m); keypoints: (17, 3) canonical COCO keypoints (m).
       body: the body (faces, vertex regions, mirror permutation).
       size: image side in pixels.
+      max_heading_deg: largest heading away from facing the camera, degrees (180: any).
     """
     mean = vertices.mean(axis=0)
     local = vertices - mean
     kp_local = keypoints - mean
-    rot = sample_global_orient(rng)
+    rot = sample_global_orient(rng, max_heading_deg)
     posed = local @ rot.T
     focal = float(size * rng.uniform(0.9, 2.2))
     principal = size / 2.0 + rng.uniform(-0.04, 0.04, 2) * size
@@ -406,7 +408,7 @@ def write_topology(out_dir: pathlib.Path, body, levels: Sequence[str] | None = N
 def generate(out: str | os.PathLike, num: int, seed: int = 0, size: int = 320, body=None,
              batch_size: int = 16, records_per_shard: int = 500, overwrite: bool = False,
              contact_sheet_path: str | os.PathLike | None = None, levels: Sequence[str] | None = None,
-             progress: bool = True, topology: str = "anny") -> pathlib.Path:
+             progress: bool = True, topology: str = "anny", max_heading_deg: float = 180.0) -> pathlib.Path:
     """Generates ``num`` synthetic examples into the dataset folder ``out``.
 
     Args:
@@ -423,6 +425,7 @@ def generate(out: str | os.PathLike, num: int, seed: int = 0, size: int = 320, b
       levels: levels of the connection hierarchy (``hmr_jax.mesh.build`` syntax).
       progress: show a tqdm progress bar.
       topology: Anny mesh to store (:data:`TOPOLOGIES`), when ``body`` is not given.
+      max_heading_deg: people face the camera within this many degrees (180: any heading).
 
     Returns:
       the manifest path.
@@ -431,13 +434,16 @@ def generate(out: str | os.PathLike, num: int, seed: int = 0, size: int = 320, b
 
     if num < 1:
         raise ValueError("--num must be at least 1")
+    if not 0.0 <= max_heading_deg <= 180.0:
+        raise ValueError(f"--max-heading must be in [0, 180] degrees, got {max_heading_deg}")
     out = pathlib.Path(out)
     body = AnnyBody(topology) if body is None else body
     writer = ShardWriter(out, "image", records_per_shard=records_per_shard, overwrite=overwrite)
     topology = write_topology(out / "topology", body, levels)
     writer.metadata.update({"source": "data_prep.synthetic", "body_model": body.name, "seed": seed,
                             "image_size": size, "num_vertices": body.num_vertices, "topology": topology,
-                            "keypoints": "COCO 17 (Anny keypoint regressor)"})
+                            "keypoints": "COCO 17 (Anny keypoint regressor)",
+                            "max_heading_deg": max_heading_deg})
     sheet = []
     with writer, tqdm(total=num, desc="synthetic", unit="img", disable=not progress) as bar:
         for start in range(0, num, batch_size):
@@ -445,7 +451,7 @@ def generate(out: str | os.PathLike, num: int, seed: int = 0, size: int = 320, b
             rngs = [np.random.default_rng([seed, i]) for i in idx]
             vertices, keypoints = body.sample(rngs)
             for j, i in enumerate(idx):
-                record, image = make_example(rngs[j], vertices[j], keypoints[j], body, size, i)
+                record, image = make_example(rngs[j], vertices[j], keypoints[j], body, size, i, max_heading_deg)
                 writer.write(record)
                 if contact_sheet_path is not None and len(sheet) < 16:
                     kp = record["keypoints_2d"]
@@ -463,6 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--num", type=int, required=True, help="number of examples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=320, help="rendered image side in pixels")
+    p.add_argument("--max-heading", type=float, default=180.0,
+                   help="people face the camera within this many degrees (default 180: any heading)")
     p.add_argument("--batch-size", type=int, default=16, help="bodies posed per body-model call")
     p.add_argument("--records-per-shard", type=int, default=500)
     p.add_argument("--topology", default="anny", choices=sorted(TOPOLOGIES),
@@ -478,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifest = generate(a.out, a.num, seed=a.seed, size=a.image_size, body=body, batch_size=a.batch_size,
                         records_per_shard=a.records_per_shard, overwrite=a.overwrite,
                         contact_sheet_path=a.contact_sheet, levels=a.levels, progress=not a.quiet,
-                        topology=a.topology)
+                        topology=a.topology, max_heading_deg=a.max_heading)
     print(f"wrote {a.num} examples to {manifest.parent} in {time.time() - t0:.1f} s", file=sys.stderr)
     return 0
 

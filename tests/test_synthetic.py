@@ -111,6 +111,22 @@ def test_sampled_poses_respect_the_joint_limits():
     assert rot[1, 1] < -0.9  # upright in a y-down camera
 
 
+def _heading_deg(rot):
+    """Angle between the person's forward direction (canonical +z) and facing the camera, degrees."""
+    fwd = rot @ np.array([0.0, 0.0, 1.0])
+    return np.degrees(np.arctan2(abs(fwd[0]), -fwd[2]))
+
+
+def test_heading_range():
+    rng = np.random.default_rng(3)
+    narrow = [_heading_deg(synthetic.sample_global_orient(rng, 30.0)) for _ in range(300)]
+    wide = [_heading_deg(synthetic.sample_global_orient(rng)) for _ in range(300)]
+    assert max(narrow) < 30.0 + 15.0 and max(narrow) > 20.0  # tilt / roll add at most ~12 degrees
+    assert max(wide) > 150.0 and np.mean(np.array(wide) > 90.0) > 0.3
+    with pytest.raises(ValueError, match="max-heading"):
+        synthetic.generate("unused", 1, body=object(), max_heading_deg=200.0)
+
+
 def test_cli_with_the_standin_body(tmp_path, capsys):
     out = tmp_path / "cli"
     sheet = tmp_path / "sheet.png"
