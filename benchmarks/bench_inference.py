@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import os
 import sys
@@ -54,10 +53,9 @@ TARGET_FACTOR = {"det": 2.0, "stoch25": 10.0}
 
 
 def _config():
-    spec = importlib.util.spec_from_file_location("mega_hrnet", os.path.join(ROOT, "configs", "mega_hrnet.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config().to_dict()
+    from hmr_jax.training.config import load_config
+
+    return load_config(os.path.join(ROOT, "configs", "mega_hrnet.py")).to_dict()
 
 
 def _random_variables(abstract, seed: int = 0):

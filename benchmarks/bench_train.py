@@ -42,7 +42,6 @@ sys.path.insert(0, ROOT)
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -79,10 +78,9 @@ def _loadavg():
 
 
 def _config(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    from hmr_jax.training.config import load_config
+
+    return load_config(os.path.join(ROOT, "configs", name + ".py"))
 
 
 def _body_models(tmp):

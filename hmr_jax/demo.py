@@ -25,7 +25,6 @@ checkpoints (finished ones are not retrained).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -46,10 +45,9 @@ MAX_HEADING_DEG = 45.0
 
 
 def _config(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    from hmr_jax.training.config import load_config
+
+    return load_config(os.path.join(ROOT, "configs", name + ".py"))
 
 
 def _say(msg: str) -> None:

@@ -93,3 +93,13 @@ def test_training_config_follows_an_edited_released_config(monkeypatch):
     t = train_mega_backbones.mega_image_config("hrnet")
     assert t.mega.encoder_layer == 3 and t.mega.cond_dim == 270 and t.backbone.model.width == 18
     assert t.backbone.cond_dim == 270
+
+
+def test_load_config_reads_a_file_and_names_a_missing_one(tmp_path):
+    from hmr_jax.training.config import load_config
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    config = load_config(root / "configs" / "train_toy.py")
+    assert config.stage and config.total_steps > 0
+    with pytest.raises(FileNotFoundError, match="nope.py"):
+        load_config(tmp_path / "nope.py")

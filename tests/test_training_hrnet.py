@@ -6,7 +6,6 @@ summed loss is what the terms say."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
 
 import jax
@@ -24,10 +23,9 @@ pytestmark = pytest.mark.slow  # the HRNet train step compiles in ~1-2 min on a 
 
 
 def _config(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    from hmr_jax.training.config import load_config
+
+    return load_config(os.path.join(ROOT, "configs", name + ".py"))
 
 
 def _grid_faces(h, w):

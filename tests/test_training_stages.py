@@ -5,7 +5,6 @@ checks that its losses are finite, that training lowers them and that state is u
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
 
 import jax
@@ -20,10 +19,9 @@ NV = 24  # the toy datasets' "mesh" is a 24-point skeleton
 
 
 def _config(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    from hmr_jax.training.config import load_config
+
+    return load_config(os.path.join(ROOT, "configs", name + ".py"))
 
 
 def _grid_faces(h, w):

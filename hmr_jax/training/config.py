@@ -4,7 +4,25 @@ Override any of them on the command line: ``--config.batch_size=64 --config.opti
 """
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
+
+
+def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
+    """The ``get_config()`` of a config file (``configs/NAME.py``), as ``train.py --config`` reads it.
+
+    Raises FileNotFoundError naming the file when it does not exist.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} does not exist (configs/NAME.py of the repository)")
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 def base_config() -> ml_collections.ConfigDict:
