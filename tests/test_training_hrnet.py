@@ -14,36 +14,13 @@ import pytest
 
 from hmr_jax.training.metric_writers import read_metrics
 from hmr_jax.training.trainer import train
+from stage_helpers import config, grid_faces, quick
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NV = 24  # the toy datasets' "mesh" is a 24-point skeleton
 STEPS = 3
 
 pytestmark = pytest.mark.slow  # the HRNet train step compiles in ~1-2 min on a 2-core CPU
-
-
-def _config(name):
-    from hmr_jax.training.config import load_config
-
-    return load_config(os.path.join(ROOT, "configs", name + ".py"))
-
-
-def _grid_faces(h, w):
-    faces = []
-    for i in range(h - 1):
-        for j in range(w - 1):
-            a, b, c, d = i * w + j, i * w + j + 1, (i + 1) * w + j, (i + 1) * w + j + 1
-            faces += [(a, b, c), (b, d, c)]
-    return np.array(faces)
-
-
-def _quiet(c, steps):
-    c.total_steps = steps
-    c.log_every_steps = 1
-    c.progress_bar = False
-    c.tensorboard = False
-    c.checkpoint.every_steps = steps
-    return c
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +32,7 @@ def runs(tmp_path_factory):
     from hmr_jax.models.mesh_vqvae import RELEASED_54
 
     root = tmp_path_factory.mktemp("hrnet_stage")
-    write_hierarchy(build_hierarchy(_grid_faces(4, 6), NV, ["1", "2", "1"]), root / "conn")
+    write_hierarchy(build_hierarchy(grid_faces(4, 6), NV, ["1", "2", "1"]), root / "conn")
     write_toy_mesh_dataset(root / "meshes", 32, seed=0, num_vertices=NV)
     write_toy_image_dataset(root / "images", 8, seed=2)
     rng = np.random.default_rng(0)
@@ -64,7 +41,7 @@ def runs(tmp_path_factory):
         reg = rng.random((rows, NV)).astype(np.float32)
         np.save(root / "body_models" / name, reg / reg.sum(1, keepdims=True))
 
-    tok = _quiet(_config("train_mesh_vqvae"), 4)
+    tok = quick(config("train_mesh_vqvae"), 4)
     m = copy.deepcopy(RELEASED_54)
     m["autoencoder"] = dict(connection_folder=str(root / "conn"), initial_connection="pool0",
                             layers=["pool0", "pool1", "pool2", "unpool2", "unpool1", "unpool0"],
@@ -76,7 +53,7 @@ def runs(tmp_path_factory):
     tok.data.train = str(root / "meshes")
     train(tok, str(root / "tokenizer"))
 
-    c = _quiet(_config("train_mega_hrnet"), STEPS)
+    c = quick(config("train_mega_hrnet"), STEPS)
     c.mega.update(seq_length=8, emb_dim=32, encoder_layer=1, decoder_layer=1, num_embeddings=16,
                   dim_tokens=16, cond_dim=15 * 2)
     c.backbone.model.width = 2

@@ -13,24 +13,10 @@ import pytest
 
 from hmr_jax.training.metric_writers import read_metrics
 from hmr_jax.training.trainer import train
+from stage_helpers import config, grid_faces, quick
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NV = 24  # the toy datasets' "mesh" is a 24-point skeleton
-
-
-def _config(name):
-    from hmr_jax.training.config import load_config
-
-    return load_config(os.path.join(ROOT, "configs", name + ".py"))
-
-
-def _grid_faces(h, w):
-    faces = []
-    for i in range(h - 1):
-        for j in range(w - 1):
-            a, b, c, d = i * w + j, i * w + j + 1, (i + 1) * w + j, (i + 1) * w + j + 1
-            faces += [(a, b, c), (b, d, c)]
-    return np.array(faces)
 
 
 def _write_structured_meshes(path, num, seed):
@@ -58,7 +44,7 @@ def tiny(tmp_path_factory):
     from hmr_jax.mesh.build import build_hierarchy, write_hierarchy
 
     root = tmp_path_factory.mktemp("tiny")
-    write_hierarchy(build_hierarchy(_grid_faces(4, 6), NV, ["1", "2", "1"]), root / "conn")
+    write_hierarchy(build_hierarchy(grid_faces(4, 6), NV, ["1", "2", "1"]), root / "conn")
     _write_structured_meshes(root / "meshes", 64, seed=0)
     _write_structured_meshes(root / "meshes_val", 16, seed=1)
     write_toy_image_dataset(root / "images", 16, seed=2)
@@ -68,15 +54,6 @@ def tiny(tmp_path_factory):
         reg = rng.random((rows, NV)).astype(np.float32)
         np.save(root / "body_models" / name, reg / reg.sum(1, keepdims=True))
     return root
-
-
-def _common(c, workdir_steps):
-    c.total_steps = workdir_steps
-    c.log_every_steps = 1
-    c.progress_bar = False
-    c.tensorboard = False
-    c.checkpoint.every_steps = workdir_steps
-    return c
 
 
 def _tokenizer_config(c, tiny):
@@ -94,7 +71,7 @@ def _tokenizer_config(c, tiny):
 
 @pytest.fixture(scope="module")
 def tokenizer_run(tiny):
-    c = _common(_config("train_mesh_vqvae"), 40)
+    c = quick(config("train_mesh_vqvae"), 40)
     c = _tokenizer_config(c, tiny)
     c.batch_size = 8
     c.optim.base_lr = 3e-3
@@ -123,7 +100,7 @@ def test_mesh_vqvae_stage_trains(tokenizer_run):
 
 @pytest.fixture(scope="module")
 def pretrain_run(tiny, tokenizer_run):
-    c = _common(_config("train_mega_pretrain"), 30)
+    c = quick(config("train_mega_pretrain"), 30)
     c.mega.update(seq_length=8, emb_dim=32, encoder_layer=1, decoder_layer=1, num_embeddings=16,
                   dim_tokens=16)
     c.tokenizer.path = tokenizer_run[0]
@@ -151,7 +128,7 @@ def test_mega_pretrain_stage_trains(pretrain_run):
 
 @pytest.mark.slow
 def test_mega_stage_trains_with_small_resnet(tiny, tokenizer_run, pretrain_run):
-    c = _common(_config("train_mega_resnet"), 6)
+    c = quick(config("train_mega_resnet"), 6)
     c.mega.update(seq_length=8, emb_dim=32, encoder_layer=1, decoder_layer=1, num_embeddings=16,
                   dim_tokens=16)
     c.backbone.model.layers = (1, 1, 1, 1)
@@ -181,7 +158,7 @@ def test_mega_stage_trains_with_small_resnet(tiny, tokenizer_run, pretrain_run):
 @pytest.mark.slow
 def test_vqhps_stage_trains_with_small_resnet(tiny, tokenizer_run):
     np.save(tiny / "tpose.npy", np.zeros((NV, 3), np.float32) + np.linspace(0, 1, NV)[:, None])
-    c = _common(_config("train_vqhps_resnet"), 4)
+    c = quick(config("train_vqhps_resnet"), 4)
     c.vqhps.update(model_dim=32, num_heads=4, feedforward_dim=32, dict_size=16, num_tokens=8)
     c.backbone.model.layers = (1, 1, 1, 1)
     c.tokenizer.path = tokenizer_run[0]
@@ -204,7 +181,7 @@ def test_codebook_init_from_data_uses_encoder_latents(tiny):
 
     from hmr_jax.training.stages import get_stage
 
-    c = _tokenizer_config(_config("train_mesh_vqvae"), tiny)
+    c = _tokenizer_config(config("train_mesh_vqvae"), tiny)
     c.codebook_init = "data"
     stage = get_stage(c)
     vertices = jnp.asarray(np.random.default_rng(0).normal(scale=0.3, size=(4, NV, 3)), jnp.float32)
