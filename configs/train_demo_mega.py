@@ -1,4 +1,5 @@
-"""The embedded demo's MEGA: a small CVQMAE on a reduced ResNet (one bottleneck per stage),
+"""The embedded demo's MEGA: a small CVQMAE on a narrow reduced ResNet (one bottleneck per stage,
+a quarter of the channels),
 trained on the synthetic Anny set with the demo tokenizer (``configs/train_demo_tokenizer.py``:
 30 tokens, 64 codes) on 96 x 96 crops (3 x 3 condition tokens).
 
@@ -18,19 +19,27 @@ def get_config():
     c.mega.update(seq_length=30, emb_dim=128, encoder_layer=2, encoder_head=4, decoder_layer=2,
                   decoder_head=4, num_embeddings=64, dim_tokens=64, cond_length=9)
     c.backbone.model.layers = (1, 1, 1, 1)
+    c.backbone.model.width = 16  # a quarter of ResNet-50's channels: 512 output features
+    c.mega.cond_dim = 32 * c.backbone.model.width
     c.data.crop_size = 96        # 96 x 96 crops -> 3 x 3 condition tokens (the CPU budget)
+    # From scratch on 1536 images the backbone needs the originals' augmentation (flips, scale,
+    # colour noise) to learn the heading; no in-plane rotation (the test images have none).
+    c.data.augment = True
+    c.data.flip = True
+    c.data.rotation_factor = 0.0
+    c.data.workers = 1           # decode and augment on the second core (the convolutions use one)
     c.num_vertices = 615
     c.require_smpl24 = False     # the demo's meshes have a 17-joint (COCO) regressor only
     c.faces = ""                 # (F, 3) .npy of the mesh: validation pictures render meshes
     c.batch_size = 16
-    c.total_steps = 1200
-    c.log_every_steps = 50
-    c.eval_every_steps = 300
+    c.total_steps = 3000
+    c.log_every_steps = 100
+    c.eval_every_steps = 1000
     c.eval_batches = 2
-    c.checkpoint.every_steps = 300
+    c.checkpoint.every_steps = 1000
     # peak lr 2e-3 (base 0.032 x 16 / 256); 1 epoch of warm-up, cosine over the run (1536 images:
-    # 96 steps an epoch, 1200 steps = 12.5 epochs)
-    c.optim.update(base_lr=0.032, warmup_epochs=1.0, total_epochs=12.5)
+    # 96 steps an epoch, 3000 steps = 31 epochs)
+    c.optim.update(base_lr=0.032, warmup_epochs=1.0, total_epochs=3000 / 96)
     c.tokenizer.path = ""
     c.init = dict(mega="", backbone="")
     return c

@@ -194,6 +194,19 @@ def test_resnet_parity(resnet):
     assert common.max_relative_error(np.asarray(pooled), io["out_features_avgpool"]) <= RTOL
 
 
+def test_resnet_width_scales_every_stage():
+    """``width`` (64 = ResNet-50) sets the stem and stage widths: 32 * width output features."""
+    import jax
+
+    x = np.zeros((1, 64, 64, 3), np.float32)
+    for width in (8, 64):
+        model = build_backbone(dict(backbone="resnet50", layers=[1, 1, 1, 1], width=width))
+        variables = model.init(jax.random.key(0), x)
+        assert model.apply(variables, x).shape == (1, 2, 2, 32 * width)
+        assert variables["params"]["conv1"]["kernel"].shape == (7, 7, 3, width)
+        assert variables["params"]["layer4_0"]["conv3"]["kernel"].shape[-1] == 32 * width
+
+
 def test_resnet_torchvision_layout_gives_the_same_variables(resnet):
     names = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
     raw = {}

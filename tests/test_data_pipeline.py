@@ -92,6 +92,25 @@ def test_augmentation_draws_follow_the_original_ranges():
     assert not any(d.flip for d in (aug.sample_augmentation(rng, flip=False) for _ in range(100)))
 
 
+def test_rotation_factor_zero_augments_without_in_plane_rotation(toy_dirs):
+    """Flips, scale and colour still vary; the orientation is the record's or its mirror."""
+    source = shards.open_dataset(toy_dirs / "a").data_source()
+    stored = np.stack([records.decode_record(source[i])["global_orient"] for i in range(len(source))])
+    kwargs = dict(batch_size=8, augment=True, flip=True, seed=5, shard_index=0, shard_count=1)
+    for factor, rotated in ((0.0, False), (30.0, True)):
+        batches = _take(iter(image_pipeline(str(toy_dirs / "a"), rotation_factor=factor, **kwargs)), 4)
+        n_rot = n_flip = 0
+        for b in batches:
+            for orient, idx, verts in zip(b["global_orient"], b["dataset_index"], b["vertices_canonical"]):
+                assert idx == 0
+                plain = np.min(np.abs(stored - orient).max(-1))
+                mirrored = np.min(np.abs(np.stack([aug.mirror_axis_angle(o) for o in stored]) - orient).max(-1))
+                n_flip += mirrored < 1e-5 and plain > 1e-5
+                n_rot += min(plain, mirrored) > 1e-4
+        assert n_flip > 0
+        assert (n_rot > 0) == rotated, (factor, n_rot)
+
+
 def test_evaluation_pass_is_ordered_complete_and_unaugmented(toy_dirs):
     it = iter(image_pipeline(str(toy_dirs / "a"), batch_size=5, train=False, shard_index=0, shard_count=1))
     batches = list(it)

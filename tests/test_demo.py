@@ -177,6 +177,37 @@ def test_coco_regressor_rows_meet_the_losses_order():
     assert float(wrong) > 1e-2
 
 
+def test_baseline_comparison_states_each_metric_and_the_verdict():
+    from hmr_jax.demo import baseline_comparison
+
+    base = {"pve": 200.0, "mpjpe": 180.0, "pa_mpjpe": 100.0}
+    good = {"MEGA deterministic": {"pve": 150.0, "mpjpe": 135.0, "pa_mpjpe": 90.0},
+            "mean training mesh (baseline)": base}
+    text = baseline_comparison(good)
+    assert "PVE 150.0 vs 200.0 mm (25% lower)" in text and "PA-MPJPE 90.0 vs 100.0 mm (10% lower)" in text
+    assert text.endswith("beats the baseline on every metric.")
+    bad = {**good, "MEGA deterministic": {"pve": 150.0, "mpjpe": 135.0, "pa_mpjpe": 110.0}}
+    assert "PA-MPJPE 110.0 vs 100.0 mm (10% HIGHER)" in baseline_comparison(bad)
+    assert "does NOT beat" in baseline_comparison(bad)
+    assert baseline_comparison({"mean training mesh (baseline)": base}) == ""
+
+
+def test_demo_mega_config_trains_a_narrow_backbone_with_augmentation():
+    """The demo's MEGA learns from scratch only with the narrow backbone and flips (see its config)."""
+    from hmr_jax.models.backbones import build_backbone
+    from hmr_jax.training.config import load_config
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    c = load_config(os.path.join(root, "configs", "train_demo_mega.py"))
+    assert c.data.augment and c.data.flip and c.data.rotation_factor == 0
+    bb = build_backbone(c.backbone.model.to_dict())
+    x = np.zeros((1, c.data.crop_size, c.data.crop_size, 3), np.float32)
+    import jax
+
+    out = jax.eval_shape(lambda: bb.init_with_output(jax.random.key(0), x)[0])
+    assert out.shape == (1, 3, 3, c.mega.cond_dim) and c.mega.cond_length == 9
+
+
 @pytest.mark.slow
 def test_demo_end_to_end_quick(tmp_path):
     """The whole demo on a handful of Anny examples with a few steps; then a resumed run."""

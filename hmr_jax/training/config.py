@@ -70,6 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.read_threads = 0
     c.data.prefetch = 0
     c.data.crop_size = 0         # image stages: square crop side in pixels (0 = the backbone's)
+    c.data.rotation_factor = 30.0  # image stages, with augment: in-plane rotation (degrees, 0 = none)
 
     c.distributed = ml_collections.ConfigDict()
     c.distributed.auto = False   # True: jax.distributed.initialize() discovers the hosts

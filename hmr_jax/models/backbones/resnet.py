@@ -26,11 +26,15 @@ class ResNet(nn.Module):
     Attributes:
       layers: blocks per stage ((3, 4, 6, 3) for ResNet-50).
       global_pool: average over H, W at the end (VQ-HPS ``backbone_rot``).
+      width: channels of the stem and of stage 1's bottleneck (64 for ResNet-50; stage s has
+        ``width * 2**(s-1)`` planes and outputs 4 times that: 2048 channels at 64). Narrower
+        ResNets train from scratch on a CPU (the demo).
       dtype: computation dtype (float32 default, bfloat16); parameters stay float32.
     """
 
     layers: Sequence[int] = (3, 4, 6, 3)
     global_pool: bool = False
+    width: int = 64
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -41,16 +45,16 @@ class ResNet(nn.Module):
           images: (B, H, W, 3) ImageNet-normalised RGB images (224 x 224 in the originals).
           train: BatchNorm uses batch statistics (and updates ``batch_stats`` when mutable).
         Returns:
-          (B, ceil(H/32), ceil(W/32), 2048) features, or (B, 2048) with ``global_pool``, in ``dtype``.
+          (B, ceil(H/32), ceil(W/32), 32 * width) features (2048), or (B, 2048) with ``global_pool``, in ``dtype``.
         """
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"ResNet expects NHWC images (B, H, W, 3), got shape {images.shape}")
         d = self.dtype
-        x = conv(64, 7, 2, padding=3, dtype=d, name="conv1")(images.astype(d))
+        x = conv(self.width, 7, 2, padding=3, dtype=d, name="conv1")(images.astype(d))
         x = nn.relu(BatchNorm(dtype=d, name="bn1")(x, train))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for s, n in enumerate(self.layers):
-            planes = 64 * 2**s
+            planes = self.width * 2**s
             for k in range(n):
                 stride = 2 if (k == 0 and s > 0) else 1
                 x = Bottleneck(planes, stride, downsample=k == 0, dtype=d, name=f"layer{s + 1}_{k}")(x, train)

@@ -51,6 +51,7 @@ def image_train_pipeline(config, local_batch: int, seed: int, backbone: str):
     ds = image_pipeline(_sources(config.data.train), batch_size=local_batch, backbone=backbone,
                         train=True, augment=config.data.get("augment", False),
                         flip=config.data.get("flip", False), seed=seed,
+                        rotation_factor=config.data.get("rotation_factor", 30.0),
                         crop_size=config.data.get("crop_size", 0) or None,
                         num_workers=config.data.get("workers", 0))
     return ds, max(dataset_length(config.data.train) // config.batch_size, 1)
