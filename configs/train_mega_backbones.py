@@ -63,6 +63,8 @@ def mega_image_config(kind: str) -> ml_collections.ConfigDict:
     c.mega.cond_length = c.backbone.cond_length
     c.batch_size = c.backbone.batch_size
     c.optim.total_epochs = 200.0
+    # loss = w_ce * cross-entropy + w_rot * rotation + w_2d * reprojection (all 1 in the original)
+    c.loss_weights = ml_collections.ConfigDict(dict(cross_entropy=1.0, rotation=1.0, reprojection=1.0))
     c.body_models = "body_models"
     c.require_smpl24 = True
     c.init = dict(mega="", backbone="")

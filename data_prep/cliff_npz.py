@@ -95,17 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--npz", required=True, help="annotation file, e.g. datasets/coco/coco.npz")
     p.add_argument("--images", default=None, help="folder imgname is relative to (default: the npz's folder)")
     p.add_argument("--dataset", default=None, help="dataset name stored in records (default: npz stem)")
-    p.add_argument("--body-models", default="body_models")
-    p.add_argument("--out", required=True)
-    p.add_argument("--records-per-shard", type=int, default=1000)
-    p.add_argument("--margin", type=float, default=1.5)
-    p.add_argument("--max-box", type=int, default=448,
-                   help="stored person box side in pixels at most (0: full resolution)")
-    p.add_argument("--overwrite", action="store_true")
+    common.add_output_arguments(p)
     a = p.parse_args(argv)
     manifest = convert(a.npz, a.out, common.BodyMeshes.from_folder(a.body_models), images=a.images,
-                       dataset=a.dataset, records_per_shard=a.records_per_shard, overwrite=a.overwrite,
-                       margin=a.margin, max_box=a.max_box)
+                       dataset=a.dataset, **common.output_options(a))
     print(f"wrote {manifest}", file=sys.stderr)
     return 0
 

@@ -316,3 +316,21 @@ def gender_name(value: Any) -> str:
     if v in ("n", "neutral", ""):
         return "neutral"
     raise ConversionInputError(f"unknown gender {value!r}")
+
+
+def add_output_arguments(parser) -> None:
+    """The command-line options every image-dataset converter shares: ``--body-models``,
+    ``--out``, ``--records-per-shard``, ``--margin``, ``--max-box``, ``--overwrite``."""
+    parser.add_argument("--body-models", default="body_models", help="folder with smplh/{neutral,m,f}/model.npz")
+    parser.add_argument("--out", required=True, help="dataset folder to write")
+    parser.add_argument("--records-per-shard", type=int, default=1000)
+    parser.add_argument("--margin", type=float, default=1.5, help="stored region side / person box side")
+    parser.add_argument("--max-box", type=int, default=448,
+                        help="stored person box side in pixels at most (0: full resolution)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
+
+
+def output_options(args) -> dict:
+    """The converters' keyword arguments from :func:`add_output_arguments`'s options."""
+    return dict(records_per_shard=args.records_per_shard, overwrite=args.overwrite, margin=args.margin,
+                max_box=args.max_box)

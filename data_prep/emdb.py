@@ -96,17 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_prep.emdb", description=__doc__.split("\n")[0])
     p.add_argument("--root", required=True, help="EMDB folder (P*/SEQUENCE/*.pkl and images/)")
     p.add_argument("--subset", default="emdb1", choices=["emdb1", "emdb2"])
-    p.add_argument("--body-models", default="body_models")
-    p.add_argument("--out", required=True)
-    p.add_argument("--records-per-shard", type=int, default=1000)
-    p.add_argument("--margin", type=float, default=1.5)
-    p.add_argument("--max-box", type=int, default=448,
-                   help="stored person box side in pixels at most (0: full resolution)")
-    p.add_argument("--overwrite", action="store_true")
+    common.add_output_arguments(p)
     a = p.parse_args(argv)
     manifest = convert(a.root, a.out, common.BodyMeshes.from_folder(a.body_models), subset=a.subset,
-                       records_per_shard=a.records_per_shard, overwrite=a.overwrite, margin=a.margin,
-                       max_box=a.max_box)
+                       **common.output_options(a))
     print(f"wrote {manifest}", file=sys.stderr)
     return 0
 

@@ -153,17 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_prep.threedpw", description=__doc__.split("\n")[0])
     p.add_argument("--root", required=True, help="3DPW folder (sequenceFiles/, imageFiles/)")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    p.add_argument("--body-models", default="body_models", help="folder with smplh/{neutral,m,f}/model.npz")
-    p.add_argument("--out", required=True)
-    p.add_argument("--records-per-shard", type=int, default=1000)
-    p.add_argument("--margin", type=float, default=1.5, help="stored region side / person box side")
-    p.add_argument("--max-box", type=int, default=448,
-                   help="stored person box side in pixels at most (0: full resolution)")
-    p.add_argument("--overwrite", action="store_true")
+    common.add_output_arguments(p)
     a = p.parse_args(argv)
     manifest = convert(a.root, a.split, a.out, common.BodyMeshes.from_folder(a.body_models),
-                       records_per_shard=a.records_per_shard, overwrite=a.overwrite, margin=a.margin,
-                       max_box=a.max_box)
+                       **common.output_options(a))
     print(f"wrote {manifest}", file=sys.stderr)
     return 0
 

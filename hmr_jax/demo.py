@@ -355,6 +355,7 @@ def main(argv=None) -> dict:
     write_report(out, results, pictures, times, tok, mega, paths, n_train, n_test)
     for k, v in times.items():
         _say(f"  {k:<10} {v:7.1f} s")
+    _say(baseline_comparison(results))
     _say(f"done in {times['total']:.0f} s: {out}/report.md")
     return results
 

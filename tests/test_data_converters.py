@@ -7,6 +7,7 @@ is the SMPL+H stand-in of ``hmr_jax.body.standin`` (6890 vertices, real kinemati
 from __future__ import annotations
 
 import io
+import json
 import pickle
 
 import numpy as np
@@ -276,6 +277,26 @@ def test_cliff_npz(tmp_path, body, alternative_keys):
         _check_region(rec, images[i])
         np.testing.assert_allclose(200 * rec["scale"] * rec["stored_to_original"][0, 0], 200 * arrays["scale"][i],
                                    rtol=1e-5)
+
+
+def test_cliff_npz_command_line(tmp_path):
+    """``python -m data_prep.cliff_npz`` with the shared output options (--max-box, --margin...)."""
+    from hmr_jax.body.standin import write_standin_model
+
+    write_standin_model(tmp_path / "bm" / "smplh" / "neutral" / "model.npz", kind="smplh")
+    folder = tmp_path / "datasets" / "coco"
+    _write_cliff(folder, n=3)
+    out = tmp_path / "out"
+    args = ["--npz", str(folder / "coco.npz"), "--body-models", str(tmp_path / "bm"), "--out", str(out),
+            "--records-per-shard", "2", "--max-box", "64"]
+    assert cliff_npz.main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["num_records"] == 3 and len(manifest["shards"]) == 2
+    recs = _decode(out)
+    assert max(max(np.asarray(Image.open(io.BytesIO(r["image_jpeg"]))).shape[:2]) for r in recs) <= 64 * 1.5 + 2
+    with pytest.raises(shards.DatasetError, match="already holds"):
+        cliff_npz.main(args)
+    assert cliff_npz.main(args + ["--overwrite"]) == 0
 
 
 def test_cliff_npz_errors(tmp_path, body):

@@ -141,6 +141,7 @@ def test_mega_stage_trains_with_small_resnet(tiny, tokenizer_run, pretrain_run):
     c.data.val = str(tiny / "images")
     c.eval_every_steps = 6
     c.eval_batches = 1
+    c.loss_weights.update(rotation=3.0, reprojection=0.5)
     workdir = str(tiny / "run_mega")
     out = train(c, workdir)
     val = [r for r in read_metrics(workdir) if "val/pve_mm" in r]
@@ -150,7 +151,7 @@ def test_mega_stage_trains_with_small_resnet(tiny, tokenizer_run, pretrain_run):
     assert len(records) == 6
     for key in ("cross_entropy", "rotation", "reprojection"):
         assert all(np.isfinite(r[key]) for r in records), key
-    assert all(r["loss"] == pytest.approx(r["cross_entropy"] + r["rotation"] + r["reprojection"],
+    assert all(r["loss"] == pytest.approx(r["cross_entropy"] + 3.0 * r["rotation"] + 0.5 * r["reprojection"],
                                           rel=1e-5) for r in records)
     assert "batch_stats" in out["state"]["model_state"]
 
@@ -171,7 +172,7 @@ def test_vqhps_stage_trains_with_small_resnet(tiny, tokenizer_run):
     train(c, workdir)
     records = read_metrics(workdir)
     assert len(records) == 4
-    assert all(r["loss"] == pytest.approx(r["cross_entropy"] + r["rotation"] + r["reprojection"],
+    assert all(r["loss"] == pytest.approx(r["cross_entropy"] + 3.0 * r["rotation"] + 0.5 * r["reprojection"],
                                           rel=1e-5) for r in records)
     assert records[-1]["lr"] == pytest.approx(1e-4)
 

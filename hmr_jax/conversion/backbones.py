@@ -42,7 +42,7 @@ from hmr_jax.conversion.common import (
     StateDict,
     conv_kernel,
     dense_kernel,
-    max_relative_error,
+    fixture_errors,
 )
 from hmr_jax.conversion.registry import Converter, register
 
@@ -468,15 +468,6 @@ def _run(kind: str, variables, config: Mapping[str, Any], images_nchw: np.ndarra
     return out, state.get("intermediates", {})
 
 
-def _errors(got: Mapping[str, np.ndarray], io: Mapping[str, np.ndarray]) -> dict[str, float]:
-    errors = {}
-    for name in sorted(k for k in io if k.startswith("out_")):
-        if name not in got:
-            raise ConversionError(f"the converted backbone cannot produce fixture array {name}")
-        errors[name] = max_relative_error(got[name], io[name])
-    return errors
-
-
 def hrnet_outputs(variables, config, images_nchw: np.ndarray) -> dict[str, np.ndarray]:
     """Every array the ``hrnet_small`` fixture records, NCHW, from NCHW ``images_nchw``."""
     out, inter = _run("hrnet", variables, config, images_nchw)
@@ -494,7 +485,7 @@ def hrnet_outputs(variables, config, images_nchw: np.ndarray) -> dict[str, np.nd
 
 
 def _verify_hrnet(variables, config, io, fixture, fixture_dir) -> dict[str, float]:
-    return _errors(hrnet_outputs(variables, config, io["in_images"]), io)
+    return fixture_errors(hrnet_outputs(variables, config, io["in_images"]), io)
 
 
 register(
@@ -533,7 +524,7 @@ def vit_outputs(variables, config, images_nchw: np.ndarray) -> dict[str, np.ndar
 
 
 def _verify_resnet(variables, config, io, fixture, fixture_dir) -> dict[str, float]:
-    return _errors(resnet_outputs(variables, config, io["in_images"]), io)
+    return fixture_errors(resnet_outputs(variables, config, io["in_images"]), io)
 
 
 def _verify_vit(variables, config, io, fixture, fixture_dir) -> dict[str, float]:
@@ -541,7 +532,7 @@ def _verify_vit(variables, config, io, fixture, fixture_dir) -> dict[str, float]
     fixture_cfg = _model_config(fixture)
     if "num_heads" in fixture_cfg:
         config = dict(config, num_heads=int(fixture_cfg["num_heads"]))
-    return _errors(vit_outputs(variables, config, io["in_images"]), io)
+    return fixture_errors(vit_outputs(variables, config, io["in_images"]), io)
 
 
 register(

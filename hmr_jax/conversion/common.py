@@ -173,6 +173,24 @@ def max_relative_error(got: np.ndarray, want: np.ndarray) -> float:
     return float(diff / (scale if scale > 0 else 1.0))
 
 
+def fixture_errors(got: Mapping[str, np.ndarray], io: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Max relative error of every ``out_*`` array of a parity fixture ``io``.
+
+    Float arrays: :func:`max_relative_error`; integer arrays (tokens): 0 if identical, inf
+    otherwise. Raises ``ConversionError`` if ``got`` lacks one of the fixture's outputs.
+    """
+    errors = {}
+    for name in sorted(k for k in io if k.startswith("out_")):
+        if name not in got:
+            raise ConversionError(f"this converter cannot produce fixture array {name}")
+        want, g = io[name], np.asarray(got[name])
+        if np.issubdtype(want.dtype, np.integer):
+            errors[name] = 0.0 if (g.shape == want.shape and np.array_equal(g, want)) else float("inf")
+        else:
+            errors[name] = max_relative_error(g, want)
+    return errors
+
+
 # ----------------------------------------------------------------------------------------
 # Converted checkpoints on disk: DIR/config.json, DIR/conversion.json, DIR/variables/ (Orbax)
 

@@ -26,8 +26,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from hmr_jax.conversion.common import ConversionError, StateDict, max_relative_error
-from hmr_jax.conversion.registry import Converter, register
+from hmr_jax.conversion.common import ConversionError, StateDict, fixture_errors
+from hmr_jax.conversion.registry import register_variants
 
 # Release presets: what the weights do not say (configs/config_cvqmae/*.yaml, config_vqmae).
 PRESETS = {
@@ -219,20 +219,6 @@ def _fixture_np_seeds(fixture: Mapping[str, Any]) -> dict:
     return seeds
 
 
-def _errors(got: Mapping[str, np.ndarray], io: Mapping[str, np.ndarray]) -> dict[str, float]:
-    errors = {}
-    for name in sorted(k for k in io if k.startswith("out_")):
-        if name not in got:
-            raise ConversionError(f"this converter cannot produce fixture array {name}")
-        want = io[name]
-        g = np.asarray(got[name])
-        if np.issubdtype(want.dtype, np.integer):
-            errors[name] = 0.0 if (g.shape == want.shape and np.array_equal(g, want)) else float("inf")
-        else:
-            errors[name] = max_relative_error(g, want)
-    return errors
-
-
 def fixture_outputs(variables, config: Mapping[str, Any], io: Mapping[str, np.ndarray],
                     fixture: Mapping[str, Any], fixture_dir: pathlib.Path | None,
                     connection_folder=None) -> dict[str, np.ndarray]:
@@ -343,19 +329,12 @@ def mesh_decoder_for_fixture(fixture: Mapping[str, Any], fixture_dir: pathlib.Pa
 
 def verify(variables, config, io, fixture, fixture_dir) -> dict[str, float]:
     """Max relative error of every ``out_*`` array (integers: 0 if identical, inf otherwise)."""
-    return _errors(fixture_outputs(variables, config, io, fixture, fixture_dir), io)
+    return fixture_errors(fixture_outputs(variables, config, io, fixture, fixture_dir), io)
 
 
-for _name, _desc in (
+register_variants((
     ("mega_pretrained", "MEGA VQMAE pre-trained on meshes (unconditional; zenodo checkpoint/VQMAE/mega_pretrained)"),
     ("mega_hrnet", "MEGA CVQMAE with the HRNet-w48 backbone (checkpoint/CVQMAE/mega_hrnet)"),
     ("mega_resnet", "MEGA CVQMAE with the ResNet-50 backbone (checkpoint/CVQMAE/mega_resnet)"),
     ("mega_vit", "MEGA CVQMAE with the ViT-H (ViTPose) backbone (checkpoint/CVQMAE/mega_vit)"),
-):
-    register(Converter(
-        name=_name,
-        detect=_detector(_name),
-        convert=(lambda n: lambda state, config=None: convert(state, config, n))(_name),
-        verify=verify,
-        description=_desc,
-    ))
+), _detector, convert, verify)

@@ -47,6 +47,19 @@ def register(converter: Converter) -> Converter:
     return converter
 
 
+def register_variants(variants, detector: Callable[[str], Callable[[list[str]], bool]],
+                      convert: Callable[..., tuple[Any, dict]],
+                      verify: Callable[..., dict[str, float]] | None = None) -> None:
+    """Register one converter per ``(name, description)`` of a family sharing its functions.
+
+    ``detector(name)`` gives the key test of that kind; ``convert(state, config, name)`` converts.
+    """
+    for name, description in variants:
+        register(Converter(name=name, detect=detector(name),
+                           convert=(lambda n: lambda state, config=None: convert(state, config, n))(name),
+                           verify=verify, description=description))
+
+
 def load_all() -> dict[str, Converter]:
     """Import every family module and return the registry."""
     for mod in _MODULES:

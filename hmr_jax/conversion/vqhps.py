@@ -25,15 +25,13 @@ fixture JSON works: ``config.transformer``) or the release preset (``configs/tra
 """
 from __future__ import annotations
 
-import pathlib
-import re
 from typing import Any, Mapping
 
 import numpy as np
 
-from hmr_jax.conversion.common import ConversionError, StateDict
+from hmr_jax.conversion.common import ConversionError, StateDict, fixture_errors
 from hmr_jax.conversion.mega import _count, _dense, _kernel, _ln
-from hmr_jax.conversion.registry import Converter, register
+from hmr_jax.conversion.registry import register_variants
 
 PRESET = {"num_heads": 8, "dropout": 0.2, "seq_len": 49, "image_size": [224, 224]}
 _BACKBONE_OF = {"hrnet": "vqhps_hrnet", "resnet50": "vqhps_resnet"}
@@ -241,19 +239,10 @@ def fixture_outputs(variables, config, io, fixture, fixture_dir, connection_fold
 
 def verify(variables, config, io, fixture, fixture_dir) -> dict[str, float]:
     """Max relative error of every ``out_*`` array (integers: 0 if identical, inf otherwise)."""
-    from hmr_jax.conversion.mega import _errors
-
-    return _errors(fixture_outputs(variables, config, io, fixture, fixture_dir), io)
+    return fixture_errors(fixture_outputs(variables, config, io, fixture, fixture_dir), io)
 
 
-for _name, _desc in (
+register_variants((
     ("vqhps_hrnet", "VQ-HPS mesh regressor with two HRNet-w48 backbones (checkpoint/MESH_REGRESSOR/vqhps_hrnet)"),
     ("vqhps_resnet", "VQ-HPS mesh regressor with two ResNet-50 backbones (checkpoint/MESH_REGRESSOR/vqhps_resnet)"),
-):
-    register(Converter(
-        name=_name,
-        detect=_detector(_name),
-        convert=(lambda n: lambda state, config=None: convert(state, config, n))(_name),
-        verify=verify,
-        description=_desc,
-    ))
+), _detector, convert, verify)

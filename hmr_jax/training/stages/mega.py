@@ -11,6 +11,8 @@ cosine-scheduled ratio (``masking: scheduled``). Losses, as the originals weight
   through the decoder) rotated by the predicted rotation, joints regressed and projected with
   the predicted weak-perspective camera; L1 on 3DPW's 24 SMPL joints, confidence-weighted L1
   on the 17 H36M joints for the other sets.
+  ``config.loss_weights`` (``cross_entropy``, ``rotation``, ``reprojection``; 1 as the original)
+  weight the three terms.
 
 Optimizer (``configs/train_mega_*.py``): AdamW (0.9, 0.95), wd 0.05, lr 1e-3 x batch / 256,
 warm-up 20 epochs then cosine over 500 (pre-training) / 200 epochs. The corrected decoder
@@ -185,7 +187,9 @@ class MegaStage(_TokenizerMixin, Stage):
         pred_tokens = jnp.where(visible, tokens, jnp.argmax(logits, -1)).astype(jnp.int32)
         canonical = self._decode(frozen, pred_tokens)
         reproj, _ = self._reprojection(frozen, batch, rotation_6d_to_matrix(rot6d), cam, canonical)
-        loss = ce + rot + reproj
+        w = self.config.get("loss_weights", {})
+        loss = (w.get("cross_entropy", 1.0) * ce + w.get("rotation", 1.0) * rot
+                + w.get("reprojection", 1.0) * reproj)
         terms = {"cross_entropy": ce, "rotation": rot, "reprojection": reproj}
         return loss, LossOutput(terms=terms, model_state=dict(updates))
 
