@@ -349,7 +349,6 @@ def run(args) -> int:
                "mode": ("single_pass" if sampler.kind in VQHPS_KINDS else
                         "deterministic" if args.num_samples == 1 else "stochastic"),
                "images": [], "errors": []}
-    crop_size = max(sampler.image_size)
     for path in tqdm(images, desc="images", unit="img"):
         try:
             image = read_image(path)

@@ -33,7 +33,6 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from hmr_jax.data.augment import axis_angle_to_matrix
 from hmr_jax.data.shards import ShardWriter
 from hmr_jax.render import PerspectiveCamera, contact_sheet, draw_points, rasterize, shade
 

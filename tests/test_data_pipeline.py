@@ -1,8 +1,6 @@
 """Grain pipelines: augmentation geometry, backbone inputs, mixing, sharding, exact resume."""
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 

@@ -27,7 +27,6 @@ import math
 from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -299,7 +299,6 @@ class MaskedTokenDecoder(nn.Module):
         Returns:
           (B, T, dim_tokens) logits.
         """
-        b = features.shape[0]
         vis = jnp.asarray(visible).astype(bool)[..., None]
         tokens = jnp.where(vis, features[:, 1:], self.mask_token.astype(features.dtype))
         x = jnp.concatenate([features[:, :1], tokens], axis=1) + self.pos_embedding

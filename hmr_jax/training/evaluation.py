@@ -19,7 +19,7 @@ import dataclasses
 import json
 import os
 import tempfile
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp

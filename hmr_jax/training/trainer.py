@@ -300,7 +300,6 @@ def train(config, workdir: str) -> dict:
     mesh = make_mesh(config.get("num_devices", 0) or None)
     if mesh.devices.size != jax.device_count() and jax.process_count() > 1:
         raise ValueError("config.num_devices must be unset in multi-process runs")
-    replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
 
     stage = get_stage(config)
@@ -313,7 +312,7 @@ def train(config, workdir: str) -> dict:
     # Variables from the shapes of one batch (a separate iterator: the real one is untouched).
     example = to_global(next(iter(data)), batch_sharding)
     setup = build_train_state(stage, config, mesh, example, steps_per_epoch)
-    state, state_shardings, frozen = setup.state, setup.state_shardings, setup.frozen
+    state, frozen = setup.state, setup.frozen
     schedule = setup.schedule
 
     ckpt_cfg = config.checkpoint

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from hmr_jax.geometry.rotations import rotation_6d_to_matrix
 from hmr_jax.training import losses
