@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import sys
 
@@ -314,9 +313,10 @@ def _write_png(path: pathlib.Path, array: np.ndarray) -> None:
     """Atomic PNG write (temporary name, then rename)."""
     from PIL import Image
 
-    tmp = path.with_name(f".{path.name}.partial")
-    Image.fromarray(np.asarray(array, np.uint8)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    from hmr_jax.files import atomic_open
+
+    with atomic_open(path, "wb") as f:
+        Image.fromarray(np.asarray(array, np.uint8)).save(f, format="PNG")
 
 
 def run(args) -> int:
@@ -374,9 +374,9 @@ def run(args) -> int:
         except SampleError as e:
             results["errors"].append(str(e))
             print(f"error: {e}", file=sys.stderr)
-    tmp = out_dir / ".results.json.partial"
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out_dir / "results.json")
+    from hmr_jax.files import atomic_write
+
+    atomic_write(out_dir / "results.json", json.dumps(results, indent=2))
     return 1 if results["errors"] else 0
 
 

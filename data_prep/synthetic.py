@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from hmr_jax.data.shards import ShardWriter
+from hmr_jax.files import atomic_open
 from hmr_jax.render import PerspectiveCamera, contact_sheet, draw_points, rasterize, shade
 
 #: Anny's z-up, facing -y frame -> canonical (y up, facing +z): a proper rotation.
@@ -394,9 +395,8 @@ def write_topology(out_dir: pathlib.Path, body, levels: Sequence[str] | None = N
     out_dir.mkdir(parents=True, exist_ok=True)
     template = body.template - body.template.mean(axis=0)
     mesh_io.write_ply(out_dir / "template.ply", template.astype(np.float32), body.faces)
-    tmp = out_dir / "faces.npy.tmp.npy"
-    np.save(tmp, body.faces.astype(np.int32))
-    os.replace(tmp, out_dir / "faces.npy")
+    with atomic_open(out_dir / "faces.npy", "wb") as f:
+        np.save(f, body.faces.astype(np.int32))
     hierarchy = build.build_hierarchy(body.faces, len(template), list(levels or build.DEFAULT_LEVELS))
     build.write_hierarchy(hierarchy, out_dir, template="template.ply", overwrite=True)
     return {"template": "topology/template.ply", "faces": "topology/faces.npy",

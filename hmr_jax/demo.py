@@ -32,6 +32,8 @@ import time
 
 import numpy as np
 
+from hmr_jax.files import atomic_open, atomic_write
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Anny mesh of the demo (see ``data_prep.synthetic.TOPOLOGIES``) and its hierarchy levels
 #: (``hmr_jax.mesh.build`` syntax): 615 -> 615 -> 166 -> 166 -> 30 -> 30 points = 30 tokens.
@@ -95,9 +97,8 @@ def prepare_data(out: str, num_train: int, num_test: int, size: int = IMAGE_SIZE
         verts, joints = _meshes_and_joints(paths["train"])
         reg = fit_joint_regressor(verts, joints)
         os.makedirs(paths["body_models"], exist_ok=True)
-        tmp = reg_path + ".tmp.npy"
-        np.save(tmp, coco_as_h36m_rows(reg).astype(np.float32))
-        os.replace(tmp, reg_path)
+        with atomic_open(reg_path, "wb") as f:
+            np.save(f, coco_as_h36m_rows(reg).astype(np.float32))
         with open(os.path.join(paths["body_models"], "README.txt"), "w") as f:
             f.write("J_regressor_h36m.npy here holds the 17 COCO keypoints of Anny's keypoint regressor, "
                     "fitted linearly to the demo mesh by hmr_jax.demo.fit_joint_regressor, with its rows "
@@ -442,12 +443,9 @@ def write_report(out, results, pictures, times, tok, mega, paths, n_train, n_tes
     if val_pics:
         lines += ["", "## Last validation picture during training", "",
                   f"![validation](mega/pictures/{val_pics[-1]})"]
-    with open(os.path.join(out, "report.md.tmp"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(os.path.join(out, "report.md.tmp"), os.path.join(out, "report.md"))
-    with open(os.path.join(out, "results.json.tmp"), "w") as f:
-        json.dump({"metrics_mm": results, "seconds": times, "load_average_1min": load}, f, indent=2)
-    os.replace(os.path.join(out, "results.json.tmp"), os.path.join(out, "results.json"))
+    atomic_write(os.path.join(out, "report.md"), "\n".join(lines) + "\n")
+    atomic_write(os.path.join(out, "results.json"),
+                 json.dumps({"metrics_mm": results, "seconds": times, "load_average_1min": load}, indent=2))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import pathlib
 
 import pytest
 
+import hmr_jax  # noqa: F401  (sets XLA's CPU defaults before any test starts JAX)
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import tempfile
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from hmr_jax.files import atomic_open
 
 # H36M regressor rows in the order of the 17 evaluation joints (SPIN's convention, also
 # MEGA / VQ-HPS `H36M_TO_J17`); its first 14 are the LSP-style joints used on 3DPW.
@@ -150,10 +151,8 @@ def write_smpl24_regressor(model_file: str | os.PathLike, out: str | os.PathLike
     out = os.fspath(out)
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
-    with os.fdopen(fd, "wb") as fh:
+    with atomic_open(out, "wb") as fh:
         np.save(fh, reg)
-    os.replace(tmp, out)
     return reg
 
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 
 import numpy as np
+
+from hmr_jax.files import atomic_open
 
 # Parents of the 24 SMPL joints: pelvis, hips, spine, knees, spine2, ankles, spine3, feet,
 # neck, collars, head, shoulders, elbows, wrists, hands.
@@ -182,20 +183,14 @@ def write_standin_model(path: str | os.PathLike, kind: str = "smplh", **kwargs) 
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if path.endswith(".npz"):
-                np.savez(fh, **arrays, bs_style=np.array("lbs"), bs_type=np.array("lrotmin"))
-            elif path.endswith(".pkl"):
-                data = dict(arrays)
-                data["J_regressor"] = scipy.sparse.csc_matrix(arrays["J_regressor"])
-                data["bs_style"], data["bs_type"] = "lbs", "lrotmin"
-                pickle.dump(data, fh, protocol=2)
-            else:
-                raise ValueError(f"{path}: use a .npz or .pkl file name")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    if not path.endswith((".npz", ".pkl")):
+        raise ValueError(f"{path}: use a .npz or .pkl file name")
+    with atomic_open(path, "wb") as fh:
+        if path.endswith(".npz"):
+            np.savez(fh, **arrays, bs_style=np.array("lbs"), bs_type=np.array("lrotmin"))
+        else:
+            data = dict(arrays)
+            data["J_regressor"] = scipy.sparse.csc_matrix(arrays["J_regressor"])
+            data["bs_style"], data["bs_type"] = "lbs", "lrotmin"
+            pickle.dump(data, fh, protocol=2)
     return arrays

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
-import tempfile
 from typing import Any, Iterable, Mapping
 
 import numpy as np
+
+from hmr_jax.files import atomic_folder, atomic_write
 
 # Keys of the containers the original training scripts write around the state dict.
 _STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict")
@@ -217,21 +217,13 @@ def write_converted(
     out_dir = pathlib.Path(out_dir).resolve()
     if out_dir.exists() and not overwrite:
         raise ConversionError(f"{out_dir} already exists (use --overwrite to replace it)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir, overwrite=overwrite) as tmp:
         ckpt = ocp.StandardCheckpointer()
         ckpt.save(tmp / "variables", variables)
         ckpt.wait_until_finished()
         ckpt.close()
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=_json_default))
-        (tmp / "conversion.json").write_text(json.dumps(meta, indent=2, default=_json_default))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        atomic_write(tmp / "config.json", json.dumps(config, indent=2, default=_json_default))
+        atomic_write(tmp / "conversion.json", json.dumps(meta, indent=2, default=_json_default))
     return out_dir
 
 

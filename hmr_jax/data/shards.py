@@ -23,6 +23,7 @@ import pathlib
 from typing import Any, Iterable, Mapping
 
 from hmr_jax.data import records
+from hmr_jax.files import atomic_write
 
 MANIFEST = "manifest.json"
 FORMAT_NAME = "hmr_jax.records"
@@ -41,12 +42,7 @@ def _sha256(path: pathlib.Path) -> str:
 
 
 def _write_text_atomic(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 class ShardWriter:

@@ -48,12 +48,12 @@ import json
 import os
 import pathlib
 import sys
-import tempfile
 import time
 from typing import Sequence
 
 import numpy as np
 
+from hmr_jax.files import atomic_write
 from hmr_jax.mesh import io as mesh_io
 
 __all__ = [
@@ -409,21 +409,8 @@ def build_from_file(
 def _save_npy_atomic(path: pathlib.Path, array: np.ndarray) -> None:
     buf = _io.BytesIO()
     np.save(buf, array, allow_pickle=False)
-    _write_bytes_atomic(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
-
-def _write_bytes_atomic(path: pathlib.Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _suggested_model(h: Hierarchy) -> dict:
@@ -507,7 +494,7 @@ def write_hierarchy(
             sums[name] = hashlib.sha256((out_dir / name).read_bytes()).hexdigest()
     meta = describe(h, template, sums)
     path = out_dir / "hierarchy.json"
-    _write_bytes_atomic(path, (json.dumps(meta, indent=2) + "\n").encode())
+    atomic_write(path, json.dumps(meta, indent=2) + "\n")
     return path
 
 

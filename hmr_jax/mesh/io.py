@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 from typing import Callable
 
 import numpy as np
+
+from hmr_jax.files import atomic_open
 
 __all__ = [
     "MeshFileError",
@@ -80,20 +81,9 @@ def _fan(polygons: list[list[int]], path, where: Callable[[int], str]) -> np.nda
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[object], None], binary: bool) -> pathlib.Path:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": "\n"})) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    with atomic_open(path, "wb" if binary else "w") as f:
+        write(f)
+    return pathlib.Path(path)
 
 
 def _check_arrays(vertices, faces, colors=None):

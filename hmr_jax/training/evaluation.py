@@ -18,12 +18,13 @@ import csv
 import dataclasses
 import json
 import os
-import tempfile
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from hmr_jax.files import atomic_open, atomic_write
 
 MODES = ("deterministic", "stochastic", "mean_mesh")
 
@@ -202,13 +203,11 @@ def evaluate(predictor: Predictor, split_dir: str, out_dir: str, body_models: st
         "metrics_mm": {k: float(np.mean([r[k] for r in rows])) for k in metric_names},
     }
     os.makedirs(out_dir, exist_ok=True)
-    _atomic_write(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".per_image.")
-    with os.fdopen(fd, "w", newline="") as f:
+    atomic_write(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    with atomic_open(os.path.join(out_dir, "per_image.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["image_name", "dataset"] + metric_names)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, os.path.join(out_dir, "per_image.csv"))
     return summary
 
 
@@ -225,9 +224,3 @@ def format_table(summary: dict) -> str:
         lines.append(f"  {(prefix if k != 'mean_pairwise_distance' else '') + name:<22} {v:9.2f} mm")
     return "\n".join(lines)
 
-
-def _atomic_write(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from typing import Mapping
 
 import numpy as np
+
+from hmr_jax.files import atomic_open
 
 
 def _plain(value):
@@ -53,10 +54,8 @@ class MetricWriter:
                         kept.append(line if line.endswith("\n") else line + "\n")
                 except (json.JSONDecodeError, KeyError):
                     continue  # a line cut by a kill mid-write
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix=".metrics.")
-        with os.fdopen(fd, "w") as f:
+        with atomic_open(self.path, "w") as f:
             f.writelines(kept)
-        os.replace(tmp, self.path)
 
     def write(self, step: int, metrics: Mapping[str, float], prefix: str = "") -> None:
         """Record ``metrics`` (scalars) at ``step``; ``prefix`` ("val/") namespaces the names."""

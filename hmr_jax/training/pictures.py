@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from hmr_jax.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from hmr_jax.files import atomic_open
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -67,13 +68,10 @@ def prediction_grid(images: np.ndarray, pred_2d: np.ndarray, gt_2d: np.ndarray, 
 
 def save_png(path: str, picture: np.ndarray) -> None:
     """Write an (H, W, 3) uint8 picture (temporary name, then renamed)."""
-    import os
-
     from PIL import Image
 
-    tmp = path + ".tmp.png"
-    Image.fromarray(picture).save(tmp)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as f:
+        Image.fromarray(picture).save(f, format="PNG")
 
 
 # ----------------------------------------------------------------------------- rendered meshes
