@@ -50,22 +50,27 @@ def main(argv):
 
     split = FLAGS.split if os.path.isdir(FLAGS.split) else os.path.join(FLAGS.data_root, FLAGS.split)
     if not os.path.isdir(split):
-        sys.exit(f"ERROR: split {FLAGS.split!r} is neither a folder nor {split!r}; prepare it with "
+        sys.exit(f"error: split {FLAGS.split!r} is neither a folder nor {split!r}; prepare it with "
                  "data_prep/ or pass the folder.")
     name = os.path.basename(os.path.normpath(split))
     dataset = FLAGS.dataset or ("emdb" if "emdb" in name.lower() else "3dpw")
     config = FLAGS.config
     if FLAGS.mode == "mean_mesh":
         if not FLAGS.mean_mesh:
-            sys.exit("ERROR: --mode mean_mesh needs --mean_mesh MESH.npy")
+            sys.exit("error: --mode mean_mesh needs --mean_mesh MESH.npy")
         import numpy as np
         predictor = evaluation.mean_mesh_predictor(np.load(FLAGS.mean_mesh), FLAGS.backbone)
         base = os.path.dirname(os.path.abspath(FLAGS.mean_mesh))
     else:
         if not FLAGS.checkpoint:
-            sys.exit("ERROR: --checkpoint is required (a train.py workdir or a converted folder)")
-        predictor = evaluation.load_predictor(FLAGS.checkpoint, FLAGS.mode, config, FLAGS.num_samples,
-                                              FLAGS.steps, FLAGS.temperature)
+            sys.exit("error: --checkpoint is required (a train.py workdir or a converted folder)")
+        from hmr_jax.inference import InferenceError
+
+        try:
+            predictor = evaluation.load_predictor(FLAGS.checkpoint, FLAGS.mode, config, FLAGS.num_samples,
+                                                  FLAGS.steps, FLAGS.temperature)
+        except (InferenceError, FileNotFoundError, ValueError) as e:
+            sys.exit(f"error: {e}")
         base = FLAGS.checkpoint
     body_models = FLAGS.body_models or (config.get("body_models") if config else None)
     if not body_models and FLAGS.checkpoint and os.path.isfile(os.path.join(FLAGS.checkpoint, "config.json")):

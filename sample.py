@@ -1,66 +1,115 @@
-"""Meshes from images with a converted MEGA or VQ-HPS checkpoint: .obj files, overlays, side views.
+"""Meshes of the people in images with a MEGA or VQ-HPS model; random meshes from the pre-trained MEGA.
 
     python sample.py --checkpoint converted/mega_hrnet --images photo.jpg more_photos/ --out out/
     python sample.py --checkpoint converted/mega_hrnet --images photo.jpg --bboxes boxes.json \\
         --num-samples 25 --out out/
+    python sample.py --checkpoint runs/mega_hrnet --images photos/ --smpl-fit --out out/
+    python sample.py --checkpoint converted/mega_pretrained --generate 16 --out random/
 
-Each person is cropped (the whole image when no boxes are given; ``--bboxes`` is a JSON object
-``{"photo.jpg": [[x1, y1, x2, y2], ...], ...}`` keyed by file name or path, pixels), squared
-around the box like the originals' demo and resized to the model's input. MEGA gives one
-deterministic mesh (``--num-samples 1``) or N stochastic hypotheses from one batched call;
-VQ-HPS one mesh (from the T-pose joints: ``--joint-regressor``, ``--tpose``).
+``--checkpoint``: a converted folder (``convert_torch_weights.py``) or a ``train.py`` workdir
+(latest checkpoint). People are found by ``--detector``:
 
-Written to ``--out``, per image ``STEM``, person ``k`` and hypothesis ``j``:
-``STEM_p{k}_h{j}.obj`` (6890 vertices in meters, camera-aligned axes: x right, y down, z away),
-``STEM_p{k}_h{j}.png`` (the mesh over the image), ``STEM_p{k}_h{j}_side.png`` (side view), and
-``results.json`` (files, weak-perspective camera (s, tx, ty) of the crop, camera translation in
-the full image, focal length, 6D rotation and matrix, and for N > 1 the spread of the
-hypotheses). Images that cannot be read and boxes outside the image are reported and skipped;
-the other images are still processed (exit status 1 if anything was skipped).
+* ``yolo``: YOLOv8 (person class, confidence ``--detection-threshold`` 0.5, as the original
+  demo) run by ONNX Runtime (``pip install -e '.[detect]'``) on ``--detector-weights``
+  (default ``body_models/yolov8x.onnx``; make it once on a machine with ultralytics:
+  ``yolo export model=yolov8x.pt format=onnx``; nothing is downloaded at run time);
+* ``boxes``: the ``--bboxes`` JSON ``{"photo.jpg": [[x1, y1, x2, y2], ...], ...}`` keyed by
+  path, file name or stem (full-image pixels);
+* ``full``: each image is one person (crops that hold one person);
+* ``auto`` (default): ``boxes`` with ``--bboxes``, else ``yolo`` when onnxruntime and the weights
+  are there, else ``full`` with a warning saying how to get the detector.
 
-The tokenizer (``--tokenizer``, a converted ``mesh_vqvae`` folder), the mesh faces
-(``--faces``, a 6890-vertex PLY/OBJ such as ``body_models/template.ply``) and the tokenizer's
-connection files (``--connections``) default to the original projects' layout.
+Each person is cut as the original demo does (square around the box) and all persons of all
+images go through fixed-size batches (``--batch-size``; compiled once per size). MEGA gives one
+deterministic mesh (``--num-samples 1``) or N stochastic hypotheses (``--steps``,
+``--temperature``: default the model config's ``decoding``); VQ-HPS one mesh.
+
+Written to ``--out``, per image ``STEM``, person ``k``, hypothesis ``j``:
+``STEM_p{k}_h{j}.obj`` (meters, camera-aligned axes: x right, y down, z away; add the person's
+``camera_translation_m`` for the camera frame), ``.glb`` beside it (glTF axes: y up; needs
+``pip install -e '.[sample]'``), ``.png`` (the mesh over the image), ``_side.png`` (side view),
+``STEM_all.png`` (every person over the image, depth-ordered) and ``results.json`` (boxes,
+weak-perspective camera of the crop, camera translation in the full image, focal length, 6D
+rotation and matrix, tokens, and for N > 1 the spread of the hypotheses). ``--smpl-fit`` fits
+SMPL(+H) (``--smpl-model``) to every mesh: ``STEM_p{k}_h{j}_smpl.npz`` in smplx's names
+(``betas``, ``global_orient``, ``body_pose``, ``transl``, ...; the mesh's frame) and the fit's
+vertex error in ``results.json``.
+
+``--generate N`` (an unconditional ``mega_pretrained`` checkpoint): N random meshes
+``gen_{i}.obj`` / ``.glb`` (the tokenizer's frame, SMPL's: y up), ``generated.png`` (a grid of
+front views) and ``results.json``.
+
+Problems with one input (an unreadable image, a box outside the image) are one ``error:`` line
+each and the other inputs are still processed (exit status 1); a setup problem (checkpoint,
+tokenizer, faces, detector) is one ``error:`` line and exit status 2.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import pathlib
 import sys
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from hmr_jax.checkpoints import is_train_workdir
+from hmr_jax.detection import BoxesDetector, DetectionError, FullImageDetector
+from hmr_jax.files import atomic_open, atomic_write
+from hmr_jax.inference import (InferenceError, Predictor, fit_body_params, load_faces, load_generator,
+                               load_smpl_model)
+from hmr_jax.mesh.io import write_glb, write_mesh
+from hmr_jax.render import PerspectiveCamera, contact_sheet, render_mesh, side_view
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-MEGA_KINDS = ("mega_hrnet", "mega_resnet", "mega_vit")
-VQHPS_KINDS = ("vqhps_hrnet", "vqhps_resnet")
+DEFAULT_TOKENIZER = "converted/mesh_vqvae_54"
+YOLO_EXPORT = "yolo export model=yolov8x.pt format=onnx"
+GRID_TILE = 256  # pixels, one generated mesh in the --generate picture
 
 
 class SampleError(RuntimeError):
-    """A problem with one input (image, box) or with the setup (checkpoint, tokenizer, faces)."""
+    """A problem with the command line or the setup; the message names the fix."""
 
 
 def _parse(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="converted mega_* / vqhps_* folder")
-    p.add_argument("--images", nargs="+", required=True, help="image files and/or folders of images")
+    p.add_argument("--checkpoint", required=True, help="converted folder or train.py workdir")
+    p.add_argument("--images", nargs="+", help="image files and/or folders of images")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--detector", choices=("auto", "yolo", "boxes", "full"), default="auto",
+                   help="how people are found (see above)")
+    p.add_argument("--detector-weights", default="body_models/yolov8x.onnx",
+                   help=f"YOLOv8 ONNX export ({YOLO_EXPORT}) or .pt (ultralytics)")
+    p.add_argument("--detection-threshold", type=float, default=0.5, help="YOLO person confidence")
     p.add_argument("--bboxes", help='JSON {"image name or path": [[x1, y1, x2, y2], ...]}')
     p.add_argument("--num-samples", type=int, default=1, help="hypotheses per person (MEGA; 1 = deterministic)")
-    p.add_argument("--steps", type=int, default=5, help="MEGA stochastic decoding steps")
-    p.add_argument("--temperature", type=float, default=1.0, help="MEGA initial sampling temperature")
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed of the hypotheses")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--tokenizer", default="converted/mesh_vqvae_54", help="converted mesh_vqvae folder")
-    p.add_argument("--connections", help="dfaust2 connection folder (default: the tokenizer config's)")
-    p.add_argument("--faces", default="body_models/template.ply", help="6890-vertex mesh giving the faces")
+    p.add_argument("--steps", type=int, help="MEGA stochastic decoding steps (default: the model config's)")
+    p.add_argument("--temperature", type=float, help="MEGA initial sampling temperature (default: the config's)")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed of the hypotheses / generated meshes")
+    p.add_argument("--batch-size", type=int, default=16, help="persons per compiled batch")
+    p.add_argument("--tokenizer", help=f"converted mesh_vqvae folder (default: a workdir's, else {DEFAULT_TOKENIZER})")
+    p.add_argument("--connections", help="the tokenizer's connection folder (default: its config's)")
+    p.add_argument("--faces", help="mesh giving the faces (default: a workdir's config.faces, else "
+                                   "body_models/template.ply)")
     p.add_argument("--joint-regressor", default="body_models/J_regressor_h36m.npy", help="VQ-HPS: (17, 6890)")
     p.add_argument("--tpose", help="VQ-HPS: (6890, 3) .npy T-pose (default: the --faces mesh, centred)")
     p.add_argument("--focal", type=float, default=1000.0,
-                   help="focal length (pixels) for a 224-pixel crop, scaled to the image as the originals' demo")
+                   help="focal length (pixels) for a 224-pixel crop, scaled to the image as the original demo")
+    p.add_argument("--smpl-fit", action="store_true", help="fit SMPL(+H) parameters to every mesh")
+    p.add_argument("--smpl-model", default="body_models/smplh/neutral/model.npz", help="for --smpl-fit")
+    p.add_argument("--generate", type=int, metavar="N", help="N random meshes from a mega_pretrained checkpoint")
     p.add_argument("--faithful", action="store_true", help="reproduce the original code's quirks")
     return p.parse_args(argv)
+
+
+def _error(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------------
@@ -78,196 +127,52 @@ def list_images(paths) -> list[pathlib.Path]:
     return out
 
 
-def read_image(path: pathlib.Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB, or SampleError naming the file."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise SampleError(f"{path}: no such file") from None
-    except Exception as e:  # PIL raises several kinds for corrupt data
-        raise SampleError(f"{path}: cannot read the image ({e})") from None
-
-
-def load_boxes(path) -> dict:
-    """The ``--bboxes`` JSON as ``{key: (N, 4) array}``."""
-    try:
-        data = json.loads(pathlib.Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise SampleError(f"--bboxes {path}: {e}") from None
-    if not isinstance(data, dict):
-        raise SampleError(f"--bboxes {path}: expected an object {{image: [[x1, y1, x2, y2], ...]}}")
-    boxes = {}
-    for key, value in data.items():
-        arr = np.asarray(value, np.float64).reshape(-1, 4) if np.size(value) else np.zeros((0, 4))
-        boxes[key] = arr
-    return boxes
-
-
-def boxes_for(path: pathlib.Path, boxes: dict | None, height: int, width: int) -> np.ndarray:
-    """(N, 4) boxes of one image: from ``--bboxes`` (by path or file name) or the whole image."""
-    if boxes is None:
-        return np.array([[0.0, 0.0, width, height]])
-    for key in (str(path), path.name, path.stem):
-        if key in boxes:
-            return boxes[key]
-    raise SampleError(f"{path}: no entry in --bboxes (keys are file names or paths)")
-
-
-def crop_person(image: np.ndarray, box, out_hw: tuple[int, int]):
-    """Square crop around a box (side = the box's longer side), resized, ImageNet-normalised.
-
-    The square is resized to ``max(out_hw)`` and its centre cut to ``out_hw`` (the ViT's 256 x
-    192 is the centre of a 256 x 256 crop, as MEGA's evaluation does). Pixels outside the image
-    are black, as the originals' ``BORDER_CONSTANT``.
-
-    Returns:
-      ``(crop (H, W, 3) float32 normalised, centre (2,), side (pixels))``.
-    Raises:
-      SampleError: a box that is degenerate or does not overlap the image.
-    """
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    x1, y1, x2, y2 = (float(v) for v in box)
-    if not (x2 > x1 and y2 > y1):
-        raise SampleError(f"box {list(box)} is empty (need x1 < x2 and y1 < y2)")
-    if x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h:
-        raise SampleError(f"box {list(box)} lies outside the {w}x{h} image")
-    centre = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
-    side = max(x2 - x1, y2 - y1)
-    size = max(out_hw)
-    left, top = (int(round(v)) for v in centre - side / 2)
-    side_px = max(int(round(side)), 1)
-    # crop (black outside the image), then resize (Pillow antialiases when downsampling)
-    patch = Image.fromarray(image).crop((left, top, left + side_px, top + side_px))
-    patch = patch.resize((size, size), Image.Resampling.BILINEAR)
-    arr = np.asarray(patch, np.float32) / 255.0
-    oh, ow = out_hw
-    r0, c0 = (size - oh) // 2, (size - ow) // 2
-    arr = arr[r0:r0 + oh, c0:c0 + ow]
-    return (arr - IMAGENET_MEAN) / IMAGENET_STD, centre, side
-
-
-def full_image_camera(cam, centre, side, width: int, height: int, focal: float):
-    """The originals' ``cam_crop_to_full``: weak-perspective (s, tx, ty) of a crop -> translation (m).
-
-    Returns ``(translation (3,), valid)``; ``valid`` is False when s <= 0 (mesh behind the camera).
-    """
-    s, tx, ty = (float(v) for v in cam)
-    bs = side * s + 1e-9
-    t = np.array([tx + 2 * (centre[0] - width / 2) / bs, ty + 2 * (centre[1] - height / 2) / bs, 2 * focal / bs])
-    return t, s > 0
-
-
-# ------------------------------------------------------------------------------------------
-# models
-
-
-class Sampler:
-    """A converted checkpoint + tokenizer: crops in, meshes (and cameras) out, jitted."""
-
-    def __init__(self, checkpoint, tokenizer, connections=None, faithful=False, joint_regressor=None, tpose=None):
-        import jax
-
-        from hmr_jax.conversion.common import ConversionError, read_converted
-        from hmr_jax.conversion.mesh_vqvae import load_converted
-        from hmr_jax.models import decoding
-
-        try:
-            self.variables, self.config = read_converted(checkpoint)
-        except ConversionError as e:
-            raise SampleError(str(e)) from None
-        kind = self.config.get("model")
-        if kind not in MEGA_KINDS + VQHPS_KINDS:
-            raise SampleError(
-                f"{checkpoint} holds a {kind!r} model; sample.py needs an image model: one of "
-                f"{', '.join(MEGA_KINDS + VQHPS_KINDS)} (convert it with convert_torch_weights.py)")
-        self.kind = kind
-        if not pathlib.Path(tokenizer).is_dir():
-            raise SampleError(f"--tokenizer {tokenizer} is not a folder: convert the Mesh-VQ-VAE checkpoint "
-                              "with convert_torch_weights.py --model mesh_vqvae --out DIR")
-        try:
-            tok_model, tok_vars = load_converted(tokenizer, connection_folder=connections)
-        except ConversionError as e:
-            raise SampleError(f"--tokenizer {tokenizer}: {e}") from None
-        self.decode = decoding.mesh_decoder_fn(tok_model, tok_vars)
-        self.faithful = faithful
-        self.image_size = tuple(self.config.get("image_size", (224, 224)))
-        if kind in MEGA_KINDS:
-            from hmr_jax.models.mega import build_mega
-
-            self.model = build_mega(self.config)
+def make_detector(args):
+    """The person detector ``--detector`` asks for (``auto``: see the module docstring)."""
+    kind = args.detector
+    weights = pathlib.Path(args.detector_weights)
+    if kind == "auto":
+        if args.bboxes:
+            kind = "boxes"
+        elif importlib.util.find_spec("onnxruntime") is None or not weights.is_file():
+            missing = ("onnxruntime (pip install -e '.[detect]')" if importlib.util.find_spec("onnxruntime") is None
+                       else f"{weights} (export it on a machine with ultralytics: {YOLO_EXPORT})")
+            _warn(f"no person detector: {missing} is missing, so every image is taken as one person "
+                  "(--detector full); give --bboxes FILE or install the detector to find people")
+            return FullImageDetector()
         else:
-            from hmr_jax.models.vqhps import build_vqhps, pose_from_mesh
-
-            if joint_regressor is None or tpose is None:
-                raise SampleError("VQ-HPS needs --joint-regressor (17 x 6890) and a T-pose")
-            self.model = build_vqhps(self.config)
-            self.pose_init = np.asarray(pose_from_mesh(joint_regressor, tpose))
-        self._jax = jax
-
-    def predict(self, crops: np.ndarray, num_samples: int, steps: int, temperature: float, seed: int) -> dict:
-        """(B, H, W, 3) normalised crops -> vertices (B, N, 6890, 3), cam (B, 3), rot6d, rotmat."""
-        import jax.numpy as jnp
-
-        from hmr_jax.models import decoding
-
-        images = jnp.asarray(crops)
-        if self.kind in VQHPS_KINDS:
-            if num_samples != 1:
-                raise SampleError("VQ-HPS predicts one mesh per person: use --num-samples 1")
-            pose = np.broadcast_to(self.pose_init, (len(crops), self.pose_init.shape[-1]))
-            out = decoding.vqhps_predict(self.model, self.variables, images, pose, faithful=self.faithful)
-            tokens = out["tokens"][:, None]
-        elif num_samples == 1:
-            # faithful: as the original demo.py, whose input tokens are zeros: the off-by-one mask
-            # copies token 0 into one random position
-            gt = np.zeros((len(crops), self.model.seq_length), np.int32) if self.faithful else None
-            out = decoding.mega_deterministic(self.model, self.variables, images=images,
-                                              faithful=self.faithful, gt_tokens=gt)
-            tokens = out["tokens"][:, None]
-        else:
-            out = decoding.mega_generate(self.model, self.variables, images=images,
-                                         key=self._jax.random.PRNGKey(seed), num_samples=num_samples,
-                                         steps=steps, gen_temp=temperature, faithful=self.faithful)
-            tokens = out["tokens"]
-        meshes = decoding.meshes_from_tokens(self.decode, tokens, out["rot6d"])
-        return {"vertices": np.asarray(meshes["vertices"]), "rotmat": np.asarray(meshes["rotmat"]),
-                "rot6d": np.asarray(out["rot6d"]), "cam": np.asarray(out["cam"]), "tokens": np.asarray(tokens)}
-
-
-def load_faces(path) -> tuple[np.ndarray, np.ndarray]:
-    """(vertices, faces) of the 6890-vertex mesh giving the topology."""
-    from hmr_jax.mesh.io import read_mesh
-
-    p = pathlib.Path(path)
-    if not p.is_file():
-        raise SampleError(f"--faces {p} not found: give a 6890-vertex SMPL-topology mesh (e.g. body_models/template.ply)")
+            kind = "yolo"
+    if kind == "boxes":
+        if not args.bboxes:
+            raise SampleError("--detector boxes needs --bboxes FILE (a JSON of boxes per image)")
+        try:
+            return BoxesDetector(args.bboxes)
+        except DetectionError as e:
+            raise SampleError(f"--bboxes {e}") from None
+    if args.bboxes:
+        raise SampleError(f"--bboxes is only read by --detector boxes (or auto), not --detector {kind}")
+    if kind == "full":
+        return FullImageDetector()
+    if not weights.is_file():
+        raise SampleError(f"--detector yolo: the weights {weights} do not exist; export them on a machine with "
+                          f"ultralytics ({YOLO_EXPORT}) and pass --detector-weights PATH, or use --detector full "
+                          "or --bboxes FILE")
     try:
-        vertices, faces = read_mesh(p)
-    except Exception as e:
-        raise SampleError(f"--faces {p}: {e}") from None
-    return np.asarray(vertices, np.float32), np.asarray(faces, np.int32)
+        from hmr_jax.detection.yolo import YoloDetector  # needs the detect extra (onnxruntime)
+    except ImportError as e:
+        raise SampleError(f"--detector yolo needs onnxruntime: pip install -e '.[detect]' ({e})") from None
+    try:
+        return YoloDetector(str(weights), threshold=args.detection_threshold)
+    except (DetectionError, ImportError, OSError, ValueError) as e:
+        raise SampleError(f"--detector yolo: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------
 # outputs
 
 
-def _spread(vertices: np.ndarray) -> dict:
-    """Spread of N hypotheses (N, V, 3): per-vertex distance to the mean mesh (meters)."""
-    d = np.linalg.norm(vertices - vertices.mean(axis=0, keepdims=True), axis=-1)
-    return {"mean_vertex_distance_to_mean_m": float(d.mean()), "max_vertex_distance_to_mean_m": float(d.max()),
-            "mean_vertex_std_m": float(np.sqrt((d ** 2).mean(axis=0)).mean())}
-
-
 def _framing_camera(vertices: np.ndarray, size: int):
     """A camera that frames the whole mesh (used when the predicted camera puts it behind)."""
-    from hmr_jax.render import PerspectiveCamera
-
     centre = 0.5 * (vertices.min(0) + vertices.max(0))
     extent = float(np.max(vertices.max(0) - vertices.min(0))) + 1e-6
     focal = float(size)
@@ -276,121 +181,204 @@ def _framing_camera(vertices: np.ndarray, size: int):
     return PerspectiveCamera((focal, focal), (c, c), tuple((-centre + np.array([0, 0, tz])).tolist()))
 
 
-def save_person(out_dir: pathlib.Path, stem: str, k: int, image: np.ndarray, pred: dict, b: int,
-                centre, side, faces, focal_crop: float, crop_size: int) -> dict:
-    """Write the .obj / overlay / side view of every hypothesis of one person; return its JSON record."""
-    from hmr_jax.mesh.io import write_mesh
-    from hmr_jax.render import PerspectiveCamera, render_mesh, side_view
-
-    h, w = image.shape[:2]
-    focal = focal_crop / crop_size * max(h, w)
-    translation, valid = full_image_camera(pred["cam"][b], centre, side, w, h, focal)
-    camera = PerspectiveCamera((focal, focal), (w / 2.0, h / 2.0), tuple(translation.tolist()))
-    verts = pred["vertices"][b]
-    record = {"box_centre": [float(c) for c in centre], "box_side": float(side),
-              "camera_weak_perspective": pred["cam"][b].tolist(), "camera_translation_m": translation.tolist(),
-              "focal_length_px": focal, "principal_point_px": [w / 2.0, h / 2.0],
-              "rotation_6d": pred["rot6d"][b].tolist(), "rotation_matrix": pred["rotmat"][b].tolist(),
-              "hypotheses": []}
-    if not valid:
-        record["warning"] = "predicted camera scale <= 0: the mesh is behind the camera and not drawn over the image"
-    for j, v in enumerate(verts):
-        name = f"{stem}_p{k}_h{j}"
-        write_mesh(out_dir / f"{name}.obj", v, faces)
-        overlay = render_mesh(image, v, faces, camera) if valid else image.copy()
-        _write_png(out_dir / f"{name}.png", overlay)
-        side_cam = camera if valid else _framing_camera(v, 512)
-        sh, sw = (h, w) if valid else (512, 512)
-        _write_png(out_dir / f"{name}_side.png", side_view(v, faces, side_cam, sh, sw))
-        record["hypotheses"].append({"mesh": f"{name}.obj", "overlay": f"{name}.png", "side_view": f"{name}_side.png",
-                                     "tokens": pred["tokens"][b, j].tolist()})
-    if len(verts) > 1:
-        record["spread"] = _spread(verts)
-    return record
-
-
 def _write_png(path: pathlib.Path, array: np.ndarray) -> None:
-    """Atomic PNG write (temporary name, then rename)."""
-    from PIL import Image
-
-    from hmr_jax.files import atomic_open
-
     with atomic_open(path, "wb") as f:
         Image.fromarray(np.asarray(array, np.uint8)).save(f, format="PNG")
 
 
-def run(args) -> int:
-    """Process every image; returns the exit status (0 all done, 1 some inputs skipped, 2 setup error)."""
-    from tqdm import tqdm
+class _Glb:
+    """``.glb`` beside each ``.obj`` while trimesh is importable (one warning otherwise)."""
 
+    def __init__(self):
+        self.ok = True
+
+    def write(self, path: pathlib.Path, vertices: np.ndarray, faces: np.ndarray) -> str | None:
+        if not self.ok:
+            return None
+        try:
+            write_glb(path, vertices, faces)
+        except ImportError as e:
+            _warn(f"{e}; writing .obj files only")
+            self.ok = False
+            return None
+        return path.name
+
+
+def save_person(out_dir: pathlib.Path, stem: str, image: np.ndarray, person, faces, glb: _Glb) -> dict:
+    """Write the .obj / .glb / overlay / side view of every hypothesis of one person; its JSON record."""
+    h, w = image.shape[:2]
+    k = person.index
+    camera = person.camera()
+    record = {"person": k, "box": person.box.tolist(), "score": person.score,
+              "box_centre": person.box_centre.tolist(), "box_side": person.box_side,
+              "camera_weak_perspective": person.camera_weak_perspective.tolist(),
+              "camera_translation_m": person.camera_translation.tolist(),
+              "focal_length_px": person.focal_length, "principal_point_px": person.principal_point.tolist(),
+              "rotation_6d": person.rot6d.tolist(), "rotation_matrix": person.rotation_matrix.tolist(),
+              "hypotheses": []}
+    if not person.camera_valid:
+        record["warning"] = "predicted camera scale <= 0: the mesh is behind the camera and not drawn over the image"
+    for j, v in enumerate(person.vertices):
+        name = f"{stem}_p{k}_h{j}"
+        write_mesh(out_dir / f"{name}.obj", v, faces)
+        glb_name = glb.write(out_dir / f"{name}.glb", v * np.array([1.0, -1.0, -1.0], np.float32), faces)
+        overlay = render_mesh(image, v, faces, camera) if person.camera_valid else image.copy()
+        _write_png(out_dir / f"{name}.png", overlay)
+        side_cam = camera if person.camera_valid else _framing_camera(v, 512)
+        sh, sw = (h, w) if person.camera_valid else (512, 512)
+        _write_png(out_dir / f"{name}_side.png", side_view(v, faces, side_cam, sh, sw))
+        record["hypotheses"].append({"mesh": f"{name}.obj", "glb": glb_name, "overlay": f"{name}.png",
+                                     "side_view": f"{name}_side.png", "tokens": person.tokens[j].tolist()})
+    spread = person.spread()
+    if spread is not None:
+        record["spread"] = spread
+    return record
+
+
+def save_smpl_fits(out_dir: pathlib.Path, stem: str, persons, records, body_model, batch_size: int) -> None:
+    """Fit SMPL(+H) to every hypothesis of the image's persons; ``STEM_p{k}_h{j}_smpl.npz`` and
+    the fit's vertex error in each hypothesis record."""
+    meshes = [v for p in persons for v in p.vertices]
+    if not meshes:
+        return
+    fits = iter(fit_body_params(np.stack(meshes), body_model, batch_size=batch_size))
+    for person, record in zip(persons, records):
+        for j, hyp in enumerate(record["hypotheses"]):
+            params = next(fits)
+            name = f"{stem}_p{person.index}_h{j}_smpl.npz"
+            arrays = {k: v for k, v in params.items() if k != "vertex_error_m"}
+            arrays.update(camera_translation=person.camera_translation[None].astype(np.float32),
+                          focal_length=np.float32(person.focal_length),
+                          principal_point=person.principal_point.astype(np.float32))
+            with atomic_open(out_dir / name, "wb") as f:
+                np.savez(f, **arrays)
+            hyp["smpl"] = {"file": name, "model": body_model.kind, "vertex_error_m": params["vertex_error_m"]}
+
+
+def _unique_stem(path: pathlib.Path | None, index: int, seen: set) -> str:
+    stem = path.stem if path is not None else f"image{index}"
+    out, n = stem, 1
+    while out in seen:
+        out, n = f"{stem}_{n}", n + 1
+    seen.add(out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# runs
+
+
+def _load_predictor(args) -> Predictor:
+    converted = not is_train_workdir(args.checkpoint)
+    tokenizer = args.tokenizer or (DEFAULT_TOKENIZER if converted else None)
+    if tokenizer and not pathlib.Path(tokenizer).is_dir():
+        raise SampleError(f"--tokenizer {tokenizer} is not a folder: convert the Mesh-VQ-VAE checkpoint with "
+                          "convert_torch_weights.py --model mesh_vqvae --out DIR and pass --tokenizer DIR")
+    return Predictor.load(args.checkpoint, tokenizer, faces=args.faces, detector=make_detector(args),
+                          connections=args.connections,
+                          joint_regressor=args.joint_regressor if converted else None,
+                          tpose=np.load(args.tpose) if args.tpose else None, batch_size=args.batch_size,
+                          focal_length=args.focal)
+
+
+def run_images(args, predictor: Predictor | None = None) -> int:
+    """Meshes of the people in ``--images``; returns the exit status (0, 1 inputs skipped, 2 setup error)."""
     out_dir = pathlib.Path(args.out)
+    body_model = None
     try:
+        if not args.images:
+            raise SampleError("--images is required (image files or folders), unless --generate N")
         if args.num_samples < 1:
             raise SampleError("--num-samples must be >= 1")
-        faces_vertices, faces = load_faces(args.faces)
-        if faces_vertices.shape[0] != 6890:
-            raise SampleError(f"--faces {args.faces} has {faces_vertices.shape[0]} vertices, the meshes 6890")
-        joint_reg = tpose = None
-        if "vqhps" in _peek_kind(args.checkpoint):
-            if not pathlib.Path(args.joint_regressor).is_file():
-                raise SampleError(f"--joint-regressor {args.joint_regressor} not found (VQ-HPS needs the H36M regressor)")
-            joint_reg = np.load(args.joint_regressor)
-            tpose = np.load(args.tpose) if args.tpose else faces_vertices - faces_vertices.mean(0)
-        sampler = Sampler(args.checkpoint, args.tokenizer, args.connections, args.faithful, joint_reg, tpose)
-        boxes = load_boxes(args.bboxes) if args.bboxes else None
         images = list_images(args.images)
         if not images:
-            raise SampleError(f"no images found in {args.images}")
-    except SampleError as e:
-        print(f"error: {e}", file=sys.stderr)
+            raise SampleError(f"no images found in {' '.join(args.images)}: give image files or folders holding "
+                              f"{', '.join(IMAGE_SUFFIXES)} files")
+        if predictor is None:
+            predictor = _load_predictor(args)
+        predictor.model.mode(args.num_samples)
+        if args.smpl_fit:
+            body_model = load_smpl_model(args.smpl_model, predictor.model.num_vertices)
+    except (SampleError, InferenceError, DetectionError, OSError, ValueError) as e:
+        _error(e)
         return 2
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = {"checkpoint": str(args.checkpoint), "model": sampler.kind, "num_samples": args.num_samples,
-               "mode": ("single_pass" if sampler.kind in VQHPS_KINDS else
-                        "deterministic" if args.num_samples == 1 else "stochastic"),
+    results = {"checkpoint": str(args.checkpoint), "model": predictor.model.kind,
+               "detector": getattr(predictor.detector, "name", type(predictor.detector).__name__),
+               "num_samples": args.num_samples, "mode": predictor.model.mode(args.num_samples),
                "images": [], "errors": []}
-    for path in tqdm(images, desc="images", unit="img"):
-        try:
-            image = read_image(path)
-            h, w = image.shape[:2]
-            persons = []
-            for k, box in enumerate(boxes_for(path, boxes, h, w)):
-                try:
-                    crop, centre, side = crop_person(image, box, sampler.image_size)
-                    persons.append((k, crop, centre, side))
-                except SampleError as e:
-                    results["errors"].append(f"{path} person {k}: {e}")
-                    print(f"error: {path} person {k}: {e}", file=sys.stderr)
-            record = {"image": str(path), "width": w, "height": h, "persons": []}
-            if persons:
-                pred = sampler.predict(np.stack([p[1] for p in persons]), args.num_samples, args.steps,
-                                       args.temperature, args.seed)
-                for b, (k, _, centre, side) in enumerate(persons):
-                    person = save_person(out_dir, path.stem, k, image, pred, b, centre, side, faces,
-                                         args.focal, 224)
-                    person["person"] = k
-                    record["persons"].append(person)
+    glb, seen = _Glb(), set()
+    faces = predictor.faces
+    try:
+        for image in predictor.predict_iter([str(p) for p in images], num_samples=args.num_samples,
+                                            steps=args.steps, temperature=args.temperature, seed=args.seed,
+                                            faithful=True if args.faithful else None, keep_images=True,
+                                            progress=True):
+            for e in image.errors:
+                _error(e)
+            results["errors"].extend(image.errors)
+            if image.image is None:
+                continue
+            stem = _unique_stem(pathlib.Path(image.path) if image.path else None, image.index, seen)
+            record = {"image": image.path, "width": image.width, "height": image.height, "persons": []}
+            for person in image.persons:
+                record["persons"].append(save_person(out_dir, stem, image.image, person, faces, glb))
+            if image.persons:
+                _write_png(out_dir / f"{stem}_all.png", image.overlay(faces))
+                record["overlay_all"] = f"{stem}_all.png"
+            if body_model is not None:
+                save_smpl_fits(out_dir, stem, image.persons, record["persons"], body_model, args.batch_size)
             results["images"].append(record)
-        except SampleError as e:
-            results["errors"].append(str(e))
-            print(f"error: {e}", file=sys.stderr)
-    from hmr_jax.files import atomic_write
-
-    atomic_write(out_dir / "results.json", json.dumps(results, indent=2))
+    except InferenceError as e:
+        _error(e)
+        return 2
+    finally:
+        atomic_write(out_dir / "results.json", json.dumps(results, indent=2))
     return 1 if results["errors"] else 0
 
 
-def _peek_kind(checkpoint) -> str:
-    cfg = pathlib.Path(checkpoint) / "config.json"
+def run_generate(args) -> int:
+    """``--generate N`` random meshes from the unconditional MEGA; returns the exit status."""
     try:
-        return str(json.loads(cfg.read_text()).get("model", ""))
-    except (OSError, json.JSONDecodeError):
-        return ""
+        if args.images:
+            raise SampleError("--generate makes meshes without images: drop --images (or --generate)")
+        converted = not is_train_workdir(args.checkpoint)
+        tokenizer = args.tokenizer or (DEFAULT_TOKENIZER if converted else None)
+        generator = load_generator(args.checkpoint, tokenizer, connections=args.connections,
+                                   batch_size=args.batch_size)
+        faces, _ = load_faces(args.faces or "body_models/template.ply")
+        if faces.max() + 1 != generator.num_vertices:
+            raise SampleError(f"--faces index {faces.max() + 1} vertices but the tokenizer decodes "
+                              f"{generator.num_vertices}: give the faces of the tokenizer's mesh")
+        out = generator.generate(args.generate, steps=args.steps, temperature=args.temperature, seed=args.seed)
+    except (SampleError, InferenceError, OSError, ValueError) as e:
+        _error(e)
+        return 2
+    out_dir = pathlib.Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    glb, tiles, meshes = _Glb(), [], []
+    for i, v in enumerate(tqdm(out["vertices"], desc="meshes", unit="mesh")):
+        name = f"gen_{i:03d}"
+        write_mesh(out_dir / f"{name}.obj", v, faces)
+        glb_name = glb.write(out_dir / f"{name}.glb", v, faces)
+        front = v * np.array([1.0, -1.0, -1.0], np.float32)  # y up, facing +z -> the camera's y down, facing it
+        canvas = np.full((GRID_TILE, GRID_TILE, 3), 255, np.uint8)
+        tiles.append(render_mesh(canvas, front, faces, _framing_camera(front, GRID_TILE)))
+        meshes.append({"mesh": f"{name}.obj", "glb": glb_name, "tokens": out["tokens"][i].tolist()})
+    _write_png(out_dir / "generated.png", contact_sheet(tiles, columns=min(len(tiles), 8)))
+    atomic_write(out_dir / "results.json", json.dumps(
+        {"checkpoint": str(args.checkpoint), "model": "mega_pretrained", "num_meshes": len(meshes),
+         "steps": args.steps, "temperature": args.temperature, "seed": args.seed, "grid": "generated.png",
+         "meshes": meshes}, indent=2))
+    return 0
 
 
-def main(argv=None) -> int:
-    """Command-line entry point."""
-    return run(_parse(argv))
+def main(argv=None, predictor: Predictor | None = None) -> int:
+    """Command-line entry point; ``predictor`` replaces the one ``--checkpoint`` names (tests)."""
+    args = _parse(argv)
+    if args.generate is not None:
+        return run_generate(args)
+    return run_images(args, predictor)
 
 
 if __name__ == "__main__":

@@ -189,35 +189,26 @@ def sample_pictures(mega_dir: str, test_dir: str, faces: np.ndarray, out_dir: st
     prediction's camera; the deterministic prediction; ``show_samples`` of the ``num_samples``
     stochastic hypotheses; side views of the ground truth and of the prediction.
     """
-    import jax
-    import jax.numpy as jnp
-    import ml_collections
     from PIL import Image
 
     from hmr_jax.data import image_pipeline
-    from hmr_jax.models import decoding
+    from hmr_jax.inference import load_image_model
     from hmr_jax.render import contact_sheet
     from hmr_jax.training.pictures import mesh_overlay, mesh_side_view, save_png, to_uint8
-    from hmr_jax.training.stages import common, get_stage
 
-    state, cfg = common.restore_workdir(mega_dir)
-    stage = get_stage(ml_collections.ConfigDict(cfg))
-    variables = {"params": state["params"], **state["model_state"]}
-    decode = decoding.mesh_decoder_fn(stage.tokenizer, stage.frozen()["tokenizer"])
-    batch = next(iter(image_pipeline(test_dir, batch_size=num_images, backbone=stage.config.backbone.kind,
-                                     train=False, crop_size=stage.config.data.crop_size or None)))
-    images = jnp.asarray(batch["image"])
-    gen = decoding.mega_generate(stage.model, variables, images=images, key=jax.random.key(seed),
-                                 num_samples=num_samples, steps=5, gen_temp=1.0)
-    det = decoding.mega_deterministic(stage.model, variables, images=images)
-    hyps = np.asarray(decoding.meshes_from_tokens(decode, gen["tokens"], gen["rot6d"])["vertices"])
-    det_v = np.asarray(decoding.meshes_from_tokens(decode, det["tokens"], det["rot6d"])["vertices"])
-    cams = np.asarray(det["cam"])
+    model = load_image_model(mega_dir)
+    batch = next(iter(image_pipeline(test_dir, batch_size=num_images, backbone=model.backbone,
+                                     train=False, crop_size=model.geometry.crop)))
+    det = model.predict_crops(batch["image"], 1)
+    hyps = model.predict_crops(batch["image"], num_samples, mode="stochastic", seed=seed, steps=5,
+                               temperature=1.0)["vertices"]
+    det_v = det["vertices"][:, 0]
+    cams = det["cam"]
     gt = np.asarray(batch["vertices"])
     paths = []
     os.makedirs(out_dir, exist_ok=True)
     green, orange = (0.45, 0.85, 0.45), (0.95, 0.65, 0.35)
-    for b in range(images.shape[0]):
+    for b in range(len(det_v)):
         image = np.asarray(batch["image"][b])
         zoom = 2
         h, w = image.shape[:2]

@@ -225,7 +225,7 @@ def fixture_outputs(variables, config: Mapping[str, Any], io: Mapping[str, np.nd
     """Every ``out_*`` array of a ``mega_vqmae_*`` / ``mega_cvqmae_*`` fixture, computed faithfully.
 
     ``connection_folder``: the dfaust2 connection files for the fixture's mesh decoder (default:
-    see :func:`hmr_jax.models.decoding.load_mesh_decoder_from_torch`).
+    see :func:`hmr_jax.conversion.mesh_vqvae.mesh_decoder_from_torch`).
 
     Rotation matrices (``out_rotmat``, ``out_det_rotmat``, hence ``out_det_pred_mesh``) are
     computed op by op, from the fixture's own 6D rotation (ours is checked as ``out_rot6d``):
@@ -316,7 +316,7 @@ def fixture_outputs(variables, config: Mapping[str, Any], io: Mapping[str, np.nd
 def mesh_decoder_for_fixture(fixture: Mapping[str, Any], fixture_dir: pathlib.Path | None,
                              connection_folder=None):
     """``ids (B, 54) -> meshes (B, 6890, 3)`` from the ``mesh_decoder`` checkpoint named in the fixture JSON."""
-    from hmr_jax.models.decoding import load_mesh_decoder_from_torch
+    from hmr_jax.conversion.mesh_vqvae import mesh_decoder_from_torch
 
     name = (fixture.get("mesh_decoder") or {}).get("fixture")
     if not name:
@@ -330,7 +330,7 @@ def mesh_decoder_for_fixture(fixture: Mapping[str, Any], fixture_dir: pathlib.Pa
         env = os.environ.get("HMR_JAX_REFERENCE_DIR")
         if not env and guess.is_dir():
             connection_folder = guess
-    return load_mesh_decoder_from_torch(path, connection_folder)
+    return mesh_decoder_from_torch(path, connection_folder)
 
 
 def verify(variables, config, io, fixture, fixture_dir) -> dict[str, float]:

@@ -370,6 +370,36 @@ def load_converted(ckpt_dir, connection_folder: str | None = None):
     return model, variables
 
 
+def mesh_decoder_from_torch(path, connection_folder=None):
+    """A jitted ``ids (M, 54) -> meshes (M, 6890, 3)`` (meters) from an original Mesh-VQ-VAE ``.pt`` file.
+
+    The config is the JSON beside the file (``NAME.json``, a parity fixture) if present, else
+    the released 54-token preset. The dfaust2 connection files come from ``connection_folder``,
+    else the config's folder if it exists, else ``$HMR_JAX_REFERENCE_DIR/ConnectionMatrices``.
+    """
+    import json
+    import os
+
+    from hmr_jax.models.decoding import mesh_decoder_fn
+
+    path = pathlib.Path(path)
+    raw, _ = common.load_torch_state_dict(path)
+    side = path.with_suffix(".json")
+    user = json.loads(side.read_text()) if side.is_file() else None
+    state = common.StateDict(raw, what=str(path))
+    variables, config = convert(state, user)
+    state.finish()
+    folder = connection_folder
+    if folder is None and not pathlib.Path(config["autoencoder"]["connection_folder"]).is_dir():
+        ref = os.environ.get("HMR_JAX_REFERENCE_DIR")
+        if ref and (pathlib.Path(ref) / "ConnectionMatrices").is_dir():
+            folder = pathlib.Path(ref) / "ConnectionMatrices"
+    if folder is not None:
+        config["autoencoder"]["connection_folder"] = str(folder)
+    model = build_model(config, sha256=(user or {}).get("connection_files_sha256"))
+    return mesh_decoder_fn(model, variables)
+
+
 # ------------------------------------------------------------------------------------------
 # verification against a parity fixture
 

@@ -1,4 +1,5 @@
-"""Triangle-mesh files: ``.ply`` (binary little/big-endian and ASCII) and Wavefront ``.obj``.
+"""Triangle-mesh files: ``.ply`` (binary little/big-endian and ASCII) and Wavefront ``.obj``;
+binary glTF ``.glb`` written through trimesh (the ``sample`` extra).
 
 Every reader returns ``(vertices, faces)``: vertices float32 ``(V, 3)`` in the file's units (the
 project's templates are in meters), faces int32 ``(F, 3)`` 0-based vertex ids. Polygons with more
@@ -28,6 +29,7 @@ __all__ = [
     "write_mesh",
     "write_ply",
     "write_obj",
+    "write_glb",
 ]
 
 
@@ -457,6 +459,38 @@ def write_obj(
     return _atomic_write(path, lambda fh: fh.write(text), binary=False)
 
 
+def write_glb(
+    path: str | os.PathLike,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    colors: np.ndarray | None = None,
+) -> pathlib.Path:
+    """Write a triangle mesh as binary glTF ``.glb`` (vertices as given), atomically.
+
+    glTF viewers take y as up and the viewer on the +z side: convert camera-frame meshes
+    (y down, z away) with ``vertices * (1, -1, -1)`` first.
+
+    Args:
+      path: destination file.
+      vertices: (V, 3) coordinates (meters); faces: (F, 3) 0-based vertex ids.
+      colors: optional (V, 3) colours in [0, 1].
+    Returns:
+      The written path.
+    Raises:
+      ImportError: trimesh is not installed (``pip install -e '.[sample]'``).
+      ValueError: shapes or ids that do not describe a triangle mesh.
+    """
+    v, f, c = _check_arrays(vertices, faces, colors)
+    try:
+        import trimesh  # optional (the sample extra): only .glb needs it
+    except ImportError as e:
+        raise ImportError(f"writing {path} needs trimesh: pip install -e '.[sample]' ({e})") from None
+    mesh = trimesh.Trimesh(vertices=np.asarray(v, np.float32), faces=np.asarray(f, np.int64), process=False,
+                           vertex_colors=None if c is None else np.round(np.asarray(c) * 255).astype(np.uint8))
+    data = mesh.export(file_type="glb")
+    return _atomic_write(path, lambda fh: fh.write(data), binary=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # Dispatch on the suffix
 # ---------------------------------------------------------------------------------------------
@@ -479,11 +513,13 @@ def read_mesh(path: str | os.PathLike, return_colors: bool = False):
 
 
 def write_mesh(path: str | os.PathLike, vertices, faces, colors=None) -> pathlib.Path:
-    """Write a ``.ply`` (binary little-endian) or ``.obj`` mesh, chosen by the suffix, atomically."""
+    """Write a ``.ply`` (binary little-endian), ``.obj`` or ``.glb`` mesh, chosen by the suffix, atomically."""
     suffix = pathlib.Path(path).suffix.lower()
     if suffix == ".ply":
         return write_ply(path, vertices, faces, colors)
     if suffix == ".obj":
         return write_obj(path, vertices, faces, colors)
-    raise ValueError(f"{path}: unknown mesh file kind {suffix!r}; expected .ply or .obj")
+    if suffix == ".glb":
+        return write_glb(path, vertices, faces, colors)
+    raise ValueError(f"{path}: unknown mesh file kind {suffix!r}; expected .ply, .obj or .glb")
 

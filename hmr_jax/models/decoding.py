@@ -354,38 +354,6 @@ def _meshes_from_tokens(mesh_decode, tokens, rot6d):
     return {"canonical": canonical, "rotmat": rotmat, "vertices": vertices}
 
 
-def load_mesh_decoder_from_torch(path, connection_folder=None) -> Callable[[jnp.ndarray], jnp.ndarray]:
-    """A jitted ``ids (M, 54) -> meshes (M, 6890, 3)`` from an original Mesh-VQ-VAE ``.pt`` file.
-
-    The config is the JSON beside the file (``NAME.json``, a parity fixture) if present, else
-    the released 54-token preset. The dfaust2 connection files come from ``connection_folder``,
-    else the config's folder if it exists, else ``$HMR_JAX_REFERENCE_DIR/ConnectionMatrices``.
-    """
-    import json
-    import os
-    import pathlib
-
-    from hmr_jax.conversion import common
-    from hmr_jax.conversion import mesh_vqvae as CV
-
-    path = pathlib.Path(path)
-    raw, _ = common.load_torch_state_dict(path)
-    side = path.with_suffix(".json")
-    user = json.loads(side.read_text()) if side.is_file() else None
-    state = common.StateDict(raw, what=str(path))
-    variables, config = CV.convert(state, user)
-    state.finish()
-    folder = connection_folder
-    if folder is None and not pathlib.Path(config["autoencoder"]["connection_folder"]).is_dir():
-        ref = os.environ.get("HMR_JAX_REFERENCE_DIR")
-        if ref and (pathlib.Path(ref) / "ConnectionMatrices").is_dir():
-            folder = pathlib.Path(ref) / "ConnectionMatrices"
-    if folder is not None:
-        config["autoencoder"]["connection_folder"] = str(folder)
-    model = CV.build_model(config, sha256=(user or {}).get("connection_files_sha256"))
-    return mesh_decoder_fn(model, variables)
-
-
 def mesh_decoder_fn(model, variables) -> Callable[[jnp.ndarray], jnp.ndarray]:
     """``ids (M, 54) -> meshes (M, 6890, 3)`` for a Mesh-VQ-VAE module and its variables (jitted)."""
     from hmr_jax.models.mesh_vqvae import MeshVQVAE

@@ -24,13 +24,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hmr_jax.checkpoints import is_train_workdir
+from hmr_jax.data.augment import BACKBONE_INPUTS
 from hmr_jax.files import atomic_open, atomic_write
+from hmr_jax.inference import load_image_model
 
 MODES = ("deterministic", "stochastic", "mean_mesh")
 
 
 @dataclasses.dataclass
-class Predictor:
+class EvalPredictor:
     """``predict(images (B, H, W, 3), key) -> vertices`` (B, V, 3), or (N, B, V, 3) with
     ``hypotheses`` = N > 1; ``backbone``: the crop the images need (hrnet / resnet / vit)."""
 
@@ -41,102 +44,56 @@ class Predictor:
     crop_size: int | None = None   # None: the backbone's crop
 
 
-def mean_mesh_predictor(mean_mesh: np.ndarray, backbone: str = "hrnet") -> Predictor:
+def mean_mesh_predictor(mean_mesh: np.ndarray, backbone: str = "hrnet") -> EvalPredictor:
     """The trivial baseline: the same (V, 3) mesh (meters) for every image."""
     mesh = jnp.asarray(mean_mesh, jnp.float32)
     if mesh.ndim != 2 or mesh.shape[1] != 3:
         raise ValueError(f"the mean mesh must be (V, 3), got {mesh.shape}")
-    return Predictor(lambda images, key: jnp.broadcast_to(mesh, (images.shape[0],) + mesh.shape),
-                     backbone, 1, "mean mesh")
-
-
-def _stage_predictor(stage, variables, mode: str, num_samples: int, steps: int,
-                     temperature: float) -> Predictor:
-    from hmr_jax.models import decoding
-
-    frozen = stage.frozen()
-    decode = decoding.mesh_decoder_fn(stage.tokenizer, frozen["tokenizer"])
-    crop = stage.config.backbone.kind
-    crop_size = stage.config.data.get("crop_size", 0) or None
-    if stage.name == "mega":
-        model = stage.model
-        if mode == "deterministic":
-            def predict(images, key):
-                out = decoding.mega_deterministic(model, variables, images=images)
-                return decoding.meshes_from_tokens(decode, out["tokens"], out["rot6d"])["vertices"]
-            return Predictor(predict, crop, 1, "MEGA deterministic", crop_size)
-
-        def predict(images, key):
-            out = decoding.mega_generate(model, variables, images=images, key=key,
-                                         num_samples=num_samples, steps=steps, gen_temp=temperature)
-            verts = decoding.meshes_from_tokens(decode, out["tokens"], out["rot6d"])["vertices"]
-            return jnp.swapaxes(verts, 0, 1)  # (N, B, V, 3)
-        return Predictor(predict, crop, num_samples, f"MEGA stochastic, {num_samples} hypotheses",
-                         crop_size)
-    if stage.name == "vqhps":
-        if mode != "deterministic":
-            raise ValueError("VQ-HPS is deterministic: use --mode deterministic")
-        forward = jax.jit(lambda v, images: stage._forward(v["params"], {k: x for k, x in v.items()
-                                                                        if k != "params"},
-                                                          frozen, images, False)[0])
-
-        def predict(images, key):
-            out = forward(variables, images)
-            tokens = jnp.argmax(out["logits"], -1).astype(jnp.int32)
-            return decoding.meshes_from_tokens(decode, tokens, out["rot6d"])["vertices"]
-        return Predictor(predict, crop, 1, "VQ-HPS", crop_size)
-    raise ValueError(f"cannot evaluate a {stage.name!r} run: only mega and vqhps predict meshes from images")
+    return EvalPredictor(lambda images, key: jnp.broadcast_to(mesh, (images.shape[0],) + mesh.shape),
+                         backbone, 1, "mean mesh")
 
 
 def load_predictor(checkpoint: str, mode: str = "deterministic", config=None, num_samples: int = 25,
-                   steps: int = 5, temperature: float = 1.0) -> Predictor:
-    """A predictor from a ``train.py`` workdir (its ``config.json``; ``config`` overrides it) or a
-    converted checkpoint folder (``config`` gives the stage settings: tokenizer, body models...)."""
-    import ml_collections
-
-    from hmr_jax.training.stages import get_stage
-    from hmr_jax.training.stages import common
-
+                   steps: int = 5, temperature: float = 1.0) -> EvalPredictor:
+    """A predictor from a ``train.py`` workdir (its ``config.json``; ``config`` may override the
+    tokenizer, ``body_models`` and ``tpose`` paths) or a converted checkpoint folder (``config``,
+    a ``configs/train_*.py``, names the tokenizer, ``body_models`` and, for VQ-HPS, ``tpose``).
+    The model is loaded and run by :mod:`hmr_jax.inference` (fixed-size batches)."""
     if mode not in MODES:
         raise ValueError(f"--mode {mode!r} unknown; choose one of {MODES}")
     if not os.path.isdir(checkpoint):
         raise FileNotFoundError(f"--checkpoint {checkpoint!r} is not a folder")
-    if common.is_train_workdir(checkpoint):
-        state, saved = common.restore_workdir(checkpoint)
-        cfg = ml_collections.ConfigDict(saved)
-        if config is not None:
-            cfg.update(_overrides(config))
-        stage = get_stage(cfg)
-        variables = {"params": state["params"], **state.get("model_state", {})}
-        return _stage_predictor(stage, variables, mode, num_samples, steps, temperature)
-    from hmr_jax.conversion.common import read_converted
-
-    if config is None:
+    if config is None and not is_train_workdir(checkpoint):
         raise ValueError("a converted checkpoint needs --config configs/train_mega_*.py or "
                          "configs/train_vqhps_*.py (tokenizer, body models, backbone kind)")
-    variables, conv_cfg = read_converted(checkpoint)
-    stage = get_stage(_without_init(config, conv_cfg))
-    return _stage_predictor(stage, variables, mode, num_samples, steps, temperature)
+    model = load_image_model(checkpoint, **_paths(config))
+    n = 1 if mode == "deterministic" else num_samples
+    model.mode(n, mode)  # VQ-HPS has no stochastic mode: a clear error now, not at the first batch
+
+    def predict(images, key):
+        vertices = jnp.asarray(model.predict_crops(images, n, mode=mode, key=key, steps=steps,
+                                                   temperature=temperature)["vertices"])
+        return vertices[:, 0] if n == 1 else jnp.swapaxes(vertices, 0, 1)  # (B, V, 3) or (N, B, V, 3)
+
+    family = "VQ-HPS" if model.family == "vqhps" else "MEGA"
+    description = (family if model.family == "vqhps" else
+                   "MEGA deterministic" if mode == "deterministic" else f"MEGA stochastic, {n} hypotheses")
+    crop = model.geometry.crop
+    return EvalPredictor(predict, model.backbone, n, description,
+                         None if crop == BACKBONE_INPUTS[model.backbone].crop else crop)
 
 
-def _overrides(config) -> dict:
-    """Only what a user may change when re-evaluating a run (paths), not the model."""
-    keep = ("tokenizer", "body_models", "tpose", "require_smpl24", "num_vertices")
-    return {k: config[k] for k in keep if k in config}
-
-
-def _without_init(config, conv_cfg):
-    """The training config with the model sizes of a converted checkpoint."""
-    cfg = config.copy_and_resolve_references()
-    with cfg.unlocked():
-        if "mega" in conv_cfg and "mega" in cfg:
-            cfg.mega.update({k: v for k, v in conv_cfg["mega"].items() if k in cfg.mega})
-        if "vqhps" in conv_cfg and "vqhps" in cfg:
-            cfg.vqhps.update({k: v for k, v in conv_cfg["vqhps"].items() if k in cfg.vqhps})
-        if conv_cfg.get("backbone"):
-            cfg.backbone.model = dict(conv_cfg["backbone"])
-        cfg.init = {}
-    return cfg
+def _paths(config) -> dict:
+    """Only what a user may change when evaluating a model (paths), not the model itself."""
+    if config is None:
+        return {}
+    tok = config.get("tokenizer") or {}
+    out = {"tokenizer": tok.get("path") or None, "connections": tok.get("connection_folder") or None}
+    if config.get("body_models"):
+        out["joint_regressor"] = os.path.join(config.body_models, "J_regressor_h36m.npy")
+    if config.get("tpose"):
+        out["tpose"] = config.tpose
+    return out
 
 
 def image_names(split_dir: str) -> list[tuple[str, str]]:
@@ -151,7 +108,7 @@ def image_names(split_dir: str) -> list[tuple[str, str]]:
     return out
 
 
-def evaluate(predictor: Predictor, split_dir: str, out_dir: str, body_models: str,
+def evaluate(predictor: EvalPredictor, split_dir: str, out_dir: str, body_models: str,
              protocol: str = "original", dataset: str = "3dpw", batch_size: int = 16,
              seed: int = 0, progress: bool = True) -> dict:
     """Evaluate ``predictor`` on every image of ``split_dir``; write and return the summary.

@@ -1,14 +1,15 @@
 """Pieces the model stages share: data pipelines from ``config.data``, the frozen tokenizer,
-joint regressors, and loading converted / previously trained weights into new variables."""
+joint regressors, and loading converted / previously trained weights into new variables
+(read through :mod:`hmr_jax.checkpoints`)."""
 from __future__ import annotations
 
-import json
 import logging
-import os
 from typing import Any, Mapping
 
 import jax
 import numpy as np
+
+from hmr_jax import checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -70,34 +71,9 @@ def val_batches(config, local_batch: int, kind: str, backbone: str = "hrnet"):
                           drop_remainder=True, crop_size=config.data.get("crop_size", 0) or None)
 
 
-# ----------------------------------------------------------------------------- tokenizer
-def is_train_workdir(path: str) -> bool:
-    """True if ``path`` is a ``train.py`` workdir (has ``config.json`` and ``checkpoints/``)."""
-    return os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(
-        os.path.join(path, "checkpoints"))
-
-
-def restore_workdir(path: str) -> tuple[dict, Mapping[str, Any]]:
-    """``(state, config)`` of the latest checkpoint of a ``train.py`` workdir (host arrays)."""
-    import orbax.checkpoint as ocp
-
-    with open(os.path.join(path, "config.json")) as f:
-        config = json.load(f)
-    absl_logger = logging.getLogger("absl")
-    level = absl_logger.level
-    absl_logger.setLevel(logging.ERROR)  # Orbax warns about every option a read-only manager ignores
-    try:
-        manager = ocp.CheckpointManager(os.path.abspath(os.path.join(path, "checkpoints")),
-                                        item_handlers={"state": ocp.StandardCheckpointHandler()},
-                                        options=ocp.CheckpointManagerOptions(read_only=True))
-    finally:
-        absl_logger.setLevel(level)
-    step = manager.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"{path}/checkpoints holds no complete checkpoint")
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-    manager.close()
-    return jax.device_get(state), config
+# ----------------------------------------------------------------------------- loading
+#: the frozen tokenizer, through the one loading path (a name here so that benchmarks can memoise it)
+load_tokenizer = checkpoints.load_tokenizer
 
 
 def compute_dtype(config):
@@ -110,46 +86,9 @@ def compute_dtype(config):
     return jnp.dtype(name)
 
 
-def load_tokenizer(path: str, connection_folder: str = ""):
-    """The frozen Mesh-VQ-VAE: ``(model, variables)`` from a converted checkpoint folder
-    (``convert_torch_weights.py --out``) or from a ``train.py`` workdir of the mesh_vqvae stage.
-
-    ``path="random"`` gives a randomly initialised released-size tokenizer (benchmarks and smoke
-    runs only: its tokens mean nothing) over the dfaust2 files in ``connection_folder``.
-    """
-    from hmr_jax.models.mesh_vqvae import MeshVQVAE, load_connections
-
-    if path == "random":
-        import copy
-
-        from hmr_jax.models.mesh_vqvae import RELEASED_54
-
-        log.warning("Using a RANDOM tokenizer (config.tokenizer.path='random'): for benchmarks only.")
-        cfg = copy.deepcopy(RELEASED_54)
-        if connection_folder:
-            cfg["autoencoder"]["connection_folder"] = connection_folder
-        conns = tuple(load_connections(cfg))
-        model = MeshVQVAE(cfg, connections=conns)
-        variables = model.init(jax.random.key(0), jax.numpy.zeros((1, conns[0].in_points, 3)))
-        return model, variables
-
-    if not path:
-        raise ValueError("config.tokenizer.path is empty: give a converted Mesh-VQ-VAE folder or a "
-                         "mesh_vqvae train.py workdir")
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"tokenizer {path!r} does not exist (config.tokenizer.path)")
-    if is_train_workdir(path):
-        state, config = restore_workdir(path)
-        if config.get("stage") != "mesh_vqvae":
-            raise ValueError(f"{path} is a {config.get('stage')!r} run, not a mesh_vqvae one")
-        model_cfg = dict(config["model"])
-        if connection_folder:
-            model_cfg["autoencoder"] = {**model_cfg["autoencoder"], "connection_folder": connection_folder}
-        model = MeshVQVAE(model_cfg, connections=tuple(load_connections(model_cfg)))
-        return model, {"params": state["params"], **state["model_state"]}
-    from hmr_jax.conversion.mesh_vqvae import load_converted
-
-    return load_converted(path, connection_folder or None)
+def load_variables(path: str) -> dict:
+    """Variables of a ``train.py`` workdir (latest checkpoint) or a converted folder (``init.*``)."""
+    return checkpoints.read_checkpoint(path).variables
 
 
 def merge_pretrained(target: Any, source: Any, what: str) -> Any:

@@ -153,11 +153,11 @@ class MegaStage(_TokenizerMixin, Stage):
         init = self.config.get("init", {})
         params, state = variables.params, variables.model_state
         if init.get("mega"):
-            src = _load_params(init.mega)
+            src = common.load_variables(init.mega)
             src = {k: v for k, v in src["params"].items() if k != "backbone"}
             params = common.merge_pretrained(params, src, f"MEGA pre-trained {init.mega}")
         if init.get("backbone"):
-            src = _load_params(init.backbone)
+            src = common.load_variables(init.backbone)
             params = {**params, "backbone": common.merge_pretrained(
                 params["backbone"], src["params"], f"backbone {init.backbone}")}
             if "batch_stats" in src and "batch_stats" in state:
@@ -234,14 +234,3 @@ def load_regressors(config) -> dict:
     need24 = config.get("require_smpl24", True)
     return {"h36m": load_joint_regressor(os.path.join(folder, "J_regressor_h36m.npy"), 17, nv),
             "smpl24": load_joint_regressor(p24, 24, nv) if need24 or os.path.exists(p24) else None}
-
-
-def _load_params(path: str) -> dict:
-    """Variables from a ``train.py`` workdir (latest checkpoint) or a converted folder."""
-    if common.is_train_workdir(path):
-        state, _ = common.restore_workdir(path)
-        return {"params": state["params"], **state.get("model_state", {})}
-    from hmr_jax.conversion.common import read_converted
-
-    variables, _ = read_converted(path)
-    return variables

@@ -18,7 +18,7 @@ from hmr_jax.geometry.rotations import rotation_6d_to_matrix
 from hmr_jax.training import losses
 from hmr_jax.training.stages import LossOutput, Stage, Variables
 from hmr_jax.training.stages import common
-from hmr_jax.training.stages.mega import _TokenizerMixin, _load_params, load_regressors
+from hmr_jax.training.stages.mega import _TokenizerMixin, load_regressors
 
 _FIELDS = ("model_dim", "num_heads", "feedforward_dim", "num_enc_layers", "num_dec_layers",
            "dict_size", "num_tokens", "dropout", "autoreg", "seq_len", "pose_dim")
@@ -70,7 +70,7 @@ class VQHPSStage(_TokenizerMixin, Stage):
         path = self.config.get("init", {}).get("backbone", "")
         if not path:
             return variables
-        src = _load_params(path)
+        src = common.load_variables(path)
         params, state = dict(variables.params), dict(variables.model_state)
         for name in ("backbone_pose", "backbone_rot"):
             params[name] = common.merge_pretrained(params[name], src["params"], f"{name} {path}")
