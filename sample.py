@@ -134,14 +134,20 @@ def make_detector(args):
     if kind == "auto":
         if args.bboxes:
             kind = "boxes"
-        elif importlib.util.find_spec("onnxruntime") is None or not weights.is_file():
-            missing = ("onnxruntime (pip install -e '.[detect]')" if importlib.util.find_spec("onnxruntime") is None
-                       else f"{weights} (export it on a machine with ultralytics: {YOLO_EXPORT})")
-            _warn(f"no person detector: {missing} is missing, so every image is taken as one person "
-                  "(--detector full); give --bboxes FILE or install the detector to find people")
-            return FullImageDetector()
         else:
-            kind = "yolo"
+            missing = None
+            if importlib.util.find_spec("onnxruntime") is None:
+                missing = "onnxruntime (pip install -e '.[detect]') is missing"
+            elif not weights.is_file():
+                missing = f"{weights} is missing (export it on a machine with ultralytics: {YOLO_EXPORT})"
+            else:
+                try:
+                    return _yolo(weights, args.detection_threshold)
+                except SampleError as e:
+                    missing = str(e)
+            _warn(f"no person detector: {missing}, so every image is taken as one person (--detector full); "
+                  "give --bboxes FILE or install the detector to find people")
+            return FullImageDetector()
     if kind == "boxes":
         if not args.bboxes:
             raise SampleError("--detector boxes needs --bboxes FILE (a JSON of boxes per image)")
@@ -157,12 +163,17 @@ def make_detector(args):
         raise SampleError(f"--detector yolo: the weights {weights} do not exist; export them on a machine with "
                           f"ultralytics ({YOLO_EXPORT}) and pass --detector-weights PATH, or use --detector full "
                           "or --bboxes FILE")
+    return _yolo(weights, args.detection_threshold)
+
+
+def _yolo(weights: pathlib.Path, threshold: float):
+    """The YOLOv8 person detector on ``weights`` (ONNX Runtime; ``.pt`` through ultralytics)."""
     try:
         from hmr_jax.detection.yolo import YoloDetector  # needs the detect extra (onnxruntime)
     except ImportError as e:
         raise SampleError(f"--detector yolo needs onnxruntime: pip install -e '.[detect]' ({e})") from None
     try:
-        return YoloDetector(str(weights), threshold=args.detection_threshold)
+        return YoloDetector(str(weights), threshold=threshold)
     except (DetectionError, ImportError, OSError, ValueError) as e:
         raise SampleError(f"--detector yolo: {e}") from None
 
@@ -274,11 +285,11 @@ def _load_predictor(args) -> Predictor:
     if tokenizer and not pathlib.Path(tokenizer).is_dir():
         raise SampleError(f"--tokenizer {tokenizer} is not a folder: convert the Mesh-VQ-VAE checkpoint with "
                           "convert_torch_weights.py --model mesh_vqvae --out DIR and pass --tokenizer DIR")
-    return Predictor.load(args.checkpoint, tokenizer, faces=args.faces, detector=make_detector(args),
-                          connections=args.connections,
-                          joint_regressor=args.joint_regressor if converted else None,
-                          tpose=np.load(args.tpose) if args.tpose else None, batch_size=args.batch_size,
-                          focal_length=args.focal)
+    predictor = Predictor.load(args.checkpoint, tokenizer, faces=args.faces, connections=args.connections,
+                               joint_regressor=args.joint_regressor if converted else None,
+                               tpose=np.load(args.tpose) if args.tpose else None, batch_size=args.batch_size,
+                               focal_length=args.focal)
+    return predictor
 
 
 def run_images(args, predictor: Predictor | None = None) -> int:
@@ -294,11 +305,14 @@ def run_images(args, predictor: Predictor | None = None) -> int:
         if not images:
             raise SampleError(f"no images found in {' '.join(args.images)}: give image files or folders holding "
                               f"{', '.join(IMAGE_SUFFIXES)} files")
-        if predictor is None:
+        injected = predictor is not None
+        if not injected:
             predictor = _load_predictor(args)
         predictor.model.mode(args.num_samples)
         if args.smpl_fit:
             body_model = load_smpl_model(args.smpl_model, predictor.model.num_vertices)
+        if not injected:
+            predictor.detector = make_detector(args)  # last: a model problem is reported alone
     except (SampleError, InferenceError, DetectionError, OSError, ValueError) as e:
         _error(e)
         return 2

@@ -121,8 +121,10 @@ def write_image_model(root, kind: str, seed: int = 0) -> tuple[str, dict, dict]:
     return str(path), cfg, variables
 
 
-def write_workdir(root, cfg: dict, variables, tokenizer: str, faces_path: str, name: str = "run") -> str:
-    """The same model as a ``train.py`` workdir (``config.json`` + an Orbax checkpoint at step 1)."""
+def write_workdir(root, cfg: dict, variables, tokenizer: str, faces_path: str, name: str = "run",
+                  **overrides) -> str:
+    """The same model as a ``train.py`` workdir (``config.json`` + an Orbax checkpoint at step 1);
+    ``overrides``: other training-config entries (``body_models``, ``tpose``...)."""
     from hmr_jax.training.checkpointing import Checkpointer
 
     kind = cfg["model"]
@@ -137,6 +139,7 @@ def write_workdir(root, cfg: dict, variables, tokenizer: str, faces_path: str, n
         train.data.crop_size = cfg["image_size"][0] if backbone != "vit" else 0
         train.tokenizer.path = tokenizer
         train.faces = faces_path
+        train.update(overrides)
     workdir = root / name
     os.makedirs(workdir)
     (workdir / "config.json").write_text(train.to_json_best_effort(indent=2))

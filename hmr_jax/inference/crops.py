@@ -9,8 +9,8 @@ Every box source (a detector, a boxes file, the whole image) goes through :func:
   (edges repeated), as the demo does against aliasing;
 * the square is mapped onto ``S x S`` pixels by a scale and a translation that put the box
   centre at crop pixel ``(S / 2, S / 2)`` (pixel centres at integer coordinates), sampled
-  bilinearly, black outside the image (the demo's ``cv2.warpAffine`` with
-  ``BORDER_CONSTANT``);
+  bilinearly in floating point, black beyond the image's edges (the demo's ``cv2.warpAffine``
+  with ``INTER_LINEAR`` and ``BORDER_CONSTANT``);
 * the backbone's width is kept from the middle of the square (ViT: 256 x 192 from 256 x 256,
   as its training crops) and the crop is normalised with the backbone's mean and std.
 
@@ -23,8 +23,9 @@ import pathlib
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
-from hmr_jax.data.augment import BackboneInput, warp_affine
+from hmr_jax.data.augment import BackboneInput
 
 #: the demo blurs before downsampling by more than this factor times two (``downsampling_factor > 1.1``)
 _BLUR_ABOVE = 1.1
@@ -119,16 +120,15 @@ def crop_person(image: np.ndarray, box, geometry: BackboneInput) -> PersonCrop:
         raise InferenceError(f"box {[x1, y1, x2, y2]} lies outside the {w}x{h} image: give boxes in "
                              "full-image pixels x1, y1, x2, y2 that overlap it")
     s = int(geometry.crop)
-    k = s / side
-    # source pixels -> crop pixels: the box centre lands on crop pixel (S / 2, S / 2)
-    affine = np.array([[k, 0.0, s / 2.0 - k * centre[0]], [0.0, k, s / 2.0 - k * centre[1]]])
-    factor = side / s / 2.0
-    if factor > _BLUR_ABOVE:
-        patch, (x0, y0) = _blurred_region(image, centre, side, sigma=(factor - 1.0) / 2.0)
-        affine[:, 2] += affine[:, :2] @ np.array([x0, y0], np.float64)
-    else:
-        patch = image
-    crop = warp_affine(Image.fromarray(patch), affine, s, s)
+    a = side / s  # source pixels per crop pixel
+    factor = a / 2.0
+    sigma = (factor - 1.0) / 2.0 if factor > _BLUR_ABOVE else 0.0
+    region, (x0, y0) = _source_region(image, centre, side, sigma)
+    # crop pixel (r, c) samples the source at (cy + (r - S / 2) a, cx + (c - S / 2) a): the box
+    # centre lands on crop pixel (S / 2, S / 2); bilinear, black (0) beyond the image's edges
+    offset = (centre[1] - a * s / 2.0 - y0, centre[0] - a * s / 2.0 - x0, 0.0)
+    crop = ndimage.affine_transform(region, np.array([a, a, 1.0]), offset=offset, output_shape=(s, s, 3),
+                                    order=1, mode="grid-constant", cval=0.0)
     if geometry.width != s:
         left = (s - geometry.width) // 2
         crop = crop[:, left:left + geometry.width]
@@ -138,18 +138,18 @@ def crop_person(image: np.ndarray, box, geometry: BackboneInput) -> PersonCrop:
                       centre, side)
 
 
-def _blurred_region(image: np.ndarray, centre: np.ndarray, side: float, sigma: float):
-    """The part of ``image`` the square needs, Gaussian-blurred (edges repeated, as blurring the
-    whole image would give), as uint8; and its top-left corner ``(x0, y0)`` in the image."""
-    from scipy.ndimage import gaussian_filter
-
+def _source_region(image: np.ndarray, centre: np.ndarray, side: float, sigma: float):
+    """The part of ``image`` the square samples (float32; Gaussian-blurred with ``sigma`` pixels,
+    edges repeated, when ``sigma > 0``: as blurring the whole image would give), and its top-left
+    corner ``(x0, y0)`` in the image."""
     h, w = image.shape[:2]
-    margin = int(np.ceil(4.0 * sigma)) + 2  # the filter's reach (truncated at 4 sigma) plus bilinear
+    margin = 2 + (int(np.ceil(4.0 * sigma)) if sigma > 0 else 0)  # bilinear neighbours + the filter's reach
     half = side / 2.0
     x0 = max(int(np.floor(centre[0] - half)) - margin, 0)
     y0 = max(int(np.floor(centre[1] - half)) - margin, 0)
     x1 = min(int(np.ceil(centre[0] + half)) + margin + 1, w)
     y1 = min(int(np.ceil(centre[1] + half)) + margin + 1, h)
     region = image[y0:y1, x0:x1].astype(np.float32)
-    blurred = gaussian_filter(region, sigma=(sigma, sigma, 0.0), mode="nearest", truncate=4.0)
-    return np.clip(np.round(blurred), 0, 255).astype(np.uint8), (x0, y0)
+    if sigma > 0:
+        region = ndimage.gaussian_filter(region, sigma=(sigma, sigma, 0.0), mode="nearest", truncate=4.0)
+    return region, (x0, y0)

@@ -33,6 +33,7 @@ from hmr_jax import checkpoints
 from hmr_jax.data.augment import BACKBONE_INPUTS, BackboneInput
 from hmr_jax.inference.crops import InferenceError
 from hmr_jax.models import decoding
+from hmr_jax.training.config import load_config
 
 #: persons per compiled call (the largest bucket)
 DEFAULT_BATCH_SIZE = 16
@@ -97,8 +98,6 @@ def decoding_defaults(checkpoint: checkpoints.Checkpoint) -> dict:
         return dict(checkpoint.config["decoding"])
     path = CONFIG_DIR / f"{checkpoint.kind}.py"
     if path.is_file():
-        from hmr_jax.training.config import load_config
-
         cfg = load_config(path)
         if "decoding" in cfg:
             return dict(cfg.decoding)
@@ -147,13 +146,16 @@ def _load_tokenizer(tokenizer: str | None, connections: str | None, checkpoint, 
     return tok_model, tok_vars, decoding.mesh_decoder_fn(tok_model, tok_vars), int(shape.shape[1]), str(path)
 
 
-def _read(path, kinds: tuple[str, ...], what: str) -> checkpoints.Checkpoint:
+def _read(path, kinds: tuple[str, ...]) -> checkpoints.Checkpoint:
     try:
         return checkpoints.read_checkpoint(path, kinds=kinds)
     except checkpoints.CheckpointError as e:
-        hint = {"image": " (for random meshes from the pre-trained mega_pretrained model use --generate)",
-                "unconditional": " (convert the pre-trained MEGA with convert_torch_weights.py --model "
-                                 "mega_pretrained)"}[what]
+        hint = ""
+        if f"holds a '{checkpoints.UNCONDITIONAL_KIND}'" in str(e):
+            hint = " (the pre-trained mega_pretrained model makes random meshes: sample.py --generate N)"
+        elif kinds == (checkpoints.UNCONDITIONAL_KIND,) and "holds a" in str(e):
+            hint = (" (--generate needs the unconditional MEGA: convert checkpoint/VQMAE/mega_pretrained "
+                    "with convert_torch_weights.py --model mega_pretrained)")
         raise InferenceError(f"{e}{hint}") from None
 
 
@@ -294,7 +296,7 @@ def load_image_model(path: str | os.PathLike, tokenizer: str | None = None, *, c
       InferenceError: a folder of another kind (e.g. a tokenizer or the unconditional MEGA), a
         tokenizer that does not fit the model, missing VQ-HPS inputs.
     """
-    ckpt = _read(path, checkpoints.IMAGE_KINDS, "image")
+    ckpt = _read(path, checkpoints.IMAGE_KINDS)
     model = checkpoints.build_model(ckpt, dtype)
     is_vqhps = ckpt.kind in checkpoints.VQHPS_KINDS
     num_tokens = int(model.num_tokens if is_vqhps else model.seq_length)
@@ -384,7 +386,7 @@ def load_generator(path: str | os.PathLike, tokenizer: str | None = None, *, con
     Raises:
       InferenceError: a folder of another kind, or a tokenizer that does not fit.
     """
-    ckpt = _read(path, (checkpoints.UNCONDITIONAL_KIND,), "unconditional")
+    ckpt = _read(path, (checkpoints.UNCONDITIONAL_KIND,))
     model = checkpoints.build_model(ckpt, dtype)
     _, _, decode, nv, _ = _load_tokenizer(tokenizer, connections, ckpt, int(model.seq_length),
                                           int(model.num_embeddings))

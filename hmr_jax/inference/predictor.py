@@ -235,6 +235,8 @@ class Predictor:
           problems of one image or person are reported in its ``errors`` instead.
         """
         self.model.mode(num_samples, mode)  # settings problems first, before any image is read
+        if boxes is not None and hasattr(images, "__len__") and len(boxes) != len(images):
+            raise InferenceError(f"boxes must hold one entry per image: {len(boxes)} for {len(images)} images")
         key = _as_key(key, seed)
         settings = dict(num_samples=num_samples, mode=mode, steps=steps, temperature=temperature,
                         faithful=faithful, key=key)
