@@ -109,6 +109,7 @@ def test_nms_suppresses_overlaps_keeps_disjoint_and_is_strict():
     np.testing.assert_array_equal(nms([[0, 0, 10, 10], [5, 0, 15, 10]], [1.0, 0.5], 1 / 3), [0, 1])
     np.testing.assert_array_equal(nms([[0, 0, 10, 10], [5, 0, 15, 10]], [1.0, 0.5], 1 / 3 - 1e-6), [0])
     assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).shape == (0,)
+    np.testing.assert_array_equal(nms(boxes, scores, 0.5, limit=2), [1, 2])
 
 
 def test_resize_bilinear_samples_pixel_centres():

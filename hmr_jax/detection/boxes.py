@@ -46,7 +46,7 @@ def box_iou(a, b) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def nms(boxes, scores, iou_threshold: float) -> np.ndarray:
+def nms(boxes, scores, iou_threshold: float, limit: int | None = None) -> np.ndarray:
     """Greedy non-maximum suppression.
 
     The highest-scoring box is kept, every remaining box whose IoU with it is strictly greater
@@ -54,6 +54,7 @@ def nms(boxes, scores, iou_threshold: float) -> np.ndarray:
 
     Args:
       boxes: (N, 4) boxes (pixels); scores: (N,) confidences; iou_threshold: in [0, 1].
+      limit: stop once this many boxes are kept (the same first boxes as without it).
     Returns:
       (K,) int64 indices of the kept boxes, by decreasing score.
     """
@@ -63,7 +64,7 @@ def nms(boxes, scores, iou_threshold: float) -> np.ndarray:
         raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
     order = np.argsort(-scores, kind="stable")
     keep = []
-    while order.size:
+    while order.size and (limit is None or len(keep) < limit):
         i = order[0]
         keep.append(i)
         rest = order[1:]

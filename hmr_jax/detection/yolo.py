@@ -198,7 +198,7 @@ def decode_yolov8(output: np.ndarray, *, threshold: float, iou_threshold: float,
     cx, cy, bw, bh = pred[sel, :4].T
     boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1).reshape(-1, 4)
     scores = conf[sel]
-    keep = nms(boxes, scores, iou_threshold)[:max_detections]
+    keep = nms(boxes, scores, iou_threshold, limit=max_detections)
     return boxes[keep], scores[keep]
 
 
