@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from hmr_jax.detection import (DEFAULT_YOLO_WEIGHTS, DetectionError, Detector, FullImageDetector, BoxesDetector,
                                make_detector, yolo_unavailable_reason)
 from hmr_jax.detection.boxes import box_iou, nms
-from hmr_jax.detection.yolo import (EXPORT_COMMAND, Letterbox, YoloDetector, decode_yolov8, letterbox,
+from hmr_jax.detection.yolo import (EXPORT_COMMAND, YoloDetector, decode_yolov8, letterbox,
                                     resize_bilinear, to_input)
 
 NUM_CLASSES = 80
