@@ -202,7 +202,7 @@ def test_onnx_detector_end_to_end_non_square_image(tmp_path):
     img[0:8, 65:80] = (0, 0, 255)                   # blue: R = 0, a BGR mix-up would score it 1.0
     anchors = [  # (box x1, y1, x2, y2 in model pixels, probed model pixel (y, x))
         ([16, 21, 48, 37], (30, 32)),               # 0: on red -> kept, score 1
-        ([0, 0, 10, 10], (5, 5)),                   # 1: on the top padding -> 114 / 255 = 0.447
+        ([0, 5, 10, 25], (5, 5)),                   # 1: on the top padding -> 114 / 255 = 0.447
         ([30, 40, 40, 50], (45, 40)),               # 2: on black -> 0
         ([18, 22, 48, 37], (44, 6)),                # 3: dark red, overlaps 0 -> suppressed by NMS
         ([0, 40, 12, 50], (44, 6)),                 # 4: dark red, disjoint -> kept, 0.784
@@ -224,7 +224,10 @@ def test_onnx_detector_end_to_end_non_square_image(tmp_path):
     # a lower threshold lets the grey padding through: the pad value is 114
     d = YoloDetector(str(path), threshold=0.4, iou_threshold=0.7).detect(img)
     assert len(d) == 3 and abs(d.scores[2] - 114 / 255) < 1e-6
-    np.testing.assert_allclose(d.boxes[2], [0, 0, 12.5, 0], atol=1e-4)      # clipped to the image top
+    np.testing.assert_allclose(d.boxes[2], [0, 0, 12.5, 15], atol=1e-4)     # clipped to the image top
+    # a box wholly in the padding has no area in the image: dropped
+    path = probe_model(tmp_path / "pad.onnx", xyxy_to_cxcywh([[0, 0, 10, 10]] * 100), [(5, 5)] * 100)
+    assert len(YoloDetector(str(path), threshold=0.4).detect(img)) == 0
     assert np.all(np.diff(d.scores) <= 0)
 
 

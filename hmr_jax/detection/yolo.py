@@ -13,7 +13,7 @@ performs written out in NumPy:
    class (0) and its score is above the threshold; greedy NMS (IoU 0.7, ultralytics' default),
    at most 300 boxes.
 3. :meth:`Letterbox.to_image` -- boxes back to full-image pixels (undo the padding and the
-   scale, clip to the image).
+   scale, clip to the image); boxes left with no area (wholly in the padding) are dropped.
 
 Make the weights on any machine where ultralytics runs (it does not run beside the CPU torch
 here; see the README)::
@@ -268,7 +268,9 @@ class YoloDetector:
         (output,) = self._session.run(None, {self._input: to_input(padded, self._dtype)})[:1]
         boxes, scores = decode_yolov8(output, threshold=self.threshold, iou_threshold=self.iou_threshold,
                                       max_detections=self.max_detections)
-        return Detections(lb.to_image(boxes), scores)
+        boxes = lb.to_image(boxes)
+        inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])   # boxes wholly in the padding vanish
+        return Detections(boxes[inside], scores[inside])
 
     def _detect_ultralytics(self, image: np.ndarray) -> Detections:
         result = self._yolo.predict(np.ascontiguousarray(image[:, :, ::-1]),  # ultralytics takes BGR arrays
