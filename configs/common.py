@@ -1,5 +1,5 @@
 """What the training recipes share (not a config itself): the released models' entries, the
-tokenizer entry and the check of a config argument.
+tokenizer entry, MEGA's optimizer and the check of a config argument.
 
 The released-model configs (``configs/mega_*.py``, ``configs/vqhps_*.py``) are the one source of
 the model sizes: a recipe copies its ``mega`` / ``vqhps`` / ``backbone`` entries from them, so a
@@ -22,6 +22,11 @@ BATCH_SIZE = {"hrnet": 16, "resnet": 4, "vit": 16}
 #: config (from config_vit.yaml) says 196 but a 256 x 192 crop gives 16 x 12 = 192 tokens (see
 #: configs/mega_vit.py); training uses the real count. HRNet / ResNet: the released 7 x 7.
 COND_LENGTH = {"vit": 192}
+#: MEGA's optimizer, the same in pre-training and training (config_vqmae, config_cvqmae): AdamW
+#: (0.9, 0.95), weight decay 0.05, lr 1e-3 x batch / 256, 20 warm-up epochs then cosine, the
+#: schedule stepped once per epoch as the original's LambdaLR. The recipes add ``total_epochs``.
+MEGA_OPTIM = dict(name="adamw", base_lr=1e-3, scale_by_batch=True, b1=0.9, b2=0.95, weight_decay=0.05,
+                  schedule="warmup_cosine", warmup_epochs=20.0, per_epoch=True)
 
 
 def released(name: str) -> ml_collections.ConfigDict:

@@ -38,9 +38,7 @@ def get_config(arg=None):
     c.log_every_steps = 100
     c.eval_every_steps = 2000
     c.checkpoint.every_steps = 2000
-    c.optim.update(name="adamw", base_lr=1e-3, scale_by_batch=True, b1=0.9, b2=0.95,
-                   weight_decay=0.05, schedule="warmup_cosine", warmup_epochs=20.0,
-                   total_epochs=200.0, per_epoch=True)
+    c.optim.update(common.MEGA_OPTIM, total_epochs=200.0)
     # loss = w_ce * cross-entropy + w_rot * rotation + w_2d * reprojection (all 1 in the original)
     c.loss_weights = ml_collections.ConfigDict(dict(cross_entropy=1.0, rotation=1.0, reprojection=1.0))
     c.data.train = ""

@@ -25,9 +25,7 @@ def get_config():
     c.log_every_steps = 100
     c.eval_every_steps = 2000
     c.checkpoint.every_steps = 2000
-    c.optim.update(name="adamw", base_lr=1e-3, scale_by_batch=True, b1=0.9, b2=0.95,
-                   weight_decay=0.05, schedule="warmup_cosine", warmup_epochs=20.0,
-                   total_epochs=500.0, per_epoch=True)
+    c.optim.update(common.MEGA_OPTIM, total_epochs=500.0)
     c.data.train = ""
     c.data.val = ""
     return c

@@ -108,6 +108,12 @@ def test_configs_load_from_any_directory_with_the_package_on_the_path(tmp_path):
     assert pathlib.Path(path).parent == CONFIG_DIR and int(steps) == 10
 
 
+def test_a_config_file_without_the_configs_package_says_how_to_get_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "configs", None)  # as if neither installed nor on the path
+    with pytest.raises(ModuleNotFoundError, match="imports the configs package.*pip install"):
+        load_config(CONFIG_DIR / "train_mega.py", "vit")
+
+
 def test_spiral_config_builds_a_tokenizer_on_the_reference_topology(reference_dir):
     from hmr_jax.models.mesh_vqvae import MeshVQVAE
 

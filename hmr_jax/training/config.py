@@ -22,8 +22,9 @@ def load_config(path_or_name: str | os.PathLike, arg: str | None = None) -> ml_c
       arg: the config argument (``"hrnet"`` for ``configs/train_mega.py:hrnet``); None calls
         ``get_config()`` without one.
     Raises:
-      FileNotFoundError naming the file or name when there is no such config; ValueError
-      (from the config) for an argument it does not take.
+      FileNotFoundError naming the file or name when there is no such config;
+      ModuleNotFoundError when the ``configs`` package a config file imports is not importable;
+      ValueError (from the config) for an argument it does not take.
     """
     text = os.fspath(path_or_name)
     if arg is None and ":" in text:
@@ -34,11 +35,18 @@ def load_config(path_or_name: str | os.PathLike, arg: str | None = None) -> ml_c
         name = os.path.splitext(os.path.basename(text))[0]
         spec = importlib.util.spec_from_file_location(f"config_{name}", text)
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != "configs":
+                raise
+            raise ModuleNotFoundError(f"{text} imports the configs package, which is not importable here "
+                                      "(run from the repository root, or pip install the repository)",
+                                      name="configs") from err
     else:
         if importlib.util.find_spec("configs") is None or importlib.util.find_spec(f"configs.{text}") is None:
-            raise FileNotFoundError(f"no config named {text!r} (configs/{text}.py of the repository; "
-                                    "run from the repository root or pip install it)")
+            raise FileNotFoundError(f"no config named {text!r}: configs/{text}.py of the repository (run from "
+                                    "the repository root, or pip install the repository)")
         module = importlib.import_module(f"configs.{text}")
     return module.get_config() if arg is None else module.get_config(arg)
 
