@@ -55,7 +55,7 @@ setup(
     name="hmr_jax",
     version="0.1.0",
     description="JAX/Flax reimplementation of Mesh-VQ-VAE, VQ-HPS and MEGA for human mesh recovery",
-    packages=find_packages(include=["hmr_jax", "hmr_jax.*", "data_prep", "data_prep.*"]),
+    packages=find_packages(include=["hmr_jax", "hmr_jax.*", "data_prep", "data_prep.*", "configs"]),
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

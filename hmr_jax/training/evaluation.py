@@ -112,8 +112,8 @@ def load_predictor(checkpoint: str, mode: str = "deterministic", config=None, nu
     from hmr_jax.conversion.common import read_converted
 
     if config is None:
-        raise ValueError("a converted checkpoint needs --config configs/train_mega_*.py or "
-                         "configs/train_vqhps_*.py (tokenizer, body models, backbone kind)")
+        raise ValueError("a converted checkpoint needs --config configs/train_mega.py:BACKBONE or "
+                         "configs/train_vqhps.py:BACKBONE (tokenizer, body models, backbone kind)")
     variables, conv_cfg = read_converted(checkpoint)
     stage = get_stage(_without_init(config, conv_cfg))
     return _stage_predictor(stage, variables, mode, num_samples, steps, temperature)
