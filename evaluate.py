@@ -2,12 +2,12 @@
 
     python evaluate.py --checkpoint runs/mega_hrnet --split 3dpw_test
     python evaluate.py --checkpoint runs/mega_hrnet --split emdb --mode stochastic --num-samples 25
-    python evaluate.py --config configs/train_mega_hrnet.py --checkpoint converted/mega_hrnet \\
+    python evaluate.py --config configs/train_mega.py:hrnet --checkpoint converted/mega_hrnet \\
         --split datasets/3dpw_test --protocol standard
     python evaluate.py --mode mean_mesh --mean-mesh mean.npy --split 3dpw_test   # trivial baseline
 
 ``--checkpoint``: a ``train.py`` workdir (latest checkpoint; its config is reused) or a converted
-released checkpoint (then ``--config`` names the matching ``configs/train_*.py`` for the
+released checkpoint (then ``--config`` names the matching ``configs/train_*.py[:ARG]`` for the
 tokenizer, body models and crop). ``--split``: a dataset folder, or a name under
 ``--data-root`` (default ``datasets``). Results go to ``--out`` (default
 ``CHECKPOINT/eval/SPLIT_MODE_PROTOCOL``): ``summary.json`` and ``per_image.csv``.

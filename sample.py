@@ -46,7 +46,6 @@ tokenizer, faces, detector) is one ``error:`` line and exit status 2.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import pathlib
 import sys
@@ -56,7 +55,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from hmr_jax.checkpoints import is_train_workdir
-from hmr_jax.detection import BoxesDetector, DetectionError, FullImageDetector
+from hmr_jax import detection
+from hmr_jax.detection import (DEFAULT_YOLO_WEIGHTS, EXPORT_COMMAND, DetectionError, FullImageDetector,
+                               yolo_unavailable_reason)
 from hmr_jax.files import atomic_open, atomic_write
 from hmr_jax.inference import (InferenceError, Predictor, fit_body_params, load_faces, load_generator,
                                load_smpl_model)
@@ -65,7 +66,6 @@ from hmr_jax.render import PerspectiveCamera, contact_sheet, render_mesh, side_v
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DEFAULT_TOKENIZER = "converted/mesh_vqvae_54"
-YOLO_EXPORT = "yolo export model=yolov8x.pt format=onnx"
 GRID_TILE = 256  # pixels, one generated mesh in the --generate picture
 
 
@@ -80,8 +80,8 @@ def _parse(argv):
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--detector", choices=("auto", "yolo", "boxes", "full"), default="auto",
                    help="how people are found (see above)")
-    p.add_argument("--detector-weights", default="body_models/yolov8x.onnx",
-                   help=f"YOLOv8 ONNX export ({YOLO_EXPORT}) or .pt (ultralytics)")
+    p.add_argument("--detector-weights", default=DEFAULT_YOLO_WEIGHTS,
+                   help=f"YOLOv8 ONNX export ({EXPORT_COMMAND}) or .pt (ultralytics)")
     p.add_argument("--detection-threshold", type=float, default=0.5, help="YOLO person confidence")
     p.add_argument("--bboxes", help='JSON {"image name or path": [[x1, y1, x2, y2], ...]}')
     p.add_argument("--num-samples", type=int, default=1, help="hypotheses per person (MEGA; 1 = deterministic)")
@@ -130,52 +130,33 @@ def list_images(paths) -> list[pathlib.Path]:
 def make_detector(args):
     """The person detector ``--detector`` asks for (``auto``: see the module docstring)."""
     kind = args.detector
-    weights = pathlib.Path(args.detector_weights)
     if kind == "auto":
         if args.bboxes:
             kind = "boxes"
         else:
-            missing = None
-            if importlib.util.find_spec("onnxruntime") is None:
-                missing = "onnxruntime (pip install -e '.[detect]') is missing"
-            elif not weights.is_file():
-                missing = f"{weights} is missing (export it on a machine with ultralytics: {YOLO_EXPORT})"
-            else:
+            reason = yolo_unavailable_reason(args.detector_weights)
+            if reason is None:
                 try:
-                    return _yolo(weights, args.detection_threshold)
-                except SampleError as e:
-                    missing = str(e)
-            _warn(f"no person detector: {missing}, so every image is taken as one person (--detector full); "
-                  "give --bboxes FILE or install the detector to find people")
+                    return detection.make_detector("yolo", weights=args.detector_weights,
+                                                   threshold=args.detection_threshold)
+                except DetectionError as e:
+                    reason = str(e)
+            _warn(f"no person detector ({reason}), so every image is taken as one person (--detector full); "
+                  "give --bboxes FILE for boxes")
             return FullImageDetector()
-    if kind == "boxes":
-        if not args.bboxes:
-            raise SampleError("--detector boxes needs --bboxes FILE (a JSON of boxes per image)")
-        try:
-            return BoxesDetector(args.bboxes)
-        except DetectionError as e:
-            raise SampleError(f"--bboxes {e}") from None
-    if args.bboxes:
+    if kind == "boxes" and not args.bboxes:
+        raise SampleError("--detector boxes needs --bboxes FILE (a JSON of boxes per image)")
+    if kind != "boxes" and args.bboxes:
         raise SampleError(f"--bboxes is only read by --detector boxes (or auto), not --detector {kind}")
-    if kind == "full":
-        return FullImageDetector()
-    if not weights.is_file():
-        raise SampleError(f"--detector yolo: the weights {weights} do not exist; export them on a machine with "
-                          f"ultralytics ({YOLO_EXPORT}) and pass --detector-weights PATH, or use --detector full "
-                          "or --bboxes FILE")
-    return _yolo(weights, args.detection_threshold)
-
-
-def _yolo(weights: pathlib.Path, threshold: float):
-    """The YOLOv8 person detector on ``weights`` (ONNX Runtime; ``.pt`` through ultralytics)."""
+    if kind == "yolo":
+        reason = yolo_unavailable_reason(args.detector_weights)
+        if reason is not None:
+            raise SampleError(f"--detector yolo: {reason} (or use --detector full or --bboxes FILE)")
     try:
-        from hmr_jax.detection.yolo import YoloDetector  # needs the detect extra (onnxruntime)
-    except ImportError as e:
-        raise SampleError(f"--detector yolo needs onnxruntime: pip install -e '.[detect]' ({e})") from None
-    try:
-        return YoloDetector(str(weights), threshold=threshold)
-    except (DetectionError, ImportError, OSError, ValueError) as e:
-        raise SampleError(f"--detector yolo: {e}") from None
+        return detection.make_detector(kind, weights=args.detector_weights, threshold=args.detection_threshold,
+                                       boxes=args.bboxes)
+    except DetectionError as e:
+        raise SampleError(f"--detector {kind}: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------

@@ -26,6 +26,12 @@ INSTALL_REQUIRES = [
     "tensorboardX==2.6.5",
 ]
 
+# Person detection (YOLOv8 ONNX exports through ONNX Runtime; hmr_jax.detection.yolo).
+DETECT = ["onnxruntime==1.31.1"]
+# Video in and out (PyAV: the ffmpeg libraries, H.264 encoder included, inside the wheel;
+# no system ffmpeg needed; hmr_jax.video).
+VIDEO = ["av==18.1.0"]
+
 EXTRAS_REQUIRE = {
     # Checkpoint conversion from the original PyTorch code and SMPL checks against smplx.
     # torch must be the CPU wheel: the Makefile installs torch==2.13.0 before this extra.
@@ -41,14 +47,17 @@ EXTRAS_REQUIRE = {
     ],
     # sample.py's .glb meshes (the .obj / .png outputs need nothing extra).
     "sample": ["trimesh==5.2.0"],
-    "dev": ["pytest==9.0.3", "pytest-xdist==3.8.0", "trimesh==5.2.0"],
+    "detect": DETECT,
+    "video": VIDEO,
+    # The tests cover detection and video too; onnx builds the small test models.
+    "dev": ["pytest==9.0.3", "pytest-xdist==3.8.0", "trimesh==5.2.0", "onnx==1.23.2"] + DETECT + VIDEO,
 }
 
 setup(
     name="hmr_jax",
     version="0.1.0",
     description="JAX/Flax reimplementation of Mesh-VQ-VAE, VQ-HPS and MEGA for human mesh recovery",
-    packages=find_packages(include=["hmr_jax", "hmr_jax.*", "data_prep", "data_prep.*"]),
+    packages=find_packages(include=["hmr_jax", "hmr_jax.*", "data_prep", "data_prep.*", "configs"]),
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

@@ -1,8 +1,8 @@
-"""Train any stage: ``python train.py --config configs/NAME.py --workdir DIR [--config.key=value]``.
+"""Train any stage: ``python train.py --config configs/NAME.py[:ARG] --workdir DIR [--config.key=value]``.
 
 Stages (one config file each): ``configs/train_mesh_vqvae.py`` (the tokenizer),
-``configs/train_mega_pretrain.py`` (MEGA's VQMAE on meshes), ``configs/train_mega_{hrnet,resnet,vit}.py``,
-``configs/train_vqhps_{hrnet,resnet}.py``, and ``configs/train_toy.py`` (a seconds-long check).
+``configs/train_mega_pretrain.py`` (MEGA's VQMAE on meshes), ``configs/train_mega.py:{hrnet,resnet,vit}``,
+``configs/train_vqhps.py:{hrnet,resnet}``, and ``configs/train_toy.py`` (a seconds-long check).
 A run resumes from the latest checkpoint in ``--workdir`` automatically. Several hosts: set
 ``--config.distributed.auto=True`` (TPU pods, SLURM) or the explicit coordinator fields.
 """

@@ -55,7 +55,7 @@ TARGET_FACTOR = {"det": 2.0, "stoch25": 10.0}
 def _config():
     from hmr_jax.training.config import load_config
 
-    return load_config(os.path.join(ROOT, "configs", "mega_hrnet.py")).to_dict()
+    return load_config("mega_hrnet").to_dict()
 
 
 def _random_variables(abstract, seed: int = 0):

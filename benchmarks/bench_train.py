@@ -78,9 +78,12 @@ def _loadavg():
 
 
 def _config(name):
+    """The training config of a stage: ``mega_hrnet`` -> ``configs/train_mega.py:hrnet``."""
     from hmr_jax.training.config import load_config
 
-    return load_config(os.path.join(ROOT, "configs", name + ".py"))
+    family, _, kind = name.partition("_")
+    return load_config(f"train_{family}", kind) if family in ("mega", "vqhps") and kind != "pretrain" \
+        else load_config(f"train_{name}")
 
 
 def _body_models(tmp):
@@ -97,7 +100,7 @@ def stage_config(name, connections, tmp, released):
     """``(config, kind, reduced)`` of a stage: kind "mesh" or "image"; reduced = the overrides."""
     if name not in STAGES:
         raise SystemExit(f"bench_train: unknown stage {name!r}; choose from {','.join(STAGES)}")
-    c = _config("train_" + ("mega_pretrain" if name == "mega_pretrain" else name))
+    c = _config(name)
     if name == "mesh_vqvae":
         c.model.autoencoder.connection_folder = connections
     else:

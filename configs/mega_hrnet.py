@@ -1,20 +1,11 @@
 """Released MEGA with the hrnet backbone (zenodo 14974141 ``checkpoint/CVQMAE/mega_hrnet``), for inference.
 
-Convert the original checkpoint once:
-
     python convert_torch_weights.py checkpoint/CVQMAE/mega_hrnet --model mega_hrnet --out converted/mega_hrnet
+    python sample.py --checkpoint converted/mega_hrnet --images photo.jpg --out out/ --num-samples 25
 
-and get meshes (``--num-samples 25``: 25 hypotheses per person; tokenizer, faces and
-connection files from ``converted/mesh_vqvae_54`` and ``body_models/`` by default):
-
-    python sample.py --checkpoint converted/mega_hrnet --images photo.jpg --out out/
-
-The converted folder's ``config.json`` holds the same ``mega`` / ``backbone`` entries as this
-file (``hmr_jax.models.mega.build_mega(config)`` builds the model). ``decoding`` holds MEGA's
-evaluation settings: deterministic (all masked, one pass) or stochastic (``steps`` iterations,
-initial Gumbel temperature ``gen_temp``, ``num_samples`` hypotheses per image);
-``faithful=True`` reproduces the original code's quirks (see ``hmr_jax.models.decoding``).
-Images: 224 x 224 crops, RGB normalised with the ImageNet mean / std.
+HRNet-W48 on 224 x 224 crops: 7 x 7 condition tokens of 720 channels.
+``mega`` / ``backbone`` / ``image_size``: the model (``hmr_jax.models.mega.build_mega``), as the
+converted folder's ``config.json`` holds it; ``decoding``: see ``configs/__init__.py``.
 """
 import ml_collections
 

@@ -1,20 +1,11 @@
 """Released MEGA with the resnet backbone (zenodo 14974141 ``checkpoint/CVQMAE/mega_resnet``), for inference.
 
-Convert the original checkpoint once:
-
     python convert_torch_weights.py checkpoint/CVQMAE/mega_resnet --model mega_resnet --out converted/mega_resnet
+    python sample.py --checkpoint converted/mega_resnet --images photo.jpg --out out/ --num-samples 25
 
-and get meshes (``--num-samples 25``: 25 hypotheses per person; tokenizer, faces and
-connection files from ``converted/mesh_vqvae_54`` and ``body_models/`` by default):
-
-    python sample.py --checkpoint converted/mega_resnet --images photo.jpg --out out/
-
-The converted folder's ``config.json`` holds the same ``mega`` / ``backbone`` entries as this
-file (``hmr_jax.models.mega.build_mega(config)`` builds the model). ``decoding`` holds MEGA's
-evaluation settings: deterministic (all masked, one pass) or stochastic (``steps`` iterations,
-initial Gumbel temperature ``gen_temp``, ``num_samples`` hypotheses per image);
-``faithful=True`` reproduces the original code's quirks (see ``hmr_jax.models.decoding``).
-Images: 224 x 224 crops, RGB normalised with the ImageNet mean / std.
+ResNet-50 (no pooling) on 224 x 224 crops: 7 x 7 condition tokens of 2048 channels.
+``mega`` / ``backbone`` / ``image_size``: the model (``hmr_jax.models.mega.build_mega``), as the
+converted folder's ``config.json`` holds it; ``decoding``: see ``configs/__init__.py``.
 """
 import ml_collections
 

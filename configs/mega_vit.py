@@ -1,24 +1,13 @@
 """Released MEGA with the vit backbone (zenodo 14974141 ``checkpoint/CVQMAE/mega_vit``), for inference.
 
-Convert the original checkpoint once:
-
     python convert_torch_weights.py checkpoint/CVQMAE/mega_vit --model mega_vit --out converted/mega_vit
+    python sample.py --checkpoint converted/mega_vit --images photo.jpg --out out/ --num-samples 25
 
-and get meshes (``--num-samples 25``: 25 hypotheses per person; tokenizer, faces and
-connection files from ``converted/mesh_vqvae_54`` and ``body_models/`` by default):
-
-    python sample.py --checkpoint converted/mega_vit --images photo.jpg --out out/
-
-The converted folder's ``config.json`` holds the same ``mega`` / ``backbone`` entries as this
-file (``hmr_jax.models.mega.build_mega(config)`` builds the model). ``decoding`` holds MEGA's
-evaluation settings: deterministic (all masked, one pass) or stochastic (``steps`` iterations,
-initial Gumbel temperature ``gen_temp``, ``num_samples`` hypotheses per image);
-``faithful=True`` reproduces the original code's quirks (see ``hmr_jax.models.decoding``).
-Images: 256 x 192 crops, RGB normalised with the ImageNet mean / std.
-
-The original ``config_vit.yaml`` says ``cond_length: 196`` but the ViT yields 16 x 12 = 192
-condition tokens (256 x 192 input): faithful mode refuses it (the original would slice off
-mesh tokens); the default slices with the real count.
+ViT-H/16 on 256 x 192 crops: 16 x 12 = 192 condition tokens of 1280 channels. The original
+``config_vit.yaml`` says ``cond_length: 196``: faithful mode refuses it (the original would slice
+off mesh tokens); the default slices with the real count.
+``mega`` / ``backbone`` / ``image_size``: the model (``hmr_jax.models.mega.build_mega``), as the
+converted folder's ``config.json`` holds it; ``decoding``: see ``configs/__init__.py``.
 """
 import ml_collections
 

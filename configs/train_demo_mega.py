@@ -1,21 +1,25 @@
 """The embedded demo's MEGA: a small CVQMAE on a narrow reduced ResNet (one bottleneck per stage,
-a quarter of the channels),
-trained on the synthetic Anny set with the demo tokenizer (``configs/train_demo_tokenizer.py``:
-30 tokens, 64 codes) on 96 x 96 crops (3 x 3 condition tokens).
+a quarter of the channels), trained on the synthetic Anny set with the demo tokenizer
+(``configs/train_demo_tokenizer.py``: 30 tokens, 64 codes) on 96 x 96 crops (3 x 3 condition
+tokens); on top of ``configs/train_mega.py:resnet`` (the released recipe).
 
-Run by ``make demo`` (``python -m hmr_jax.demo``), which fills in the paths (``tokenizer.path``,
-``body_models``, ``data.train`` / ``data.val``, ``faces`` for the rendered validation pictures).
+Run by ``make demo`` (``python -m hmr_jax.demo``; ``--quick`` passes ``:quick``), which makes the
+data and fills in its paths; by hand, after its data step:
+
+    python train.py --config configs/train_demo_mega.py --workdir demo_out/mega \\
+        --config.tokenizer.path=demo_out/tokenizer --config.body_models=demo_out/data/body_models \\
+        --config.data.train=demo_out/data/train --config.data.val=demo_out/data/test \\
+        --config.faces=demo_out/data/train/topology/faces.npy
+
+``configs/train_demo_mega.py:quick``: a 10-step smoke run with one validation batch.
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from configs import train_mega_resnet  # noqa: E402
+from configs import common, train_mega
 
 
-def get_config():
-    c = train_mega_resnet.get_config()
+def get_config(arg=None):
+    """The demo MEGA stage; ``arg="quick"`` for the smoke run."""
+    quick = common.argument(arg, ("", "quick"), "configs/train_demo_mega.py") == "quick"
+    c = train_mega.get_config("resnet")
     c.mega.update(seq_length=30, emb_dim=128, encoder_layer=2, encoder_head=4, decoder_layer=2,
                   decoder_head=4, num_embeddings=64, dim_tokens=64, cond_length=9)
     c.backbone.model.layers = (1, 1, 1, 1)
@@ -47,4 +51,9 @@ def get_config():
     c.loss_weights.rotation = 10.0
     c.tokenizer.path = ""
     c.init = dict(mega="", backbone="")
+    if quick:
+        c.total_steps = 10
+        c.log_every_steps = 5
+        c.eval_every_steps = 10
+        c.eval_batches = 1
     return c

@@ -1,24 +1,27 @@
 """The embedded demo's tokenizer: a small Mesh-VQ-VAE over Anny's 615-vertex
 ``notoes_collapse5pc`` mesh (the connection hierarchy ``data_prep.synthetic`` writes to
-``DATA/topology``: 615 -> 166 -> 30 points, so 30 tokens of 9 channels, 64 codes).
+``DATA/topology``: 615 -> 166 -> 30 points, so 30 tokens of 9 channels, 64 codes), on top of
+``configs/train_mesh_vqvae.py`` (the released recipe).
 
-Run by ``make demo`` (``python -m hmr_jax.demo``), which fills in the data and connection paths;
-by hand: ``python train.py --config configs/train_demo_tokenizer.py --workdir W
---config.data.train=DATA --config.model.autoencoder.connection_folder=DATA/topology``.
+Run by ``make demo`` (``python -m hmr_jax.demo``; ``--quick`` passes ``:quick``), which makes the
+data and fills in its paths; by hand, after its data step:
+
+    python train.py --config configs/train_demo_tokenizer.py --workdir demo_out/tokenizer \\
+        --config.data.train=demo_out/data/train \\
+        --config.model.autoencoder.connection_folder=demo_out/data/train/topology
+
+``configs/train_demo_tokenizer.py:quick``: a 20-step smoke run.
 """
-import os
-import sys
+import copy
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import ml_collections
 
-import copy  # noqa: E402
-
-import ml_collections  # noqa: E402
-
-from configs import train_mesh_vqvae  # noqa: E402
+from configs import common, train_mesh_vqvae
 
 
-def get_config():
+def get_config(arg=None):
+    """The demo tokenizer stage; ``arg="quick"`` for the smoke run."""
+    quick = common.argument(arg, ("", "quick"), "configs/train_demo_tokenizer.py") == "quick"
     c = train_mesh_vqvae.get_config()
     m = copy.deepcopy(c.model.to_dict())
     m["autoencoder"] = dict(connection_folder="", initial_connection="pool0",
@@ -36,4 +39,7 @@ def get_config():
     c.eval_every_steps = 0
     c.checkpoint.every_steps = 200
     c.optim.base_lr = 3e-3   # the released 5e-5 is for 250k steps; the demo has a few hundred
+    if quick:
+        c.total_steps = 20
+        c.log_every_steps = 10
     return c

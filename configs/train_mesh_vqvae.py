@@ -7,16 +7,12 @@ Adam, lr 5e-5 (not scaled), batch 16, loss = v2v + 0.25 x commitment, EMA codebo
 The original trains 500 "epochs" of 500-step rounds; set ``total_steps`` for your data.
 The model is ``configs/mesh_vqvae_54.py`` (override under ``--config.model.*``).
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from configs import mesh_vqvae_54  # noqa: E402
-from hmr_jax.training.config import base_config  # noqa: E402
+from configs import mesh_vqvae_54
+from hmr_jax.training.config import base_config
 
 
 def get_config():
+    """The tokenizer stage with the released model (``configs/mesh_vqvae_54.py``)."""
     c = base_config()
     c.stage = "mesh_vqvae"
     c.model = mesh_vqvae_54.get_config()

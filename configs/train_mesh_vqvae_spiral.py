@@ -11,14 +11,9 @@ are computed from the template mesh's faces:
 For another topology, build its hierarchy first (``python -m hmr_jax.mesh.build TEMPLATE OUT``)
 and point ``--config.model.autoencoder.connection_folder`` at OUT.
 """
-import os
-import sys
-
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from configs import train_mesh_vqvae  # noqa: E402
+from configs import train_mesh_vqvae
 
 
 def get_config():

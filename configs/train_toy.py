@@ -6,6 +6,7 @@ from hmr_jax.training.config import base_config
 
 
 def get_config():
+    """The toy regression stage (``hmr_jax.training.stages.toy``)."""
     c = base_config()
     c.stage = "toy"
     c.batch_size = 16

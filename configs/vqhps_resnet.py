@@ -1,19 +1,12 @@
-"""Released VQ-HPS with two resnet backbones (zenodo 12651812 ``checkpoint/MESH_REGRESSOR/vqhps_resnet``).
+"""Released VQ-HPS with resnet backbones (zenodo 12651812 ``checkpoint/MESH_REGRESSOR/vqhps_resnet``).
 
-Convert once:
-
-    python convert_torch_weights.py checkpoint/MESH_REGRESSOR/vqhps_resnet --model vqhps_resnet --out converted/vqhps_resnet
-
-and get meshes (H36M joint regressor and template from ``body_models/`` by default):
-
+    python convert_torch_weights.py checkpoint/MESH_REGRESSOR/vqhps_resnet --model vqhps_resnet \\
+        --out converted/vqhps_resnet
     python sample.py --checkpoint converted/vqhps_resnet --images photo.jpg --out out/
 
-``hmr_jax.models.vqhps.build_vqhps(config)`` builds the regressor (the converted folder's
-``config.json`` has the same ``vqhps`` / ``backbone`` entries). It predicts in one pass from
-224 x 224 ImageNet-normalised crops and a 51-number pose initialisation: the 17 H36M joints
-(``body_models/J_regressor_h36m.npy``) of the T-pose (``hmr_jax.models.vqhps.pose_from_mesh``).
-``decoding.faithful=True`` reproduces the original's batch-coupled token head
-(see ``hmr_jax.models.vqhps``).
+One pass of two ResNet-50 (pose and rotation branches) and the token transformer on 224 x 224
+crops; ``vqhps`` / ``backbone`` / ``image_size``: the model (``hmr_jax.models.vqhps.build_vqhps``),
+as the converted folder's ``config.json`` holds it; ``decoding``: see ``configs/__init__.py``.
 """
 import ml_collections
 

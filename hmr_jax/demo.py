@@ -33,6 +33,7 @@ import time
 import numpy as np
 
 from hmr_jax.files import atomic_open, atomic_write
+from hmr_jax.training.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Anny mesh of the demo (see ``data_prep.synthetic.TOPOLOGIES``) and its hierarchy levels
@@ -44,12 +45,6 @@ IMAGE_SIZE = 128
 #: with any heading (180) the small demo MEGA does not learn the global rotation in a few
 #: minutes and loses to the mean mesh on PVE / MPJPE, although its pose is better (PA-MPJPE).
 MAX_HEADING_DEG = 45.0
-
-
-def _config(name):
-    from hmr_jax.training.config import load_config
-
-    return load_config(os.path.join(ROOT, "configs", name + ".py"))
 
 
 def _say(msg: str) -> None:
@@ -295,27 +290,23 @@ def main(argv=None) -> dict:
     _say(f"  joint regressor fit on the test split: {paths['regressor_fit_mm']:.1f} mm mean joint error")
 
     _say("2/5 training the tokenizer (Mesh-VQ-VAE)")
-    tok = _config("train_demo_tokenizer")
+    variant = "quick" if args.quick else None   # the configs' short smoke-run step counts
+    tok = load_config("train_demo_tokenizer", variant)
     tok.model.autoencoder.connection_folder = paths["conn"]
     tok.data.train = paths["train"]
-    if args.quick:
-        tok.total_steps, tok.log_every_steps = 20, 10
     if args.tokenizer_steps:
         tok.total_steps = args.tokenizer_steps
     tok_dir = os.path.join(out, "tokenizer")
     times["tokenizer"] = _train(tok, tok_dir)
 
     _say("3/5 training MEGA")
-    mega = _config("train_demo_mega")
+    mega = load_config("train_demo_mega", variant)
     mega.tokenizer.path = tok_dir
     mega.body_models = paths["body_models"]
     mega.data.train = paths["train"]
     mega.data.val = paths["test"]
     mega.faces = paths["faces"]
     mega.num_vertices = int(faces.max()) + 1
-    if args.quick:
-        mega.total_steps, mega.log_every_steps, mega.eval_every_steps = 10, 5, 10
-        mega.eval_batches = 1
     if args.mega_steps:
         mega.total_steps = args.mega_steps
     mega_dir = os.path.join(out, "mega")

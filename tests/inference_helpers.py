@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stage_helpers import config, grid_faces
+from hmr_jax.training.config import load_config
+from stage_helpers import grid_faces
 
 NV = 24          # tokenizer mesh: a 4 x 6 vertex grid
 NUM_TOKENS = 8
@@ -129,7 +130,7 @@ def write_workdir(root, cfg: dict, variables, tokenizer: str, faces_path: str, n
 
     kind = cfg["model"]
     family, backbone = kind.split("_")
-    train = config(f"train_{family}_{backbone}")
+    train = load_config(f"train_{family}", backbone)
     with train.unlocked():
         if family == "mega":
             train.mega.update(cfg["mega"])

@@ -1,18 +1,7 @@
-"""Shared pieces of the training-stage tests: configs by name, a grid mesh, short quiet runs."""
+"""Shared pieces of the training-stage tests: a grid mesh, short quiet runs."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
-
-from hmr_jax.training.config import load_config
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def config(name: str):
-    """``get_config()`` of ``configs/NAME.py``."""
-    return load_config(os.path.join(ROOT, "configs", name + ".py"))
 
 
 def grid_faces(h: int, w: int) -> np.ndarray:

@@ -9,9 +9,7 @@ outputs the expected shapes.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +17,7 @@ import numpy as np
 import pytest
 
 from hmr_jax.conversion import common, registry
+from hmr_jax.training.config import load_config
 
 _DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "bool": np.bool_}
 
@@ -120,11 +119,7 @@ def _plain(x):
 @pytest.mark.parametrize("name", sorted(set(CASES) - {"mesh_vqvae_54"}))
 def test_release_config_file_matches_the_converted_release(parity_dir, name):
     """configs/<name>.py describes exactly the model the released weights convert to."""
-    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = _plain(module.get_config().to_dict())
+    cfg = _plain(load_config(name).to_dict())
     manifest = json.loads((parity_dir / "manifests" / f"{name}.json").read_text())
     raw = _fake_state(manifest)
     for key in [k for k in raw if k.endswith("attn.mask")]:

@@ -197,8 +197,7 @@ def test_demo_mega_config_trains_a_narrow_backbone_with_augmentation():
     from hmr_jax.models.backbones import build_backbone
     from hmr_jax.training.config import load_config
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    c = load_config(os.path.join(root, "configs", "train_demo_mega.py"))
+    c = load_config("train_demo_mega")
     assert c.data.augment and c.data.flip and c.data.rotation_factor == 0
     bb = build_backbone(c.backbone.model.to_dict())
     x = np.zeros((1, c.data.crop_size, c.data.crop_size, 3), np.float32)

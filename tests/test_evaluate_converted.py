@@ -93,7 +93,7 @@ def evaluated(setup):
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "evaluate.py"),
-         "--config", os.path.join(ROOT, "configs", "train_mega_hrnet.py"),
+         "--config", os.path.join(ROOT, "configs", "train_mega.py") + ":hrnet",
          f"--config.tokenizer.path={setup / 'tokenizer'}", f"--config.body_models={setup / 'body_models'}",
          f"--checkpoint={setup / 'mega'}", f"--split={setup / 'split'}", "--mode=deterministic",
          f"--batch_size={NUM_IMAGES}", f"--out={out}"],

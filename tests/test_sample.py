@@ -211,6 +211,33 @@ def test_detector_choice(setup, capsys, tmp_path):
         sample.make_detector(sample._parse(base + ["--detector", "yolo", "--detector-weights", str(bad)]))
 
 
+def test_yolo_boxes_reach_the_crops(setup, capsys):
+    """--detector yolo on a small ONNX graph with the YOLOv8 output layout (tests/test_detection_yolo.py):
+    the persons sample.py predicts are the detector's boxes above --detection-threshold."""
+    from hmr_jax.detection import YoloDetector
+    from test_detection_yolo import constant_model, raw_output
+
+    s = setup
+    weights = constant_model(s["root"] / "yolo.onnx", raw_output(
+        [[200, 300, 120, 200], [420, 320, 100, 180], [300, 300, 60, 60]], {0: [0.9, 0.7, 0.3]}))
+    image = np.asarray(Image.open(s["images"] / "scene.png").convert("RGB"))
+    expected = YoloDetector(str(weights), threshold=0.5).detect(image)
+    assert len(expected) == 2
+    out = s["root"] / "out_yolo"
+    rc = sample.main(["--checkpoint", s["ckpt"], "--images", str(s["images"] / "scene.png"), "--detector", "yolo",
+                      "--detector-weights", str(weights)] + _common_args(s, out))
+    assert rc == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    persons = results["images"][0]["persons"]
+    assert results["detector"] == "yolo" and len(persons) == 2
+    np.testing.assert_allclose([p["box"] for p in persons], expected.boxes, rtol=1e-6)
+    np.testing.assert_allclose([p["score"] for p in persons], expected.scores, rtol=1e-6)
+    # auto takes YOLO when onnxruntime and the weights are there; the threshold is passed on
+    base = ["--checkpoint", s["ckpt"], "--images", "x.png", "--out", str(out), "--detector-weights", str(weights)]
+    auto = sample.make_detector(sample._parse(base + ["--detection-threshold", "0.8"]))
+    assert isinstance(auto, YoloDetector) and len(auto.detect(image)) == 1
+
+
 @pytest.mark.parametrize("extra, words", [
     (["--detector", "yolo", "--detector-weights", "nowhere/yolov8x.onnx"], "yolo export model=yolov8x.pt format=onnx"),
     (["--detector", "boxes"], "--detector boxes needs --bboxes"),

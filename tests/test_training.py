@@ -10,23 +10,11 @@ import numpy as np
 import pytest
 
 from hmr_jax.training import checkpointing, losses, optim
+from hmr_jax.training.config import load_config
 from hmr_jax.training.metric_writers import read_metrics
 from hmr_jax.training.trainer import NonFiniteLossError, train
 
 torch = pytest.importorskip("torch")
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _load_config_module(name):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_toy = _load_config_module("train_toy")
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -50,7 +38,7 @@ def test_optimizer_matches_torch(name):
     rng = np.random.default_rng(0)
     params = [rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=(3,)).astype(np.float32)]
     grads = [[rng.normal(size=p.shape).astype(np.float32) for p in params] for _ in range(5)]
-    cfg = train_toy.get_config().optim
+    cfg = load_config("train_toy").optim
     if name == "mega":   # AdamW, betas (0.9, 0.95), wd 0.05, lr 1e-3 * 16 / 256, warmup 2 / cosine 5
         cfg.update(name="adamw", base_lr=1e-3, b2=0.95, weight_decay=0.05, scale_by_batch=True,
                    schedule="warmup_cosine", warmup_epochs=2.0, total_epochs=5.0)
@@ -83,7 +71,7 @@ def test_warmup_cosine_is_per_epoch_and_scaled():
     assert float(sched(10)) == pytest.approx(2e-3 * 2 / 20, rel=1e-6)
     assert float(sched(100 * 10)) == pytest.approx(2e-3 * 0.5, rel=1e-5)
     with pytest.raises(ValueError, match="schedule"):
-        cfg = train_toy.get_config().optim
+        cfg = load_config("train_toy").optim
         cfg.schedule = "linear"
         optim.make_optimizer(cfg, 16, 1)
 
@@ -164,7 +152,7 @@ def test_vertex_error_centres_prediction_only():
 
 # ----------------------------------------------------------------------------- the loop
 def _toy(**overrides):
-    c = train_toy.get_config()
+    c = load_config("train_toy")
     c.progress_bar = False
     c.tensorboard = False
     c.log_every_steps = 1

@@ -37,15 +37,12 @@ def _losses(workdir):
 # 1 device vs 8 devices ------------------------------------------------------------------------
 EQUALITY_SCRIPT = textwrap.dedent("""
     import sys, numpy as np, jax
-    sys.path.insert(0, sys.argv[1])
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("train_toy", sys.argv[1] + "/configs/train_toy.py")
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    from hmr_jax.training.config import load_config
     from hmr_jax.training.trainer import train
     assert jax.device_count() == 8, jax.devices()
     out = {}
     for name, n, sharding in (("d1", 1, "replicated"), ("d8", 8, "replicated"), ("fsdp8", 8, "fsdp")):
-        c = mod.get_config()
+        c = load_config("train_toy")
         c.update(num_devices=n, total_steps=12, log_every_steps=4, progress_bar=False, tensorboard=False)
         c.checkpoint.every_steps = 100
         c.sharding.params = sharding

@@ -12,9 +12,10 @@ import jax
 import numpy as np
 import pytest
 
+from hmr_jax.training.config import load_config
 from hmr_jax.training.metric_writers import read_metrics
 from hmr_jax.training.trainer import train
-from stage_helpers import config, grid_faces, quick
+from stage_helpers import grid_faces, quick
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NV = 24  # the toy datasets' "mesh" is a 24-point skeleton
@@ -41,7 +42,7 @@ def runs(tmp_path_factory):
         reg = rng.random((rows, NV)).astype(np.float32)
         np.save(root / "body_models" / name, reg / reg.sum(1, keepdims=True))
 
-    tok = quick(config("train_mesh_vqvae"), 4)
+    tok = quick(load_config("train_mesh_vqvae"), 4)
     m = copy.deepcopy(RELEASED_54)
     m["autoencoder"] = dict(connection_folder=str(root / "conn"), initial_connection="pool0",
                             layers=["pool0", "pool1", "pool2", "unpool2", "unpool1", "unpool0"],
@@ -53,7 +54,7 @@ def runs(tmp_path_factory):
     tok.data.train = str(root / "meshes")
     train(tok, str(root / "tokenizer"))
 
-    c = quick(config("train_mega_hrnet"), STEPS)
+    c = quick(load_config("train_mega", "hrnet"), STEPS)
     c.mega.update(seq_length=8, emb_dim=32, encoder_layer=1, decoder_layer=1, num_embeddings=16,
                   dim_tokens=16, cond_dim=15 * 2)
     c.backbone.model.width = 2

@@ -11,9 +11,10 @@ import jax
 import numpy as np
 import pytest
 
+from hmr_jax.training.config import load_config
 from hmr_jax.training.metric_writers import read_metrics
 from hmr_jax.training.trainer import train
-from stage_helpers import config, grid_faces, quick
+from stage_helpers import grid_faces, quick
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NV = 24  # the toy datasets' "mesh" is a 24-point skeleton
@@ -71,7 +72,7 @@ def _tokenizer_config(c, tiny):
 
 @pytest.fixture(scope="module")
 def tokenizer_run(tiny):
-    c = quick(config("train_mesh_vqvae"), 40)
+    c = quick(load_config("train_mesh_vqvae"), 40)
     c = _tokenizer_config(c, tiny)
     c.batch_size = 8
     c.optim.base_lr = 3e-3
@@ -100,7 +101,7 @@ def test_mesh_vqvae_stage_trains(tokenizer_run):
 
 @pytest.fixture(scope="module")
 def pretrain_run(tiny, tokenizer_run):
-    c = quick(config("train_mega_pretrain"), 30)
+    c = quick(load_config("train_mega_pretrain"), 30)
     c.mega.update(seq_length=8, emb_dim=32, encoder_layer=1, decoder_layer=1, num_embeddings=16,
                   dim_tokens=16)
     c.tokenizer.path = tokenizer_run[0]
@@ -128,7 +129,7 @@ def test_mega_pretrain_stage_trains(pretrain_run):
 
 @pytest.mark.slow
 def test_mega_stage_trains_with_small_resnet(tiny, tokenizer_run, pretrain_run):
-    c = quick(config("train_mega_resnet"), 6)
+    c = quick(load_config("train_mega", "resnet"), 6)
     c.mega.update(seq_length=8, emb_dim=32, encoder_layer=1, decoder_layer=1, num_embeddings=16,
                   dim_tokens=16)
     c.backbone.model.layers = (1, 1, 1, 1)
@@ -159,7 +160,7 @@ def test_mega_stage_trains_with_small_resnet(tiny, tokenizer_run, pretrain_run):
 @pytest.mark.slow
 def test_vqhps_stage_trains_with_small_resnet(tiny, tokenizer_run):
     np.save(tiny / "tpose.npy", np.zeros((NV, 3), np.float32) + np.linspace(0, 1, NV)[:, None])
-    c = quick(config("train_vqhps_resnet"), 4)
+    c = quick(load_config("train_vqhps", "resnet"), 4)
     c.vqhps.update(model_dim=32, num_heads=4, feedforward_dim=32, dict_size=16, num_tokens=8)
     c.backbone.model.layers = (1, 1, 1, 1)
     c.tokenizer.path = tokenizer_run[0]
@@ -182,7 +183,7 @@ def test_codebook_init_from_data_uses_encoder_latents(tiny):
 
     from hmr_jax.training.stages import get_stage
 
-    c = _tokenizer_config(config("train_mesh_vqvae"), tiny)
+    c = _tokenizer_config(load_config("train_mesh_vqvae"), tiny)
     c.codebook_init = "data"
     stage = get_stage(c)
     vertices = jnp.asarray(np.random.default_rng(0).normal(scale=0.3, size=(4, NV, 3)), jnp.float32)

@@ -13,9 +13,10 @@ Key layout of the original (after the ``module.`` prefix, if any, is stripped):
 
 Sizes (width, depths, vocabulary, ``cond_dim``) are read from the shapes; the number of heads
 and ``cond_length`` are not visible in the weights: they come from the config (a parity fixture
-JSON works as it is) or the release presets (4 heads; ``cond_length`` 49, 196 for the ViT as in
-``config_vit.yaml``). ``verify`` reproduces every ``out_*`` array of the ``mega_vqmae_*`` and
-``mega_cvqmae_*`` fixtures with ``faithful=True``.
+JSON works as it is) or the release presets (:data:`PRESETS`, from the released-model configs
+``configs/mega_*.py``: 4 heads; ``cond_length`` 49, 196 for the ViT as in ``config_vit.yaml``).
+``verify`` reproduces every ``out_*`` array of the ``mega_vqmae_*`` and ``mega_cvqmae_*``
+fixtures with ``faithful=True``.
 """
 from __future__ import annotations
 
@@ -26,19 +27,22 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from configs import mega_hrnet, mega_pretrained, mega_resnet, mega_vit
 from hmr_jax.conversion.common import ConversionError, StateDict, fixture_errors
 from hmr_jax.conversion.registry import register_variants
 
-# Release presets: what the weights do not say (configs/config_cvqmae/*.yaml, config_vqmae).
-PRESETS = {
-    "mega_pretrained": {"encoder_head": 4, "decoder_head": 4},
-    "mega_hrnet": {"encoder_head": 4, "decoder_head": 4, "cond_length": 49, "backbone": "hrnet",
-                   "image_size": [224, 224]},
-    "mega_resnet": {"encoder_head": 4, "decoder_head": 4, "cond_length": 49, "backbone": "resnet50",
-                    "image_size": [224, 224]},
-    "mega_vit": {"encoder_head": 4, "decoder_head": 4, "cond_length": 196, "backbone": "vit",
-                 "image_size": [256, 192]},
-}
+
+def _preset(released) -> dict:
+    """What the weights do not say, from a released-model config: the heads and, for CVQMAE,
+    ``cond_length``, the backbone name and the crop size."""
+    preset = {k: released.mega[k] for k in ("encoder_head", "decoder_head", "cond_length") if k in released.mega}
+    if "backbone" in released:
+        preset.update(backbone=released.backbone.backbone, image_size=list(released.image_size))
+    return preset
+
+
+#: Release presets per kind, from ``configs/mega_*.py`` (the originals' config_cvqmae/*.yaml, config_vqmae).
+PRESETS = {c.model: _preset(c) for c in (m.get_config() for m in (mega_pretrained, mega_hrnet, mega_resnet, mega_vit))}
 
 _BACKBONE_OF = {"hrnet": "mega_hrnet", "resnet50": "mega_resnet", "vit": "mega_vit"}
 

@@ -20,8 +20,8 @@ no module uses them -- but recorded, with the reason, in ``conversion.json``'s i
 nothing is dropped silently.
 
 The number of heads and the dropout rate are not in the weights: from the config (a parity
-fixture JSON works: ``config.transformer``) or the release preset (``configs/transformer.txt``:
-8 heads, dropout 0.2).
+fixture JSON works: ``config.transformer``) or the release presets (:data:`PRESETS`, from
+``configs/vqhps_*.py``, the original ``configs/transformer.txt``: 8 heads, dropout 0.2).
 """
 from __future__ import annotations
 
@@ -29,11 +29,16 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from configs import vqhps_hrnet, vqhps_resnet
 from hmr_jax.conversion.common import ConversionError, StateDict, fixture_errors
 from hmr_jax.conversion.mega import _count, _dense, _kernel, _ln
 from hmr_jax.conversion.registry import register_variants
 
-PRESET = {"num_heads": 8, "dropout": 0.2, "seq_len": 49, "image_size": [224, 224]}
+#: Release presets per kind, from ``configs/vqhps_*.py`` (the originals' configs/transformer.txt):
+#: what the weights do not say.
+PRESETS = {c.model: {"num_heads": c.vqhps.num_heads, "dropout": c.vqhps.dropout, "seq_len": c.vqhps.seq_len,
+                     "image_size": list(c.image_size)}
+           for c in (vqhps_hrnet.get_config(), vqhps_resnet.get_config())}
 _BACKBONE_OF = {"hrnet": "vqhps_hrnet", "resnet50": "vqhps_resnet"}
 ROTCAM_FEAT_REASON = "contains 'rotcam_feat': dropped by the original MeshRegressor.load (no module uses it)"
 
@@ -178,7 +183,7 @@ def convert(state: StateDict, config: Mapping[str, Any] | None, name: str) -> tu
     for key, value in sizes.items():
         if key in user and user[key] != value:
             raise ConversionError(f"{state.what}: config says {key}={user[key]} but the weights have {value}")
-    cfg = {**{k: PRESET[k] for k in ("num_heads", "dropout", "seq_len")},
+    cfg = {**{k: PRESETS[name][k] for k in ("num_heads", "dropout", "seq_len")},
            **{k: user[k] for k in ("num_heads", "dropout", "seq_len") if k in user}, **sizes}
     if model_dim % int(cfg["num_heads"]):
         raise ConversionError(f"num_heads={cfg['num_heads']} does not divide model_dim={model_dim}")
@@ -186,7 +191,7 @@ def convert(state: StateDict, config: Mapping[str, Any] | None, name: str) -> tu
     if stats:
         variables["batch_stats"] = stats
     return variables, {"vqhps": cfg, "backbone": bb_cfg,
-                       "image_size": list(user.get("image_size", PRESET["image_size"]))}
+                       "image_size": list(user.get("image_size", PRESETS[name]["image_size"]))}
 
 
 # ------------------------------------------------------------------------------------------

@@ -15,14 +15,13 @@ people compiles once per size, not once per image. Padded rows are dropped from 
 row to the rows before it, as the original).
 
 Decoding defaults (``steps``, ``gen_temp``, ``faithful``) come from the checkpoint config's
-``decoding`` section, else from the released-model config ``configs/KIND.py`` of the
-repository, else from :mod:`hmr_jax.models.decoding`'s own defaults.
+``decoding`` section, else from the released-model config ``configs/KIND.py`` (the ``configs``
+package), else from :mod:`hmr_jax.models.decoding`'s own defaults.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 from typing import Any
 
 import jax
@@ -37,8 +36,6 @@ from hmr_jax.training.config import load_config
 
 #: persons per compiled call (the largest bucket)
 DEFAULT_BATCH_SIZE = 16
-#: the repository's configs/ folder (released-model configs with their ``decoding`` section)
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
 #: the 6D rotation of the identity (pytorch3d rows): canonical meshes stay as decoded
 IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
@@ -93,15 +90,15 @@ def _settings(defaults: dict, steps, temperature, faithful) -> dict:
 
 def decoding_defaults(checkpoint: checkpoints.Checkpoint) -> dict:
     """``{"steps", "gen_temp", "faithful", ...}`` from the checkpoint config's ``decoding``
-    section, else from ``configs/KIND.py`` (empty when neither exists)."""
+    section, else from the released-model config ``configs/KIND.py`` (empty when neither exists,
+    e.g. without the repository's configs package)."""
     if checkpoint.config.get("decoding"):
         return dict(checkpoint.config["decoding"])
-    path = CONFIG_DIR / f"{checkpoint.kind}.py"
-    if path.is_file():
-        cfg = load_config(path)
-        if "decoding" in cfg:
-            return dict(cfg.decoding)
-    return {}
+    try:
+        cfg = load_config(checkpoint.kind)
+    except (FileNotFoundError, ModuleNotFoundError):
+        return {}
+    return dict(cfg.decoding) if "decoding" in cfg else {}
 
 
 def _geometry(checkpoint: checkpoints.Checkpoint) -> tuple[str, BackboneInput]:

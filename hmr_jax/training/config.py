@@ -1,28 +1,54 @@
-"""Fields every training config has (``configs/train_*.py`` start from ``base_config()``).
+"""Fields every training config has (``configs/train_*.py`` start from ``base_config()``), and
+``load_config``, the one way to read a config file in Python.
 
 Override any of them on the command line: ``--config.batch_size=64 --config.optim.base_lr=2e-4``.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 
 import ml_collections
 
 
-def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
-    """The ``get_config()`` of a config file (``configs/NAME.py``), as ``train.py --config`` reads it.
+def load_config(path_or_name: str | os.PathLike, arg: str | None = None) -> ml_collections.ConfigDict:
+    """``get_config(arg)`` of a config, as ``train.py --config PATH[:ARG]`` reads it.
 
-    Raises FileNotFoundError naming the file when it does not exist.
+    Args:
+      path_or_name: a file (``configs/train_mega.py``) or the name of a module of the
+        ``configs`` package (``train_mega``); ``NAME:ARG`` / ``PATH:ARG`` gives the argument as
+        on the command line.
+      arg: the config argument (``"hrnet"`` for ``configs/train_mega.py:hrnet``); None calls
+        ``get_config()`` without one.
+    Raises:
+      FileNotFoundError naming the file or name when there is no such config;
+      ModuleNotFoundError when the ``configs`` package a config file imports is not importable;
+      ValueError (from the config) for an argument it does not take.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file {path!r} does not exist (configs/NAME.py of the repository)")
-    name = os.path.splitext(os.path.basename(path))[0]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    text = os.fspath(path_or_name)
+    if arg is None and ":" in text:
+        text, arg = text.split(":", 1)
+    if text.endswith(".py") or os.sep in text:
+        if not os.path.isfile(text):
+            raise FileNotFoundError(f"config file {text!r} does not exist (configs/NAME.py of the repository)")
+        name = os.path.splitext(os.path.basename(text))[0]
+        spec = importlib.util.spec_from_file_location(f"config_{name}", text)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != "configs":
+                raise
+            raise ModuleNotFoundError(f"{text} imports the configs package, which is not importable here "
+                                      "(run from the repository root, or pip install the repository)",
+                                      name="configs") from err
+    else:
+        if importlib.util.find_spec("configs") is None or importlib.util.find_spec(f"configs.{text}") is None:
+            raise FileNotFoundError(f"no config named {text!r}: configs/{text}.py of the repository (run from "
+                                    "the repository root, or pip install the repository)")
+        module = importlib.import_module(f"configs.{text}")
+    return module.get_config() if arg is None else module.get_config(arg)
 
 
 def base_config() -> ml_collections.ConfigDict:

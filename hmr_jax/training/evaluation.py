@@ -64,8 +64,8 @@ def load_predictor(checkpoint: str, mode: str = "deterministic", config=None, nu
     if not os.path.isdir(checkpoint):
         raise FileNotFoundError(f"--checkpoint {checkpoint!r} is not a folder")
     if config is None and not is_train_workdir(checkpoint):
-        raise ValueError("a converted checkpoint needs --config configs/train_mega_*.py or "
-                         "configs/train_vqhps_*.py (tokenizer, body models, backbone kind)")
+        raise ValueError("a converted checkpoint needs --config configs/train_mega.py:BACKBONE or "
+                         "configs/train_vqhps.py:BACKBONE (tokenizer, body models, backbone kind)")
     model = load_image_model(checkpoint, **_paths(config))
     n = 1 if mode == "deterministic" else num_samples
     model.mode(n, mode)  # VQ-HPS has no stochastic mode: a clear error now, not at the first batch

@@ -14,7 +14,7 @@ cosine-scheduled ratio (``masking: scheduled``). Losses, as the originals weight
   ``config.loss_weights`` (``cross_entropy``, ``rotation``, ``reprojection``; 1 as the original)
   weight the three terms.
 
-Optimizer (``configs/train_mega_*.py``): AdamW (0.9, 0.95), wd 0.05, lr 1e-3 x batch / 256,
+Optimizer (``configs/train_mega.py``): AdamW (0.9, 0.95), wd 0.05, lr 1e-3 x batch / 256,
 warm-up 20 epochs then cosine over 500 (pre-training) / 200 epochs. The corrected decoder
 mask is used (the original's off-by-one hides one masked token from the loss).
 """

@@ -25,7 +25,7 @@ _FIELDS = ("model_dim", "num_heads", "feedforward_dim", "num_enc_layers", "num_d
 
 
 class VQHPSStage(_TokenizerMixin, Stage):
-    """Config: ``vqhps`` (regressor sizes), ``backbone`` (see ``configs/train_mega_backbones.py``),
+    """Config: ``vqhps`` (regressor sizes), ``backbone`` (see ``configs/common.py``),
     ``tokenizer.path``, ``body_models``, ``tpose``, ``data.train`` / ``val``, ``init.backbone``."""
 
     name = "vqhps"
