@@ -366,3 +366,29 @@ def test_results_are_json_serialisable(tiny):
     predictor = Predictor.load(tiny["mega_resnet"][0], tiny["tok"], faces=tiny["faces"])
     person = predictor.predict([H.smooth_image(64, 64)])[0].persons[0]
     json.dumps({"t": person.camera_translation.tolist(), "f": person.focal_length, "s": person.score})
+
+
+def test_demo_pictures_and_evaluation_load_through_the_api(tiny, tmp_path):
+    """hmr_jax.demo's rendered hypotheses and evaluate.py's predictor read a workdir through the
+    inference API (the toy image records hold 24-point meshes, the tiny tokenizer's size)."""
+    from hmr_jax import demo
+    from hmr_jax.data.toy import write_toy_image_dataset
+    from hmr_jax.training import evaluation
+
+    path, cfg, variables = tiny["mega_resnet"]
+    workdir = H.write_workdir(tiny["root"], cfg, variables, tiny["tok"], tiny["faces_path"], name="run_demo")
+    write_toy_image_dataset(tmp_path / "split", 4, seed=3)
+    pictures = demo.sample_pictures(workdir, str(tmp_path / "split"), tiny["faces"], str(tmp_path / "pics"),
+                                    num_images=2, num_samples=2)
+    assert len(pictures) == 2
+    from PIL import Image
+
+    sheet = np.asarray(Image.open(pictures[0]))
+    assert sheet.shape[1] > 7 * 2 * H.CROP          # crop, ground truth, prediction, 2 hypotheses, 2 side views
+    predictor = evaluation.load_predictor(workdir, "stochastic", num_samples=3)
+    assert predictor.hypotheses == 3 and predictor.backbone == "resnet" and predictor.crop_size == H.CROP
+    images = np.random.default_rng(0).normal(size=(2, H.CROP, H.CROP, 3)).astype(np.float32)
+    assert predictor.predict(images, jax.random.PRNGKey(0)).shape == (3, 2, H.NV, 3)
+    det = evaluation.load_predictor(workdir, "deterministic")
+    np.testing.assert_allclose(det.predict(images, None),
+                               load_image_model(path, tiny["tok"]).predict_crops(images)["vertices"][:, 0], atol=1e-6)
