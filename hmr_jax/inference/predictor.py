@@ -22,6 +22,7 @@ import pathlib
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from hmr_jax.checkpoints import is_train_workdir
 from hmr_jax.detection.base import DetectionError, Detections, Detector, FullImageDetector
@@ -149,7 +150,7 @@ class _Pending:
     results: list[dict | None]
 
 
-def _read_input(item, index: int) -> tuple[np.ndarray, str | None]:
+def _read_input(item) -> tuple[np.ndarray, str | None]:
     if isinstance(item, (str, os.PathLike)):
         return read_image(item), str(item)
     return as_rgb_uint8(item), None
@@ -242,8 +243,6 @@ class Predictor:
                         faithful=faithful, key=key)
         bar_images = bar_batches = None
         if progress:
-            from tqdm import tqdm
-
             total = len(images) if hasattr(images, "__len__") else None
             bar_images = tqdm(total=total, desc="images", unit="img", dynamic_ncols=True)
             bar_batches = tqdm(desc="batches", unit="batch", dynamic_ncols=True)
@@ -281,7 +280,7 @@ class Predictor:
     def _prepare(self, index: int, item, boxes, keep_images: bool) -> _Pending:
         """Read, detect and crop one image (problems go to the record's errors)."""
         try:
-            image, path = _read_input(item, index)
+            image, path = _read_input(item)
         except InferenceError as e:
             path = str(item) if isinstance(item, (str, os.PathLike)) else None
             return _Pending(ImagePrediction(index, path, 0, 0, errors=[str(e)]), [], [], [])
