@@ -149,7 +149,10 @@ def _coverage(vertices, faces, person, h, w):
     return rasterize(vertices, faces, camera, h, w).mask
 
 
+@pytest.mark.slow
 def test_sample_end_to_end(setup, capsys):
+    """Every output file of two persons x two hypotheses, overlays checked pixel by pixel (~20 s:
+    the random fixture's metres-wide meshes are slow to rasterise)."""
     import trimesh
 
     s = setup
