@@ -16,40 +16,32 @@ from __future__ import annotations
 import io
 import os
 import pathlib
-import pickle
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
 from hmr_jax.data.augment import FLIP_PERMUTATIONS, apply_affine, invert_affine
+from hmr_jax.errors import UserError
+from hmr_jax.files import RestrictedUnpickler, read_npz, restricted_pickle_load
 
 # The originals' selection of 17 joints from the 24-joint annotations of the BEDLAM / CLIFF
 # training files (J24_TO_J17 in their dataset code).
 J24_TO_J17 = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 18, 14, 16, 17)
 
 
-class ConversionInputError(RuntimeError):
+class ConversionInputError(UserError, RuntimeError):
     """An input of a converter is missing, incomplete or malformed (the message names it)."""
 
 
-_PICKLE_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"), ("builtins", "set"), ("builtins", "frozenset"),
-    ("builtins", "slice"), ("builtins", "complex"), ("__builtin__", "set"), ("collections", "OrderedDict"),
-    ("_codecs", "encode"), ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
-    ("builtins", "object"), ("__builtin__", "object"),
-}
+#: the largest annotation file read (a CLIFF .npz of all of Human3.6M is ~1 GB)
+MAX_ANNOTATION_BYTES = 8 << 30
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _PICKLE_ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only NumPy arrays and plain "
-                                         "containers are expected in this file)")
-        return super().find_class(module, name)
+class _SafeUnpickler(RestrictedUnpickler):
+    """NumPy arrays and plain containers only (what the official 3DPW / EMDB pickles hold)."""
+
+    ALLOWED = frozenset({("builtins", "slice"), ("builtins", "complex"), ("collections", "OrderedDict")})
 
 
 def safe_pickle_load(path: str | os.PathLike) -> Any:
@@ -61,11 +53,8 @@ def safe_pickle_load(path: str | os.PathLike) -> Any:
     path = pathlib.Path(path)
     if not path.is_file():
         raise ConversionInputError(f"missing file {path}")
-    try:
-        with open(path, "rb") as f:
-            return _SafeUnpickler(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-        raise ConversionInputError(f"cannot read {path} (truncated or not the official file?): {e}") from e
+    return restricted_pickle_load(path, ConversionInputError, max_bytes=MAX_ANNOTATION_BYTES, unpickler=_SafeUnpickler,
+                                  what="official dataset pickle")
 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -74,40 +63,11 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     Raises:
       ConversionInputError: missing or truncated file, naming it.
     """
-    import zipfile
-
     path = pathlib.Path(path)
     if not path.is_file():
         raise ConversionInputError(f"missing file {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except ValueError:
-        pass  # string arrays saved as object dtype need pickle: read them with the allowlist
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise ConversionInputError(f"cannot read {path} (truncated or not an .npz file): {e}") from e
-    try:
-        out = {}
-        with zipfile.ZipFile(path) as zf:
-            for name in zf.namelist():
-                with zf.open(name) as f:
-                    out[name[:-4] if name.endswith(".npy") else name] = _read_npy_allowlisted(f, path)
-        return out
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise ConversionInputError(f"cannot read {path} (truncated or not an .npz file): {e}") from e
-
-
-def _read_npy_allowlisted(f, path) -> np.ndarray:
-    from numpy.lib import format as npformat
-
-    version = npformat.read_magic(f)
-    shape, fortran, dtype = npformat._read_array_header(f, version)  # noqa: SLF001 - documented layout
-    if dtype.hasobject:
-        arr = _SafeUnpickler(f, encoding="latin1").load()
-        return np.asarray(arr)
-    data = f.read()
-    arr = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)) if shape else 1)
-    return arr.reshape(shape, order="F" if fortran else "C")
+    return read_npz(path, ConversionInputError, max_bytes=MAX_ANNOTATION_BYTES,
+                    object_loader=lambda f: _SafeUnpickler(f).load())
 
 
 def require(data: Mapping[str, Any], keys: Sequence[str], path) -> None:

@@ -1,4 +1,6 @@
-"""The one way hmr_jax writes a file or a folder: build it beside the target, then rename.
+"""The one way hmr_jax writes a file or a folder, locks a folder, and reads an outside file safely.
+
+Writing: build it beside the target, then rename.
 
 A reader never sees a half-written file: the data goes to a temporary name in the same folder
 (``.NAME.XXXX.partial``), is flushed to disk, then ``os.replace``-d over the target in one step.
@@ -9,21 +11,43 @@ file.
 * :func:`atomic_open` -- a context manager yielding a file object (text or binary);
 * :func:`atomic_write` -- ``bytes`` / ``str`` in one call;
 * :func:`atomic_folder` -- a folder built in a temporary sibling, then renamed into place.
+
+One writer per folder: :func:`exclusive_lock` / :func:`folder_lock` (see there for the rule
+that tells a live holder from a stale one).
+
+Reading outside files (every reader of a user-given file goes through these, so a malformed
+or hostile file ends in the reader's own error type, and nothing is allocated before its size
+is checked against a cap): :func:`check_file_size`, :func:`read_npy`, :func:`read_npz`,
+:class:`RestrictedUnpickler` / :func:`restricted_pickle_load`.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import io
+import json
 import os
 import pathlib
+import pickle
 import shutil
+import socket
 import tempfile
-from typing import IO, Iterator
+import threading
+import time
+import zipfile
+from typing import IO, Any, Callable, Iterator
 
-__all__ = ["DiskFullError", "atomic_open", "atomic_write", "atomic_folder"]
+import numpy as np
+
+from hmr_jax.errors import UserError
+
+__all__ = ["DiskFullError", "is_disk_full", "atomic_open", "atomic_write", "atomic_folder",
+           "LockHeldError", "exclusive_lock", "folder_lock", "check_file_size", "read_npy", "read_npz",
+           "RestrictedUnpickler", "restricted_pickle_load"]
 
 
-class DiskFullError(OSError):
+class DiskFullError(UserError, OSError):
     """No space left (ENOSPC / EDQUOT) while writing ``path``; the previous version is intact."""
 
     def __init__(self, path: str | os.PathLike, what: str = "file"):
@@ -32,8 +56,25 @@ class DiskFullError(OSError):
         self.path = str(path)
 
 
-def _is_disk_full(e: BaseException) -> bool:
-    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+def is_disk_full(e: BaseException | None) -> bool:
+    """True if ``e`` or an exception it was raised from is ENOSPC / EDQUOT.
+
+    Libraries that write from C++ (Orbax's TensorStore, ArrayRecord) report a full disk as a
+    ``ValueError`` / ``RuntimeError`` whose text holds the OS message, so the text counts too.
+    """
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e)
+        if "No space left on device" in text or "Disk quota exceeded" in text or "ENOSPC" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+_is_disk_full = is_disk_full
 
 
 def _remove(path: str) -> None:
@@ -121,3 +162,421 @@ def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
         if _is_disk_full(e):
             raise DiskFullError(path, "folder") from e
         raise
+
+
+# ---------------------------------------------------------------------------------------------
+# One writer per folder
+# ---------------------------------------------------------------------------------------------
+
+#: seconds between two heartbeats of a lock holder (the lock file's modification time)
+LOCK_HEARTBEAT_S = 10.0
+#: a lock held from ANOTHER host whose heartbeat is older than this is stale
+LOCK_STALE_AFTER_S = 120.0
+
+
+class LockHeldError(UserError, RuntimeError):
+    """Another live process holds the lock of a folder; the message names its host and pid."""
+
+    def __init__(self, message: str, holder: dict | None = None):
+        super().__init__(message)
+        self.holder = dict(holder or {})
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` on this host (field 22 of /proc/PID/stat), if known."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        pass
+    now = _process_start(pid)
+    return start is None or now is None or now == start  # another process reusing the pid: gone
+
+
+def _read_holder(fd: int) -> dict:
+    try:
+        raw = os.pread(fd, 4096, 0).rstrip(b"\0 \n")
+        holder = json.loads(raw.decode("utf-8")) if raw else {}
+        return holder if isinstance(holder, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _describe(holder: dict, age: float | None) -> str:
+    what = holder.get("what") or "a process"
+    beat = f", last heartbeat {age:.0f} s ago" if age is not None else ""
+    return (f"{what} (pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, "
+            f"since {holder.get('since', '?')}{beat})")
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str = "", *, wait_s: float = 0.0,
+                   heartbeat_s: float = LOCK_HEARTBEAT_S,
+                   stale_after_s: float = LOCK_STALE_AFTER_S) -> Iterator[pathlib.Path]:
+    """Hold the lock file ``path`` for the duration of the block (one holder at a time).
+
+    The holder keeps ``flock`` on the file (the kernel drops it when the process dies, SIGKILL
+    included) and writes ``{"host", "pid", "start", "since", "what"}`` into it; a thread touches
+    the file every ``heartbeat_s`` seconds. The rule for a lock found in place:
+
+    * ``flock`` is refused: a live process holds it -> :class:`LockHeldError`;
+    * ``flock`` is granted but the file names a holder: on THIS host it is stale when its pid is
+      gone (or reused by a process with another start time); from ANOTHER host (a shared
+      filesystem where ``flock`` may not reach across hosts) it is stale when its heartbeat is
+      older than ``stale_after_s`` seconds. A stale lock is taken over (with a warning), a live
+      one is refused.
+
+    The file stays after release (emptied), so it never has to be created under a racing reader.
+
+    Args:
+      path: the lock file (its folder must exist).
+      what: who holds it, for the other process's message (e.g. ``"train.py"``).
+      wait_s: wait up to this many seconds for a live holder to finish (0: fail at once).
+    Raises:
+      LockHeldError: naming the holder's host and pid, and what to do.
+    """
+    path = pathlib.Path(path)
+    import logging
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + max(float(wait_s), 0.0)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+            except BlockingIOError:
+                locked = False
+            except OSError:  # a filesystem without flock: the holder record alone decides
+                locked = None
+            holder = _read_holder(fd)
+            age = time.time() - os.fstat(fd).st_mtime if holder else None
+            if locked is False:
+                live = True
+            elif holder.get("pid") is None:
+                live = False
+            elif holder.get("host") == socket.gethostname():
+                live = (int(holder["pid"]) != os.getpid()
+                        and _pid_alive(int(holder["pid"]), holder.get("start")))
+                if live and locked:  # flock granted: the process lives but does not hold it
+                    live = False
+            else:
+                live = age is not None and age < stale_after_s
+            if not live:
+                break
+            if time.monotonic() >= deadline:
+                raise LockHeldError(
+                    f"{path.parent} is in use by {_describe(holder, age)}: wait for it to finish, or "
+                    f"stop it (kill {holder.get('pid', 'PID')} on {holder.get('host', 'its host')}); "
+                    f"a lock whose process is gone is taken over automatically (another host's after "
+                    f"{stale_after_s:.0f} s without heartbeat)", holder)
+            time.sleep(min(0.5, max(deadline - time.monotonic(), 0.01)))
+        if holder.get("pid") is not None:
+            logging.getLogger(__name__).warning("Taking over the stale lock %s of %s.", path,
+                                                _describe(holder, age))
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid()),
+              "since": time.strftime("%Y-%m-%d %H:%M:%S"), "what": what}
+        data = json.dumps(me).encode("utf-8")
+        # In place (not atomic_write): the lock lives on this inode. One small pwrite.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data + b"\n", 0)
+        os.fsync(fd)
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(heartbeat_s):
+                try:
+                    os.utime(fd)
+                except OSError:
+                    pass
+
+        thread = threading.Thread(target=beat, name=f"lock-heartbeat:{path}", daemon=True)
+        thread.start()
+        try:
+            yield path
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+            if _read_holder(fd).get("pid") == os.getpid():
+                os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases flock
+
+
+def folder_lock(folder: str | os.PathLike, what: str = "", *, name: str = ".lock", **kwargs):
+    """:func:`exclusive_lock` on ``folder/name`` (the folder is created): one writer per folder."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return exclusive_lock(folder / name, what, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading outside files with size caps
+# ---------------------------------------------------------------------------------------------
+
+ErrorType = Callable[[str], BaseException]
+
+
+def check_file_size(path: str | os.PathLike, max_bytes: int, error: ErrorType, what: str = "file") -> int:
+    """The size of ``path`` in bytes; ``error`` (naming the file) if missing, not a file, or
+    larger than ``max_bytes``."""
+    path = pathlib.Path(path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise error(f"{path}: cannot read the {what} ({e.strerror or e})") from None
+    if not path.is_file():
+        raise error(f"{path}: the {what} is not a regular file")
+    if st.st_size > max_bytes:
+        raise error(f"{path}: {st.st_size} bytes is more than the {max_bytes} bytes a {what} may have; "
+                    "this is not the expected file (or raise the limit in the reader)")
+    return int(st.st_size)
+
+
+def _npy_header(f: IO[bytes], source: str, available: int, max_bytes: int, error: ErrorType):
+    """(shape, fortran, dtype, data bytes) of an .npy stream, checked before any data is read."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(f)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = fmt.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except Exception as e:  # noqa: BLE001 - numpy raises ValueError / EOFError / SyntaxError...
+        raise error(f"{source}: cannot be read as a .npy array (bad header: {e})") from None
+    count = 1
+    for n in shape:
+        count *= int(n)
+    nbytes = count * int(dtype.itemsize)
+    if not dtype.hasobject:
+        header_end = f.tell()
+        if nbytes > max_bytes:
+            raise error(f"{source}: the array header announces shape {shape} of {dtype} ({nbytes} bytes), "
+                        f"more than the {max_bytes} bytes allowed; the file is corrupt or not the expected one")
+        if nbytes > available - header_end:
+            raise error(f"{source}: the array header announces shape {shape} of {dtype} ({nbytes} bytes) but "
+                        f"only {max(available - header_end, 0)} bytes follow: the file is truncated")
+    return shape, fortran, dtype, nbytes
+
+
+def _npy_data(f: IO[bytes], source: str, shape, fortran, dtype, nbytes: int, error: ErrorType,
+              object_loader: Callable[[IO[bytes]], Any] | None) -> np.ndarray:
+    if dtype.hasobject:
+        if object_loader is None:
+            raise error(f"{source}: the array holds Python objects (dtype {dtype}), which are not read "
+                        "for safety; re-save it as a plain numeric array")
+        arr = np.asarray(object_loader(f))
+        if arr.shape != tuple(shape):
+            raise error(f"{source}: the pickled objects have shape {arr.shape}, the header says {shape}")
+        return arr
+    data = f.read(nbytes)
+    if len(data) != nbytes:
+        raise error(f"{source}: the array data is truncated ({len(data)} of {nbytes} bytes)")
+    try:
+        arr = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    except ValueError as e:
+        raise error(f"{source}: cannot build the array ({e})") from None
+    return arr.copy() if not arr.flags.writeable else arr
+
+
+def read_npy(path: str | os.PathLike, error: ErrorType, max_bytes: int = 1 << 30) -> np.ndarray:
+    """Read a plain (non-object) ``.npy`` array; its header's size is checked first.
+
+    Args:
+      path: the file.
+      error: the reader's own error type (called with the message, which names the file).
+      max_bytes: the largest array accepted.
+    """
+    size = check_file_size(path, max_bytes + 65536, error, ".npy file")
+    try:
+        with open(path, "rb") as f:
+            shape, fortran, dtype, nbytes = _npy_header(f, str(path), size, max_bytes, error)
+            arr = _npy_data(f, str(path), shape, fortran, dtype, nbytes, error, None)
+    except OSError as e:
+        raise error(f"{path}: cannot read the .npy file ({e})") from None
+    return np.array(arr)  # writeable, owns its memory
+
+
+def read_npz(path: str | os.PathLike, error: ErrorType, max_bytes: int = 4 << 30,
+             keys: tuple[str, ...] | None = None,
+             object_loader: Callable[[IO[bytes]], Any] | None = None) -> dict[str, np.ndarray]:
+    """Read the arrays of an ``.npz`` archive, each header and the total checked against caps.
+
+    Args:
+      path: the archive.
+      error: the reader's own error type.
+      max_bytes: the most bytes all arrays read may take together (uncompressed).
+      keys: read only these members (the others are not decompressed); None: all.
+      object_loader: how to read object arrays (an allow-listed unpickler), or None to refuse them.
+    Returns:
+      ``{name: array}`` (member names without ``.npy``).
+    """
+    size = check_file_size(path, max_bytes, error, ".npz file")
+    out: dict[str, np.ndarray] = {}
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                if keys is not None and name not in keys:
+                    continue
+                source = f"{path}: member {name!r}"
+                if info.file_size > max_bytes - total:
+                    raise error(f"{source} would decompress to {info.file_size} bytes, more than the "
+                                f"{max_bytes} bytes allowed for {path}")
+                with zf.open(info) as f:
+                    shape, fortran, dtype, nbytes = _npy_header(f, source, info.file_size, max_bytes - total,
+                                                                error)
+                    out[name] = np.array(_npy_data(f, source, shape, fortran, dtype, nbytes, error,
+                                                   object_loader))
+                total += info.file_size
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError, ValueError,
+            RuntimeError, KeyError) as e:
+        if isinstance(e, UserError):
+            raise
+        raise error(f"{path}: not a readable .npz archive ({type(e).__name__}: {e}); it is truncated or "
+                    f"corrupt ({size} bytes)") from None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Allow-listed unpickling with caps
+# ---------------------------------------------------------------------------------------------
+
+_NUMPY_CORE = ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric")
+_local = threading.local()
+
+
+class _NdarrayRef:
+    """What a pickle's ``numpy.ndarray`` global becomes: usable only as ``_reconstruct``'s subtype."""
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that constructs only NumPy arrays, plain containers and an allow-list.
+
+    What it constructs is capped: an array announced by ``_reconstruct`` / ``ndarray`` may not
+    exceed ``max_array_bytes``; container copies (``list(x)``, ``set(x)``, ...) together may
+    not exceed ``max_elements``; ``_codecs.encode`` only re-encodes text as latin-1 (what Python 2
+    pickles of NumPy arrays use). Subclasses add names to :attr:`ALLOWED` or extend
+    :meth:`find_class` (chumpy stand-ins, ...), falling back to this one.
+    """
+
+    #: (module, name) pairs returned as they are (beyond the NumPy / container names handled here)
+    ALLOWED: frozenset = frozenset()
+    _CONTAINERS = {"set": set, "frozenset": frozenset, "list": list, "tuple": tuple, "dict": dict}
+
+    def __init__(self, file, *, max_array_bytes: int = 1 << 31, max_elements: int = 10 ** 7, **kwargs):
+        kwargs.setdefault("encoding", "latin1")
+        super().__init__(file, **kwargs)
+        self.max_array_bytes = int(max_array_bytes)
+        self.budget = int(max_elements)
+
+    def charge(self, n: int, what: str) -> None:
+        """Count ``n`` elements built from the file; refuse past the budget."""
+        self.budget -= int(n)
+        if self.budget < 0:
+            raise pickle.UnpicklingError(f"the pickle builds too many elements ({what}); refusing it")
+
+    def _reconstruct(self, subtype, shape, dtype):
+        if subtype is not _NdarrayRef and subtype is not np.ndarray:
+            raise pickle.UnpicklingError(f"_reconstruct of {subtype!r} is not allowed")
+        shape = tuple(int(n) for n in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+        nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize if shape else 0
+        if nbytes > self.max_array_bytes or any(n < 0 for n in shape):
+            raise pickle.UnpicklingError(f"an array of shape {shape} is too large ({nbytes} bytes)")
+        return np.ndarray.__new__(np.ndarray, shape, dtype)
+
+    def _container(self, kind):
+        def build(*args):
+            if len(args) > 1:
+                raise pickle.UnpicklingError(f"{kind.__name__}() takes at most one argument")
+            if args:
+                self.charge(len(args[0]) if hasattr(args[0], "__len__") else 1, kind.__name__)
+            return kind(*args)
+        return build
+
+    def _reconstructor(self, cls, base, state):
+        if base is object and isinstance(cls, type):
+            return object.__new__(cls)
+        raise pickle.UnpicklingError(f"copyreg._reconstructor with base {base!r} is not allowed")
+
+    @staticmethod
+    def _encode(obj, encoding="utf-8", errors="strict"):
+        if not isinstance(obj, str) or str(encoding).lower().replace("_", "-") not in ("latin1", "latin-1",
+                                                                                     "iso-8859-1"):
+            raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} is not allowed")
+        return obj.encode("latin1", errors)
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module in _NUMPY_CORE:
+            if name == "_reconstruct":
+                return self._reconstruct
+            if name in ("scalar", "_frombuffer"):
+                return super().find_class(module.replace("numpy.core", "numpy._core"), name)
+        if module == "numpy" and name == "ndarray":
+            return _NdarrayRef
+        if module == "numpy" and name == "dtype":
+            return np.dtype
+        if module in ("builtins", "__builtin__"):
+            if name in self._CONTAINERS:
+                return self._container(self._CONTAINERS[name])
+            if name == "object":
+                return object
+        if (module, name) in (("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor")):
+            return self._reconstructor
+        if (module, name) == ("_codecs", "encode"):
+            return self._encode
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only NumPy arrays and plain "
+                                     "containers are allowed in this file)")
+
+    def load(self):
+        _local.unpickler = self
+        try:
+            return super().load()
+        finally:
+            _local.unpickler = None
+
+
+def charge_current(n: int, what: str) -> None:
+    """Charge ``n`` elements to the unpickler running in this thread (for stand-in classes)."""
+    unpickler = getattr(_local, "unpickler", None)
+    if unpickler is not None:
+        unpickler.charge(n, what)
+
+
+def restricted_pickle_load(path: str | os.PathLike, error: ErrorType, *, max_bytes: int = 4 << 30,
+                           unpickler: type[RestrictedUnpickler] = RestrictedUnpickler, what: str = "pickle",
+                           **kwargs) -> Any:
+    """Load a pickle with ``unpickler``; any failure becomes ``error`` naming the file.
+
+    Args:
+      path: the file (refused above ``max_bytes``).
+      error: the reader's own error type.
+      unpickler: a :class:`RestrictedUnpickler` subclass (its allow-list).
+      what: what the file should be, for the message.
+      kwargs: for the unpickler (``max_array_bytes``, ``max_elements``).
+    """
+    check_file_size(path, max_bytes, error, what)
+    try:
+        with open(path, "rb") as f:
+            return unpickler(io.BufferedReader(f, 1 << 20), **kwargs).load()
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - anything an allow-listed pickle can raise means malformed
+        if isinstance(e, pickle.UnpicklingError) and str(e).startswith("refusing"):
+            raise error(f"{path}: {e}; nothing was run. This is not a {what}") from None
+        raise error(f"{path}: not a readable {what} ({type(e).__name__}: {str(e)[:300]}); the file is "
+                    "truncated, corrupt or of another kind") from None

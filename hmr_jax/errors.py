@@ -1,0 +1,56 @@
+"""Errors a user can fix, and the one way the command lines report them.
+
+Every reader of an outside file raises its own error type (``MeshFileError``,
+``BodyModelFileError``, ``ConversionError``, ``DatasetError``, ...); each of them is also a
+:class:`UserError`, as are a full disk (``hmr_jax.files.DiskFullError``) and a busy workdir
+(``hmr_jax.files.LockHeldError``). The command lines (``train.py``, ``evaluate.py``,
+``convert_torch_weights.py``, ``python -m data_prep.*``) run their work inside
+:func:`reported_errors`, which turns such an error into ONE line ``error: ...`` on stderr and
+exit status 2 instead of a traceback. Anything else (a bug) keeps its traceback; so does every
+error when ``HMR_JAX_TRACEBACK=1`` is set.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Iterator
+
+__all__ = ["UserError", "USER_ERRORS", "one_line", "reported_errors"]
+
+
+class UserError(Exception):
+    """Marker base: bad input, a full disk, a busy folder -- what the message tells the user to fix."""
+
+
+#: What :func:`reported_errors` reports in one line. Besides :class:`UserError`: missing or
+#: unreadable paths the user gave, and ``ValueError`` (how configs and arguments are refused).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    UserError, ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+    NotADirectoryError,
+)
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line (line breaks and runs of spaces become one space)."""
+    text = str(err)
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
+        text = f"{err.filename}: {text}"
+    return " ".join(text.split()) or type(err).__name__
+
+
+@contextlib.contextmanager
+def reported_errors(status: int = 2, extra: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Run a command line's work; a user error becomes ``error: ...`` on stderr and ``exit(status)``.
+
+    Args:
+      status: the exit status for a reported error.
+      extra: more exception types to report this way (beyond :data:`USER_ERRORS`).
+    """
+    try:
+        yield
+    except USER_ERRORS + tuple(extra) as err:
+        if os.environ.get("HMR_JAX_TRACEBACK", "") not in ("", "0"):
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
+        sys.exit(status)
