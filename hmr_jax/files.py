@@ -512,6 +512,12 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"copyreg._reconstructor with base {base!r} is not allowed")
 
     @staticmethod
+    def _bytes(*args):
+        if args and (isinstance(args[0], int) or len(args) > 2):
+            raise pickle.UnpicklingError("bytes(n) is not allowed in this file")
+        return bytes(*args)
+
+    @staticmethod
     def _encode(obj, encoding="utf-8", errors="strict"):
         if not isinstance(obj, str) or str(encoding).lower().replace("_", "-") not in ("latin1", "latin-1",
                                                                                      "iso-8859-1"):
@@ -533,6 +539,8 @@ class RestrictedUnpickler(pickle.Unpickler):
                 return self._container(self._CONTAINERS[name])
             if name == "object":
                 return object
+            if name == "bytes":  # Python 3 protocol-2 pickles write b"" as bytes()
+                return self._bytes
         if (module, name) in (("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor")):
             return self._reconstructor
         if (module, name) == ("_codecs", "encode"):
@@ -569,10 +577,16 @@ def restricted_pickle_load(path: str | os.PathLike, error: ErrorType, *, max_byt
       what: what the file should be, for the message.
       kwargs: for the unpickler (``max_array_bytes``, ``max_elements``).
     """
-    check_file_size(path, max_bytes, error, what)
+    size = check_file_size(path, max_bytes, error, what)
+    # An array's data comes from the file: none may be announced larger than the file itself.
+    kwargs["max_array_bytes"] = min(kwargs.get("max_array_bytes", max_bytes), size)
+    # Container copies (list(x), set(x)) are rare in real files: a few elements per input byte.
+    kwargs["max_elements"] = min(kwargs.get("max_elements", 10 ** 7), 16 * size + 65536)
     try:
-        with open(path, "rb") as f:
-            return unpickler(io.BufferedReader(f, 1 << 20), **kwargs).load()
+        # From memory: a file object's read(n) allocates n bytes first, and a corrupt length
+        # field in the pickle would ask for gigabytes; BytesIO returns what there is.
+        data = pathlib.Path(path).read_bytes()
+        return unpickler(io.BytesIO(data), **kwargs).load()
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001 - anything an allow-listed pickle can raise means malformed

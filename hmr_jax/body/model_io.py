@@ -57,7 +57,7 @@ REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights"
 #: the largest model file (and array inside one) accepted; SMPL+H's model.npz is ~40 MB
 MAX_MODEL_FILE_BYTES = 1 << 30
 #: the largest dense array a pickled sparse matrix may expand to
-MAX_DENSE_ELEMENTS = 1 << 27
+MAX_DENSE_ELEMENTS = 1 << 22
 
 
 class BodyModelFileError(UserError, ValueError):

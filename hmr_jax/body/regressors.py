@@ -78,9 +78,10 @@ def load_joint_regressor(path: str | os.PathLike, num_joints: int, num_vertices:
             f"; the regressor is for a {reg.shape[1]}-vertex mesh but the meshes have {nv} vertices: "
             "use the regressor of the same mesh topology")
         raise JointRegressorError(f"{p} has shape {reg.shape}, expected ({num_joints}, {nv}){fix}")
+    reg = reg.astype(np.float32)
     if not np.all(np.isfinite(reg)):
-        raise JointRegressorError(f"{p} contains NaN or infinite values")
-    return reg.astype(np.float32)
+        raise JointRegressorError(f"{p} contains NaN or infinite values (or values beyond float32)")
+    return reg
 
 
 @flax.struct.dataclass
