@@ -355,6 +355,9 @@ def _npy_header(f: IO[bytes], source: str, available: int, max_bytes: int, error
             raise ValueError(f"unsupported .npy version {version}")
     except Exception as e:  # noqa: BLE001 - numpy raises ValueError / EOFError / SyntaxError...
         raise error(f"{source}: cannot be read as a .npy array (bad header: {e})") from None
+    if not isinstance(shape, tuple) or any(not isinstance(n, int) or n < 0 for n in shape):
+        raise error(f"{source}: not a readable .npy array (the header's shape {shape!r} is not a tuple of "
+                    "non-negative integers)")
     count = 1
     for n in shape:
         count *= int(n)
