@@ -113,8 +113,10 @@ def convert_checkpoint(path, name: str | None = None, config: dict | None = None
     state = common.StateDict(raw, what=f"{path} as {name}")
     try:
         variables, model_config = conv.convert(state, config)
-    except common.ConversionError:
-        raise
+    except common.ConversionError as e:
+        if str(path) in str(e):
+            raise
+        raise common.ConversionError(f"{path} as {name}: {e}") from None
     except (ValueError, TypeError, IndexError, KeyError, AttributeError, ZeroDivisionError,
             OverflowError) as e:
         where = f" (last key read: {state.last_key}, shape {tuple(state.state[state.last_key].shape)}, " \
@@ -122,6 +124,9 @@ def convert_checkpoint(path, name: str | None = None, config: dict | None = None
         raise common.ConversionError(
             f"{path} as {name}: the tensors do not fit the model{where}: {type(e).__name__}: {e}; check that "
             "--model / --config describe this checkpoint") from None
-    state.finish()
+    try:
+        state.finish()
+    except common.ConversionError as e:  # the state's name holds the path
+        raise common.ConversionError(str(e)) from None
     meta = dict(info, model=name, ignored_keys=state.ignored)
     return Converted(name, variables, dict(model_config, model=name), meta, conv)
