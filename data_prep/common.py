@@ -70,8 +70,44 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
                     object_loader=lambda f: _SafeUnpickler(f).load())
 
 
+def array_field(value: Any, name: str, path, shape: Sequence, dtype=np.float64, finite: bool = True) -> np.ndarray:
+    """``value`` as a ``dtype`` array whose shape matches ``shape``, else :class:`ConversionInputError`.
+
+    ``shape`` entries: an int (exact), None (any), or a string ``">=k"`` (at least k).
+    """
+    try:
+        arr = np.asarray(value)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise TypeError(f"dtype {arr.dtype}")
+        if np.issubdtype(arr.dtype, np.complexfloating):
+            raise TypeError("complex numbers")
+        arr = arr.astype(dtype)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ConversionInputError(f"{path}: {name} is not a numeric array ({type(value).__name__}: {e})") from None
+    ok = arr.ndim == len(shape)
+    for got, want in zip(arr.shape, shape):
+        if isinstance(want, str):
+            ok &= got >= int(want[2:])
+        elif want is not None:
+            ok &= got == want
+    if not ok:
+        want = tuple("*" if w is None else w for w in shape)
+        raise ConversionInputError(f"{path}: {name} has shape {arr.shape}, expected {want}")
+    if finite and np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        raise ConversionInputError(f"{path}: {name} contains NaN or infinite values")
+    return arr
+
+
+def as_mapping(value: Any, name: str, path) -> Mapping:
+    """``value`` if it is a dict, else :class:`ConversionInputError` naming ``name`` in ``path``."""
+    if not isinstance(value, Mapping):
+        raise ConversionInputError(f"{path}: {name} is a {type(value).__name__}, expected a dict")
+    return value
+
+
 def require(data: Mapping[str, Any], keys: Sequence[str], path) -> None:
     """Raises :class:`ConversionInputError` naming the file and the missing keys."""
+    as_mapping(data, "the content", path)
     missing = [k for k in keys if k not in data]
     if missing:
         raise ConversionInputError(f"{path} lacks key(s) {missing} (present: {sorted(map(str, data))[:20]})")
@@ -264,18 +300,26 @@ def axis_angle_to_matrix(aa: np.ndarray) -> np.ndarray:
     return Rotation.from_rotvec(aa.reshape(-1, 3)).as_matrix().reshape(aa.shape[:-1] + (3, 3))
 
 
-def gender_name(value: Any) -> str:
-    """'male' / 'female' / 'neutral' from the datasets' spellings ('m', 'f', b'male', ...)."""
-    if isinstance(value, bytes):
-        value = value.decode()
-    v = str(np.asarray(value).reshape(-1)[0] if np.ndim(value) else value).strip().lower()
+def gender_name(value: Any, path=None) -> str:
+    """'male' / 'female' / 'neutral' from the datasets' spellings ('m', 'f', b'male', ...).
+
+    ``path``: the file the value comes from, named in the error.
+    """
+    where = f"{path}: " if path is not None else ""
+    try:
+        if isinstance(value, bytes):
+            value = value.decode("latin1")
+        v = str(np.asarray(value).reshape(-1)[0] if np.ndim(value) else value).strip().lower()
+    except (ValueError, IndexError, TypeError):
+        raise ConversionInputError(f"{where}unknown gender {value!r:.60} (expected m / f / male / female / "
+                                   "neutral)") from None
     if v in ("m", "male"):
         return "male"
     if v in ("f", "female"):
         return "female"
     if v in ("n", "neutral", ""):
         return "neutral"
-    raise ConversionInputError(f"unknown gender {value!r}")
+    raise ConversionInputError(f"{where}unknown gender {value!r:.60} (expected m / f / male / female / neutral)")
 
 
 def add_output_arguments(parser) -> None:
