@@ -21,6 +21,8 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from hmr_jax.errors import command_line
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config (needed for converted checkpoints).",
                                 lock_config=False)
@@ -42,6 +44,7 @@ flags.DEFINE_string("out", "", "Output folder.")
 flags.mark_flags_as_required(["split"])
 
 
+@command_line
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -50,20 +53,20 @@ def main(argv):
 
     split = FLAGS.split if os.path.isdir(FLAGS.split) else os.path.join(FLAGS.data_root, FLAGS.split)
     if not os.path.isdir(split):
-        sys.exit(f"ERROR: split {FLAGS.split!r} is neither a folder nor {split!r}; prepare it with "
-                 "data_prep/ or pass the folder.")
+        raise FileNotFoundError(f"split {FLAGS.split!r} is neither a folder nor {split!r}; prepare it with "
+                                "data_prep/ or pass the folder")
     name = os.path.basename(os.path.normpath(split))
     dataset = FLAGS.dataset or ("emdb" if "emdb" in name.lower() else "3dpw")
     config = FLAGS.config
     if FLAGS.mode == "mean_mesh":
         if not FLAGS.mean_mesh:
-            sys.exit("ERROR: --mode mean_mesh needs --mean_mesh MESH.npy")
-        import numpy as np
-        predictor = evaluation.mean_mesh_predictor(np.load(FLAGS.mean_mesh), FLAGS.backbone)
+            raise ValueError("--mode mean_mesh needs --mean_mesh MESH.npy")
+        from hmr_jax.files import read_npy
+        predictor = evaluation.mean_mesh_predictor(read_npy(FLAGS.mean_mesh, ValueError), FLAGS.backbone)
         base = os.path.dirname(os.path.abspath(FLAGS.mean_mesh))
     else:
         if not FLAGS.checkpoint:
-            sys.exit("ERROR: --checkpoint is required (a train.py workdir or a converted folder)")
+            raise ValueError("--checkpoint is required (a train.py workdir or a converted folder)")
         predictor = evaluation.load_predictor(FLAGS.checkpoint, FLAGS.mode, config, FLAGS.num_samples,
                                               FLAGS.steps, FLAGS.temperature)
         base = FLAGS.checkpoint

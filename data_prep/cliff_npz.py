@@ -32,6 +32,7 @@ import numpy as np
 
 from data_prep import common
 from hmr_jax.data.shards import ShardWriter
+from hmr_jax.errors import command_line
 
 
 def read_annotations(npz: str | pathlib.Path) -> dict:
@@ -114,6 +115,7 @@ def convert(npz: str | pathlib.Path, out: str | pathlib.Path, meshes: common.Bod
     return pathlib.Path(out) / "manifest.json"
 
 
+@command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m data_prep.cliff_npz", description=__doc__.split("\n")[0])

@@ -26,6 +26,7 @@ import numpy as np
 
 from data_prep import common
 from hmr_jax.data.shards import ShardWriter
+from hmr_jax.errors import command_line
 
 
 def read_sequence(path: str | pathlib.Path, subset: str = "emdb1") -> dict | None:
@@ -123,6 +124,7 @@ def convert(root: str | pathlib.Path, out: str | pathlib.Path, meshes: common.Bo
     return pathlib.Path(out) / "manifest.json"
 
 
+@command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m data_prep.emdb", description=__doc__.split("\n")[0])

@@ -38,6 +38,7 @@ import numpy as np
 
 from data_prep import common
 from hmr_jax.data.shards import ShardWriter
+from hmr_jax.errors import command_line
 
 VIS_THRESH = 0.3
 
@@ -192,6 +193,7 @@ def convert(root: str | pathlib.Path, split: str, out: str | pathlib.Path, meshe
     return pathlib.Path(out) / "manifest.json"
 
 
+@command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m data_prep.threedpw", description=__doc__.split("\n")[0])
