@@ -287,9 +287,14 @@ def exclusive_lock(path: str | os.PathLike, what: str = "", *, wait_s: float = 0
               "since": time.strftime("%Y-%m-%d %H:%M:%S"), "what": what}
         data = json.dumps(me).encode("utf-8")
         # In place (not atomic_write): the lock lives on this inode. One small pwrite.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data + b"\n", 0)
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data + b"\n", 0)
+            os.fsync(fd)
+        except OSError as e:
+            if is_disk_full(e):
+                raise DiskFullError(path, "lock file") from e
+            raise
         stop = threading.Event()
 
         def beat():

@@ -188,8 +188,8 @@ def image_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size
       shard_index, shard_count: this process's share of every source (default
         ``jax.process_index()`` / ``jax.process_count()``).
       skip_bad_records: a record that is corrupt or disagrees with its manifest is replaced
-        by the next good one (each batch then has ``skipped_records`` (B,) int32, the bad
-        records passed over); False (the default): it stops the pipeline with
+        by the next good one (each batch then has ``skipped_records`` (B,) int32: 1 where the
+        example's record was bad and replaced); False (the default): it stops the pipeline with
         :class:`DatasetError` naming the shard file and the record index.
 
     Returns:

@@ -281,9 +281,9 @@ class CheckedSource:
     Every record is decoded and validated (:func:`hmr_jax.data.records.read_record`: the format
     of the dataset's kind, the manifest's vertex / keypoint counts, an image record's JPEG
     header). A bad record raises :class:`DatasetError` naming the shard file and the record's
-    index in it (and in the dataset). With ``skip_bad`` the next good record is returned
-    instead and ``skipped`` counts the bad ones passed over (at most
-    :data:`MAX_CONSECUTIVE_BAD` in a row). ``where`` is :meth:`describe` of the record returned
+    index in it (and in the dataset). With ``skip_bad`` the next good record (at most
+    :data:`MAX_CONSECUTIVE_BAD` further) is returned instead and ``skipped`` is 1 (0 for a good
+    record), so summing it over a pass counts each bad record once. ``where`` is :meth:`describe` of the record returned
     (for later errors). Picklable (Grain worker processes).
     """
 
@@ -321,7 +321,7 @@ class CheckedSource:
         for skipped in range(MAX_CONSECUTIVE_BAD + 1):
             i = (index + skipped) % n
             try:
-                return self._read(i), skipped, self.describe(i)
+                return self._read(i), int(skipped > 0), self.describe(i)
             except records.RecordError as e:
                 if not self.skip_bad:
                     raise DatasetError(f"{self.describe(i)}: {e}; convert the dataset again, or set "

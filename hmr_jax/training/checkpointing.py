@@ -75,9 +75,13 @@ def flat_shapes(tree: Any) -> dict[str, tuple]:
 
 
 def first_difference(saved: dict[str, tuple], wanted: dict[str, tuple]) -> str | None:
-    """A sentence naming the first parameter whose shape differs (or that only one side has)."""
+    """A sentence naming the first parameter whose shape differs (or that only one side has);
+    model parameters (``params/...``) are looked at first, then ``model_state``, then the rest."""
+    def order(path):
+        return 0 if path.startswith("params/") else 1 if path.startswith("model_state/") else 2
+
     diffs = []
-    for path, shape in wanted.items():
+    for path, shape in sorted(wanted.items(), key=lambda kv: order(kv[0])):
         if path not in saved:
             diffs.append(f"{path} {shape} is not in the checkpoint")
         elif saved[path] != shape:

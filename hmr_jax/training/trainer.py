@@ -307,8 +307,6 @@ def train(config, workdir: str) -> dict:
 
 def _train(config, workdir: str) -> dict:
     is_main = jax.process_index() == 0
-    if is_main:
-        atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
 
     mesh = make_mesh(config.get("num_devices", 0) or None)
     if mesh.devices.size != jax.device_count() and jax.process_count() > 1:
@@ -333,9 +331,16 @@ def _train(config, workdir: str) -> dict:
                                               save_every=ckpt_cfg.every_steps,
                                               keep=ckpt_cfg.keep,
                                               async_save=ckpt_cfg.get("async_save", True))
+    # Restore (or refuse a checkpoint of other shapes) before writing anything into the workdir.
+    try:
+        restored, resumed_from = checkpointer.restore_latest(checkpointing.abstract_like(state),
+                                                             train_iter)
+    except BaseException:
+        checkpointer.close()
+        raise
+    if is_main:
+        atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
     writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.get("tensorboard", True))
-    restored, resumed_from = checkpointer.restore_latest(checkpointing.abstract_like(state),
-                                                         train_iter)
     if restored is not None:
         state = restored
         writer.truncate_after(resumed_from)
