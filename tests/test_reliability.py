@@ -364,3 +364,57 @@ def test_resume_with_other_model_shapes_fails_before_training(tmp_path):
                                   "config" in message, message  # the first differing parameter, in tree order
     assert _snapshot(tmp_path) == before  # no step ran, nothing written or moved (config.json included)
     assert not (tmp_path / "corrupt_checkpoints").exists()
+
+
+class MeshMeanStage:
+    """A minimal stage on a mesh dataset (``config.data.train``): fits one number to the mean of
+    the vertices, through the real Grain pipeline (so bad records reach the trainer)."""
+
+    name = "mesh_mean"
+
+    def __init__(self, config):
+        self.config = config
+
+    def train_pipeline(self, local_batch, seed):
+        return mesh_pipeline(self.config.data.train, batch_size=local_batch, train=True, seed=seed,
+                             shard_index=0, shard_count=1,
+                             skip_bad_records=self.config.data.skip_bad_records), 1
+
+    def val_source(self):
+        return None
+
+    def frozen(self):
+        return {}
+
+    def init(self, rng, batch):
+        import jax.numpy as jnp
+
+        from hmr_jax.training.stages import Variables
+        return Variables(params={"m": jnp.zeros(())}, model_state={})
+
+    def loss(self, params, model_state, frozen, batch, rng, step):
+        import jax.numpy as jnp
+
+        from hmr_jax.training.stages import LossOutput
+        loss = jnp.mean((batch["vertices"] - params["m"]) ** 2)
+        return loss, LossOutput(terms={}, model_state={})
+
+
+def test_skipped_records_are_counted_in_the_metrics(tmp_path, monkeypatch):
+    from hmr_jax.training import stages
+
+    data = tmp_path / "meshes"
+    toy.write_toy_mesh_dataset(data, 8, num_vertices=24, records_per_shard=4)
+    other = tmp_path / "other"
+    toy.write_toy_mesh_dataset(other, 8, num_vertices=20, records_per_shard=4)
+    _replace_shard(data, "data-00001.array_record", other)  # records 4..7 have 20 vertices
+    monkeypatch.setitem(stages.STAGES, "mesh_mean", "test_reliability:MeshMeanStage")
+    cfg = _toy(stage="mesh_mean", batch_size=8, total_steps=2, log_every_steps=1)
+    with cfg.unlocked():
+        cfg.data.train = str(data)
+    with pytest.raises(shards.DatasetError, match=r"data-00001.array_record record \d .*num_vertices 20"):
+        train(cfg, str(tmp_path / "strict"))  # off by default: the bad record stops training, named
+    cfg.data.skip_bad_records = True
+    train(cfg, str(tmp_path / "skip"))
+    counts = [r["skipped_records"] for r in read_metrics(str(tmp_path / "skip"))]
+    assert counts == [4, 4]  # each pass over the 8 records meets the 4 bad ones once
