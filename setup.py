@@ -39,7 +39,7 @@ EXTRAS_REQUIRE = {
         "safetensors==0.8.0",
         "trimesh==5.2.0",
     ],
-    "dev": ["pytest==9.0.3", "pytest-xdist==3.8.0", "trimesh==5.2.0"],
+    "dev": ["pytest==9.0.3", "pytest-xdist==3.8.0", "trimesh==5.2.0", "hypothesis==6.170.15"],
 }
 
 setup(
