@@ -418,3 +418,27 @@ def test_skipped_records_are_counted_in_the_metrics(tmp_path, monkeypatch):
     train(cfg, str(tmp_path / "skip"))
     counts = [r["skipped_records"] for r in read_metrics(str(tmp_path / "skip"))]
     assert counts == [4, 4]  # each pass over the 8 records meets the 4 bad ones once
+
+
+def test_command_lines_print_one_error_line(tmp_path):
+    """Bad input at each command line: exit status 2 and exactly one ``error:`` line, no traceback."""
+    garbage = tmp_path / "model.pt"
+    garbage.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    runs = {
+        "train.py": ([str(ROOT / "train.py"), f"--config={TOY}", f"--workdir={tmp_path / 'w'}",
+                      "--config.stage=nope"], "config.stage='nope' is unknown"),
+        "evaluate.py": ([str(ROOT / "evaluate.py"), f"--split={tmp_path / 'nowhere'}", "--mode=mean_mesh",
+                         f"--mean_mesh={tmp_path / 'm.npy'}"], "neither a folder"),
+        "convert_torch_weights.py": ([str(ROOT / "convert_torch_weights.py"), str(garbage), "--out",
+                                      str(tmp_path / "c")], "model.pt"),
+        "data_prep.threedpw": (["-m", "data_prep.threedpw", "--root", str(tmp_path), "--out", str(tmp_path / "d")],
+                               "sequenceFiles"),
+    }
+    procs = {name: subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, env=_env(), cwd=ROOT) for name, (args, _) in runs.items()}
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=240)
+        lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in err, (name, err[-2000:])
+        assert runs[name][1] in lines[0], (name, lines[0])
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d" / "manifest.json").exists()
