@@ -262,6 +262,22 @@ def mutated_mapping(draw, seed: dict, value_strategy=odd_values):
     return out
 
 
+def mutated_file(data, name: str, blob: bytes, values: dict, head: int = 512) -> bytes:
+    """Draw either ``blob`` with byte mutations or ``values`` with value mutations saved again
+    in the format of ``name`` (``.npz``: ``np.savez``; otherwise a pickle of a random protocol)."""
+    if data.draw(st.booleans()):
+        return data.draw(mutated(blob, head=head))
+    changed = data.draw(mutated_mapping(values))
+    if not name.endswith(".npz"):
+        return pickle.dumps(changed, protocol=data.draw(st.integers(0, 5)))
+    buf = io.BytesIO()
+    try:
+        np.savez(buf, **{str(k): np.asarray(v) for k, v in changed.items()})
+    except (ValueError, TypeError):  # not storable as .npz (ragged values): the seed instead
+        return blob
+    return buf.getvalue()
+
+
 # ----------------------------------------------------------------------------- hostile pickles
 def pickle_bombs() -> dict[str, bytes]:
     """Small pickles that would allocate gigabytes or run code if their globals were trusted."""

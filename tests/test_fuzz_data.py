@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import pathlib
-import pickle
 import shutil
 
 import numpy as np
@@ -160,19 +159,7 @@ def test_annotation_seeds_are_read(annotation_seeds, tmp_path):
 def test_fuzz_annotation_files(annotation_seeds, tmp_path, data):
     name = data.draw(st.sampled_from(sorted(annotation_seeds)))
     blob, content = annotation_seeds[name]
-    if data.draw(st.booleans()):
-        blob = data.draw(fz.mutated(blob, head=2048))
-    else:
-        values = data.draw(fz.mutated_mapping(content))
-        if name.endswith(".npz"):
-            buf = io.BytesIO()
-            try:
-                np.savez(buf, **{str(k): np.asarray(v) for k, v in values.items()})
-                blob = buf.getvalue()
-            except (ValueError, TypeError):
-                pass
-        else:
-            blob = pickle.dumps(values, protocol=data.draw(st.integers(0, 5)))
+    blob = fz.mutated_file(data, name, blob, content, head=2048)
     with fz.fresh_dir(tmp_path) as d:
         path = fz.write(d, name, blob)
         fz.check_reader(f"annotations {name}", _READERS[name], path, common.ConversionInputError)

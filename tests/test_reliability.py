@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import pathlib
@@ -25,6 +24,7 @@ import numpy as np
 import pytest
 
 from hmr_jax import files
+from stage_helpers import config, quick
 from hmr_jax.data import records, shards, toy
 from hmr_jax.data.pipeline import image_pipeline, mesh_pipeline
 from hmr_jax.training import checkpointing
@@ -36,15 +36,8 @@ TOY = ROOT / "configs" / "train_toy.py"
 
 
 def _toy(**overrides):
-    spec = importlib.util.spec_from_file_location("train_toy", TOY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
-    c.progress_bar = False
-    c.tensorboard = False
-    c.log_every_steps = 1
-    c.checkpoint.every_steps = 5
-    c.total_steps = 5
+    """The toy stage: 5 quiet steps, logged each, checkpointed every 5 (``overrides`` on top)."""
+    c = quick(config("train_toy"), 5)
     c.update(overrides)
     return c
 
