@@ -329,6 +329,7 @@ def folder_lock(folder: str | os.PathLike, what: str = "", *, name: str = ".lock
 # ---------------------------------------------------------------------------------------------
 
 ErrorType = Callable[[str], BaseException]
+_MAX_NPY_HEADER = 1 << 16  # magic, version, length and the header dict of any sane .npy
 
 
 def check_file_size(path: str | os.PathLike, max_bytes: int, error: ErrorType, what: str = "file") -> int:
@@ -350,16 +351,21 @@ def check_file_size(path: str | os.PathLike, max_bytes: int, error: ErrorType, w
 def _npy_header(f: IO[bytes], source: str, available: int, max_bytes: int, error: ErrorType):
     """(shape, fortran, dtype, data bytes) of an .npy stream, checked before any data is read."""
     fmt = np.lib.format
+    # numpy would read the header length field's count of bytes first (a corrupt field asks for
+    # gigabytes): parse the header from a bounded prefix instead.
+    start = f.tell()
+    head = io.BytesIO(f.read(min(max(available, 0), _MAX_NPY_HEADER)))
     try:
-        version = fmt.read_magic(f)
+        version = fmt.read_magic(head)
         if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(f)
+            shape, fortran, dtype = fmt.read_array_header_1_0(head)
         elif version in ((2, 0), (3, 0)):
-            shape, fortran, dtype = fmt.read_array_header_2_0(f)
+            shape, fortran, dtype = fmt.read_array_header_2_0(head)
         else:
             raise ValueError(f"unsupported .npy version {version}")
     except Exception as e:  # noqa: BLE001 - numpy raises ValueError / EOFError / SyntaxError...
         raise error(f"{source}: cannot be read as a .npy array (bad header: {e})") from None
+    f.seek(start + head.tell())
     if not isinstance(shape, tuple) or any(not isinstance(n, int) or n < 0 for n in shape):
         raise error(f"{source}: not a readable .npy array (the header's shape {shape!r} is not a tuple of "
                     "non-negative integers)")
@@ -368,7 +374,7 @@ def _npy_header(f: IO[bytes], source: str, available: int, max_bytes: int, error
         count *= int(n)
     nbytes = count * int(dtype.itemsize)
     if not dtype.hasobject:
-        header_end = f.tell()
+        header_end = f.tell() - start
         if nbytes > max_bytes:
             raise error(f"{source}: the array header announces shape {shape} of {dtype} ({nbytes} bytes), "
                         f"more than the {max_bytes} bytes allowed; the file is corrupt or not the expected one")
