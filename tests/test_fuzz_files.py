@@ -205,6 +205,11 @@ def _boxes_seed() -> bytes:
                        "frame_7": [[0, 0, 1, 1]]}).encode()
 
 
+def _box_lists():
+    number = st.one_of(st.integers(-10 ** 400, 10 ** 400), st.floats(), st.integers(-5000, 5000))
+    return st.lists(st.lists(number, min_size=3, max_size=6), max_size=3)
+
+
 @st.composite
 def _json_values(draw):
     return draw(st.recursive(
@@ -219,7 +224,7 @@ def test_fuzz_boxes_json(tmp_path, data):
     kind = data.draw(st.sampled_from(["bytes", "values", "deep"]))
     if kind == "values":
         value = json.loads(_boxes_seed())
-        value = data.draw(fz.mutated_mapping(value, lambda like=None: _json_values()))
+        value = data.draw(fz.mutated_mapping(value, lambda like=None: st.one_of(_json_values(), _box_lists())))
         blob = json.dumps(value, allow_nan=True).encode()
     elif kind == "deep":
         depth = data.draw(st.integers(1, 200000))
@@ -229,3 +234,10 @@ def test_fuzz_boxes_json(tmp_path, data):
     with fz.fresh_dir(tmp_path) as d:
         path = fz.write(d, "boxes.json", blob)
         fz.check_reader("boxes JSON", load_boxes, path, DetectionError)
+
+
+@pytest.mark.parametrize("text", ['{"a": [[1, 2, 3, 1' + "0" * 400 + ']]}', '{"a": [[1, 2, 3, 1e39]]}',
+                                  '{"a": [[1, 2, 3, NaN]]}', '[' * 100000 + ']' * 100000])
+def test_hostile_boxes(tmp_path, text):
+    path = fz.write(tmp_path, "boxes.json", text.encode())
+    assert fz.check_reader("boxes hostile", load_boxes, path, DetectionError) == "DetectionError"

@@ -102,8 +102,12 @@ def _parse_entry(path, key, value) -> np.ndarray:
         raise DetectionError(f"{path}: entry {key!r} must be a list of [x1, y1, x2, y2] or "
                              "[x1, y1, x2, y2, score] number lists (pixels)")
     out = np.ones((len(value), 5), np.float32)
-    for i, b in enumerate(value):
-        out[i, :len(b)] = b
+    try:
+        with np.errstate(over="ignore"):
+            for i, b in enumerate(value):
+                out[i, :len(b)] = [float(x) for x in b]
+    except OverflowError:  # an integer beyond any float
+        raise DetectionError(f"{path}: entry {key!r} holds a number too large for pixels") from None
     if not np.all(np.isfinite(out)):
         raise DetectionError(f"{path}: entry {key!r} holds a non-finite number")
     return out
