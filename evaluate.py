@@ -61,7 +61,7 @@ def main(argv):
     if FLAGS.mode == "mean_mesh":
         if not FLAGS.mean_mesh:
             raise ValueError("--mode mean_mesh needs --mean_mesh MESH.npy")
-        from hmr_jax.files import read_npy
+        from hmr_jax.safe_read import read_npy
         predictor = evaluation.mean_mesh_predictor(read_npy(FLAGS.mean_mesh, ValueError), FLAGS.backbone)
         base = os.path.dirname(os.path.abspath(FLAGS.mean_mesh))
     else:

@@ -23,7 +23,7 @@ from PIL import Image
 
 from hmr_jax.data.augment import FLIP_PERMUTATIONS, apply_affine, invert_affine
 from hmr_jax.errors import UserError
-from hmr_jax.files import RestrictedUnpickler, read_npz, restricted_pickle_load
+from hmr_jax.safe_read import RestrictedUnpickler, read_npz, restricted_pickle_load
 
 # The originals' selection of 17 joints from the 24-joint annotations of the BEDLAM / CLIFF
 # training files (J24_TO_J17 in their dataset code).

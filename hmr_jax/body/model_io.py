@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse
 
 from hmr_jax.errors import UserError
-from hmr_jax.files import RestrictedUnpickler, charge_current, read_npz, restricted_pickle_load
+from hmr_jax.safe_read import RestrictedUnpickler, charge_current, read_npz, restricted_pickle_load
 
 LAYOUT_HELP = """Expected layout (as the original MEGA / VQ-HPS instructions):
   body_models/

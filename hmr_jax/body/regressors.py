@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from hmr_jax.errors import UserError
-from hmr_jax.files import atomic_open, read_npy
+from hmr_jax.files import atomic_open
+from hmr_jax.safe_read import read_npy
 
 # H36M regressor rows in the order of the 17 evaluation joints (SPIN's convention, also
 # MEGA / VQ-HPS `H36M_TO_J17`); its first 14 are the LSP-style joints used on 3DPW.

@@ -14,7 +14,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from hmr_jax.errors import UserError
-from hmr_jax.files import atomic_folder, atomic_write, check_file_size, read_npz
+from hmr_jax.files import atomic_folder, atomic_write
+from hmr_jax.safe_read import check_file_size, read_npz
 
 # Keys of the containers the original training scripts write around the state dict.
 _STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict")

@@ -27,7 +27,8 @@ from typing import Any, Iterable, Mapping
 
 from hmr_jax.data import records
 from hmr_jax.errors import UserError
-from hmr_jax.files import DiskFullError, atomic_write, check_file_size, is_disk_full
+from hmr_jax.files import DiskFullError, atomic_write, is_disk_full
+from hmr_jax.safe_read import check_file_size
 
 MANIFEST = "manifest.json"
 FORMAT_NAME = "hmr_jax.records"

@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from hmr_jax.errors import UserError
-from hmr_jax.files import read_npy
+from hmr_jax.safe_read import read_npy
 
 #: the largest connection array accepted (the released dfaust2 files are < 1 MB each)
 MAX_CONNECTION_BYTES = 256 << 20

@@ -19,7 +19,8 @@ from typing import Callable
 import numpy as np
 
 from hmr_jax.errors import UserError
-from hmr_jax.files import atomic_open, check_file_size
+from hmr_jax.files import atomic_open
+from hmr_jax.safe_read import check_file_size
 
 __all__ = [
     "MeshFileError",
