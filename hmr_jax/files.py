@@ -198,8 +198,11 @@ def _read_holder(fd: int) -> dict:
     try:
         raw = os.pread(fd, 4096, 0).rstrip(b"\0 \n")
         holder = json.loads(raw.decode("utf-8")) if raw else {}
-        return holder if isinstance(holder, dict) else {}
-    except (OSError, ValueError):
+        if not isinstance(holder, dict):
+            return {}
+        holder["pid"] = int(holder["pid"]) if holder.get("pid") is not None else None
+        return holder
+    except (OSError, ValueError, TypeError):  # unreadable or damaged: no usable holder
         return {}
 
 
