@@ -110,7 +110,9 @@ def read_sequence(path: str | pathlib.Path) -> dict:
     lists = {}
     for key in _PERSON_FIELDS:
         value = data[key]
-        if isinstance(value, np.ndarray) and value.dtype != object:
+        if isinstance(value, np.ndarray):
+            if value.ndim == 0:
+                raise common.ConversionInputError(f"{path}: {key} is a single value, expected one entry per person")
             value = list(value)
         if not isinstance(value, (list, tuple)) and not (isinstance(value, np.ndarray) and value.ndim == 1):
             raise common.ConversionInputError(f"{path}: {key} is a {type(value).__name__}, expected one entry "

@@ -119,7 +119,10 @@ def _check_field(name: str, value: Any, dtype, shape, sizes: dict[str, int]) -> 
         if not isinstance(value, str):
             raise RecordError(f"field {name!r} must be a str, got {type(value).__name__}")
         return value
-    arr = np.asarray(value)
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError, UnicodeError, OverflowError) as e:  # ragged or mixed decoded values
+        raise RecordError(f"field {name!r} is not an array ({type(e).__name__}: {e})") from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise RecordError(f"field {name!r} must be numeric, got dtype {arr.dtype}")
     arr = arr.astype(dtype)

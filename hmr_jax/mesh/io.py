@@ -187,6 +187,10 @@ def _parse_ply_header(path, data: bytes):
     if fmt is None:
         raise MeshFileError(f"{path}: PLY header has no 'format' line")
     for el in elements:
+        names = [p[0] for p in el.props]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise MeshFileError(f"{path}: element '{el.name}' declares the property '{dup}' twice")
         if el.count and not el.props:
             raise MeshFileError(f"{path}: element '{el.name}' has {el.count} entries but no property")
     return fmt, elements, body
