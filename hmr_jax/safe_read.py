@@ -13,11 +13,13 @@ and nothing is allocated before its size is checked against a cap:
 from __future__ import annotations
 
 import io
+import lzma
 import os
 import pathlib
 import pickle
 import threading
 import zipfile
+import zlib
 from typing import IO, Any, Callable
 
 import numpy as np
@@ -155,7 +157,7 @@ def read_npz(path: str | os.PathLike, error: ErrorType, max_bytes: int = 4 << 30
                                                    object_loader))
                 total += info.file_size
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError, ValueError,
-            RuntimeError, KeyError) as e:
+            RuntimeError, KeyError, zlib.error, lzma.LZMAError) as e:  # a damaged compressed member
         if isinstance(e, UserError):
             raise
         raise error(f"{path}: not a readable .npz archive ({type(e).__name__}: {e}); it is truncated or "

@@ -241,3 +241,16 @@ def test_fuzz_boxes_json(tmp_path, data):
 def test_hostile_boxes(tmp_path, text):
     path = fz.write(tmp_path, "boxes.json", text.encode())
     assert fz.check_reader("boxes hostile", load_boxes, path, DetectionError) == "DetectionError"
+
+
+def test_damaged_compressed_npz_member(tmp_path):
+    import zipfile
+    path = tmp_path / "model.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("v_template.npy", fz.npy_bytes((100, 3), "<f8", bytes(2400)))
+    data = bytearray(path.read_bytes())
+    at = data.find(b"v_template.npy") + len("v_template.npy")
+    data[at:at + 8] = b"\xff" * 8  # the start of the deflate stream
+    path.write_bytes(bytes(data))
+    assert fz.check_reader("body model hostile", model_io.read_body_model_file, path,
+                           model_io.BodyModelFileError) == "BodyModelFileError"
