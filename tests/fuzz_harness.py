@@ -3,7 +3,8 @@
 A reader passes an input when it returns normally or raises ITS OWN error type with a message
 naming the file; anything else fails the test: another exception type, a hang (more than
 ``TIME_LIMIT_S`` per input, by SIGALRM and hypothesis' deadline), more memory than
-``memory_cap(input size)`` (tracemalloc peak, which counts NumPy's buffers), or a file
+``memory_cap(input size)`` (tracemalloc peak, which counts NumPy's buffers; an address-space
+ceiling turns a runaway allocation into a reported MemoryError), or a file
 written / changed / removed in the input's folder.
 
 Profiles (``HYPOTHESIS_PROFILE``): ``quick`` (the default suite: a few dozen derandomized
@@ -22,6 +23,7 @@ import os
 import pathlib
 import pickle
 import re
+import resource
 import shutil
 import signal
 import struct
@@ -90,6 +92,13 @@ def check_reader(name: str, read, path: pathlib.Path, errors, *, names_file: boo
     size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     cap = memory_cap(size) if cap is None else cap
     previous = signal.signal(signal.SIGALRM, _alarm)
+    # An address-space ceiling for the read, so that a blow-up becomes a MemoryError (reported
+    # below) instead of the kernel's OOM killer taking the whole run (and the shared machine).
+    limits = resource.getrlimit(resource.RLIMIT_AS)
+    vm = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+    ceiling = vm + max(4 * cap, 1 << 30)
+    if limits[1] == resource.RLIM_INFINITY or ceiling < limits[1]:
+        resource.setrlimit(resource.RLIMIT_AS, (ceiling, limits[1]))
     tracemalloc.start()
     outcome = "ok"
     error = None
@@ -110,6 +119,7 @@ def check_reader(name: str, read, path: pathlib.Path, errors, *, names_file: boo
         raise AssertionError(f"{name}: {type(e).__name__} escaped instead of {errors}: {e}\n"
                              + "".join(traceback.format_exception(e))[-3000:]) from None
     finally:
+        resource.setrlimit(resource.RLIMIT_AS, limits)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         signal.signal(signal.SIGALRM, previous)
