@@ -94,6 +94,8 @@ def check_reader(name: str, read, path: pathlib.Path, errors, *, names_file: boo
     previous = signal.signal(signal.SIGALRM, _alarm)
     # An address-space ceiling for the read, so that a blow-up becomes a MemoryError (reported
     # below) instead of the kernel's OOM killer taking the whole run (and the shared machine).
+    # Libraries that start thread pools on first use must be warmed up before (thread stacks
+    # count against the ceiling).
     limits = resource.getrlimit(resource.RLIMIT_AS)
     vm = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
     ceiling = vm + max(4 * cap, 1 << 30)

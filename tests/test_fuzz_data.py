@@ -66,6 +66,9 @@ def test_fuzz_records(record_seeds, tmp_path, data):
 def dataset_seed(tmp_path_factory):
     root = tmp_path_factory.mktemp("ds_seed") / "ds"
     toy.write_toy_image_dataset(root, 6, records_per_shard=3)
+    # ArrayRecord starts its global thread pool on first use: start it here, outside the fuzz
+    # harness's address-space ceiling (under which creating its threads would fail and hang).
+    _read_all(root)
     return root
 
 
