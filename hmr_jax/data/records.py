@@ -123,8 +123,9 @@ def _check_field(name: str, value: Any, dtype, shape, sizes: dict[str, int]) -> 
         arr = np.asarray(value)
     except (ValueError, TypeError, UnicodeError, OverflowError) as e:  # ragged or mixed decoded values
         raise RecordError(f"field {name!r} is not an array ({type(e).__name__}: {e})") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise RecordError(f"field {name!r} must be numeric, got dtype {arr.dtype}")
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) \
+            or np.issubdtype(arr.dtype, np.complexfloating):
+        raise RecordError(f"field {name!r} must be real numbers, got dtype {arr.dtype}")
     arr = arr.astype(dtype)
     if arr.ndim != len(shape):
         raise RecordError(f"field {name!r} must have shape {shape}, got {arr.shape}")
