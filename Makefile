@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 # resolving a CUDA build for the `torch` extra (smplx depends on torch).
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test test-all test-parity install-test install-demo bench clean
+.PHONY: demo test test-all test-parity fuzz install-test install-demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ test-all: $(VENV)/.stamp-test
 
 test-parity: $(VENV)/.stamp-test
 	$(PY) -m pytest -m parity $(PYTEST_ARGS)
+
+# The long fuzz run of every reader of outside files (the default suite runs a quick slice):
+# FUZZ_EXAMPLES inputs per reader (default 2000); outcome counts per reader go to fuzz_report.json.
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(VENV)/.stamp-test
+	rm -f fuzz_report.json
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_REPORT=fuzz_report.json \
+		$(PY) -m pytest tests/test_fuzz_files.py tests/test_fuzz_conversion.py tests/test_fuzz_data.py \
+		-s -q -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: $(VENV)/.stamp-demo
 	@$(PY) -m hmr_jax.demo

@@ -18,9 +18,8 @@ import json
 import pathlib
 import sys
 
-import numpy as np
-
 from hmr_jax.conversion import common, registry
+from hmr_jax.errors import command_line
 
 
 def _parse(argv):
@@ -66,67 +65,48 @@ def _apply_overrides(config: dict, overrides: list[str]) -> dict:
     return config
 
 
-def _fail(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
-
-
+@command_line
 def main(argv=None) -> int:
     """Command-line entry; returns the exit status (0 ok, 1 verification failed, 2 error)."""
     args = _parse(argv)
-    converters = registry.load_all()
     if args.list:
-        for name, c in sorted(converters.items()):
+        for name, c in sorted(registry.load_all().items()):
             print(f"{name:24s} {c.description}")
         return 0
     if not args.checkpoint:
-        return _fail("give the checkpoint to convert (see --help)")
+        raise common.ConversionError("give the checkpoint to convert (see --help)")
     if not args.out and not args.verify:
-        return _fail("nothing to do: give --out DIR and/or --verify IO.npz")
-    try:
-        raw, info = common.load_torch_state_dict(args.checkpoint)
-        name = args.model
-        if name is None:
-            found = registry.detect(list(raw))
-            if len(found) != 1:
-                what = f"several kinds ({', '.join(found)})" if found else "no known kind"
-                return _fail(
-                    f"{args.checkpoint} matches {what}; name it with --model "
-                    f"(one of {', '.join(sorted(converters))})"
-                )
-            name = found[0]
-        if name not in converters:
-            return _fail(f"unknown --model {name!r}; known: {', '.join(sorted(converters))}")
-        conv = converters[name]
-        user_config = json.loads(pathlib.Path(args.config).read_text()) if args.config else None
-        state = common.StateDict(raw, what=f"{args.checkpoint} as {name}")
-        variables, config = conv.convert(state, user_config)
-        state.finish()
-        config = _apply_overrides(dict(config, model=name), args.set)
-        meta = dict(info, model=name, ignored_keys=state.ignored)
-        result = {"model": name}
-        if args.out:
-            out = common.write_converted(args.out, variables, config, meta, overwrite=args.overwrite)
-            result["out"] = str(out)
-        if args.verify:
-            if conv.verify is None:
-                return _fail(f"--verify is not available for {name}")
-            io_path = pathlib.Path(args.verify)
-            if not io_path.is_file():
-                return _fail(f"fixture {io_path} does not exist")
-            fixture_json = io_path.with_name(io_path.name.replace("_io.npz", ".json"))
-            fixture = json.loads(fixture_json.read_text()) if fixture_json.is_file() else {}
-            with np.load(io_path) as z:
-                io = {k: z[k] for k in z.files}
-            errors = conv.verify(variables, config, io, fixture, io_path.parent)
-            worst = max(errors.values()) if errors else float("nan")
-            result.update(max_rel_error=errors, worst=worst, atol=args.atol, ok=bool(worst <= args.atol))
-        print(json.dumps(result))
-        if args.verify and not result["ok"]:
-            return 1
-        return 0
-    except common.ConversionError as e:
-        return _fail(str(e))
+        raise common.ConversionError("nothing to do: give --out DIR and/or --verify IO.npz")
+    user_config = None
+    if args.config:
+        try:
+            user_config = json.loads(pathlib.Path(args.config).read_text())
+        except (OSError, ValueError) as e:
+            raise common.ConversionError(f"--config {args.config}: not a readable JSON file ({e})") from None
+    conv = registry.convert_checkpoint(args.checkpoint, args.model, user_config)
+    config = _apply_overrides(conv.config, args.set)
+    result = {"model": conv.name}
+    io = fixture = None
+    if args.verify:  # read before writing anything
+        if conv.converter.verify is None:
+            raise common.ConversionError(f"--verify is not available for {conv.name}")
+        io, fixture = common.load_fixture(args.verify)
+    if args.out:
+        out = common.write_converted(args.out, conv.variables, config, conv.meta, overwrite=args.overwrite)
+        result["out"] = str(out)
+    if args.verify:
+        io_path = pathlib.Path(args.verify)
+        try:
+            errors = conv.converter.verify(conv.variables, config, io, fixture, io_path.parent)
+        except (ValueError, TypeError, IndexError, KeyError) as e:
+            raise common.ConversionError(f"fixture {io_path} does not fit the {conv.name} model "
+                                         f"({type(e).__name__}: {e})") from None
+        worst = max(errors.values()) if errors else float("nan")
+        result.update(max_rel_error=errors, worst=worst, atol=args.atol, ok=bool(worst <= args.atol))
+    print(json.dumps(result))
+    if args.verify and not result["ok"]:
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -2,12 +2,12 @@
 
     python evaluate.py --checkpoint runs/mega_hrnet --split 3dpw_test
     python evaluate.py --checkpoint runs/mega_hrnet --split emdb --mode stochastic --num-samples 25
-    python evaluate.py --config configs/train_mega.py:hrnet --checkpoint converted/mega_hrnet \\
+    python evaluate.py --config configs/train_mega_hrnet.py --checkpoint converted/mega_hrnet \\
         --split datasets/3dpw_test --protocol standard
     python evaluate.py --mode mean_mesh --mean-mesh mean.npy --split 3dpw_test   # trivial baseline
 
 ``--checkpoint``: a ``train.py`` workdir (latest checkpoint; its config is reused) or a converted
-released checkpoint (then ``--config`` names the matching ``configs/train_*.py[:ARG]`` for the
+released checkpoint (then ``--config`` names the matching ``configs/train_*.py`` for the
 tokenizer, body models and crop). ``--split``: a dataset folder, or a name under
 ``--data-root`` (default ``datasets``). Results go to ``--out`` (default
 ``CHECKPOINT/eval/SPLIT_MODE_PROTOCOL``): ``summary.json`` and ``per_image.csv``.
@@ -20,6 +20,8 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
+
+from hmr_jax.errors import command_line
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config (needed for converted checkpoints).",
@@ -42,6 +44,7 @@ flags.DEFINE_string("out", "", "Output folder.")
 flags.mark_flags_as_required(["split"])
 
 
+@command_line
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -50,27 +53,22 @@ def main(argv):
 
     split = FLAGS.split if os.path.isdir(FLAGS.split) else os.path.join(FLAGS.data_root, FLAGS.split)
     if not os.path.isdir(split):
-        sys.exit(f"error: split {FLAGS.split!r} is neither a folder nor {split!r}; prepare it with "
-                 "data_prep/ or pass the folder.")
+        raise FileNotFoundError(f"split {FLAGS.split!r} is neither a folder nor {split!r}; prepare it with "
+                                "data_prep/ or pass the folder")
     name = os.path.basename(os.path.normpath(split))
     dataset = FLAGS.dataset or ("emdb" if "emdb" in name.lower() else "3dpw")
     config = FLAGS.config
     if FLAGS.mode == "mean_mesh":
         if not FLAGS.mean_mesh:
-            sys.exit("error: --mode mean_mesh needs --mean_mesh MESH.npy")
-        import numpy as np
-        predictor = evaluation.mean_mesh_predictor(np.load(FLAGS.mean_mesh), FLAGS.backbone)
+            raise ValueError("--mode mean_mesh needs --mean_mesh MESH.npy")
+        from hmr_jax.safe_read import read_npy
+        predictor = evaluation.mean_mesh_predictor(read_npy(FLAGS.mean_mesh, ValueError), FLAGS.backbone)
         base = os.path.dirname(os.path.abspath(FLAGS.mean_mesh))
     else:
         if not FLAGS.checkpoint:
-            sys.exit("error: --checkpoint is required (a train.py workdir or a converted folder)")
-        from hmr_jax.inference import InferenceError
-
-        try:
-            predictor = evaluation.load_predictor(FLAGS.checkpoint, FLAGS.mode, config, FLAGS.num_samples,
-                                                  FLAGS.steps, FLAGS.temperature)
-        except (InferenceError, FileNotFoundError, ValueError) as e:
-            sys.exit(f"error: {e}")
+            raise ValueError("--checkpoint is required (a train.py workdir or a converted folder)")
+        predictor = evaluation.load_predictor(FLAGS.checkpoint, FLAGS.mode, config, FLAGS.num_samples,
+                                              FLAGS.steps, FLAGS.temperature)
         base = FLAGS.checkpoint
     body_models = FLAGS.body_models or (config.get("body_models") if config else None)
     if not body_models and FLAGS.checkpoint and os.path.isfile(os.path.join(FLAGS.checkpoint, "config.json")):

@@ -49,8 +49,9 @@ EXTRAS_REQUIRE = {
     "sample": ["trimesh==5.2.0"],
     "detect": DETECT,
     "video": VIDEO,
-    # The tests cover detection and video too; onnx builds the small test models.
-    "dev": ["pytest==9.0.3", "pytest-xdist==3.8.0", "trimesh==5.2.0", "onnx==1.23.2"] + DETECT + VIDEO,
+    # The tests cover detection and video too; onnx builds the small test models; hypothesis fuzzes the readers.
+    "dev": ["pytest==9.0.3", "pytest-xdist==3.8.0", "trimesh==5.2.0", "onnx==1.23.2", "hypothesis==6.170.15"]
+    + DETECT + VIDEO,
 }
 
 setup(

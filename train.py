@@ -9,11 +9,12 @@ A run resumes from the latest checkpoint in ``--workdir`` automatically. Several
 from __future__ import annotations
 
 import logging
-import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
+
+from hmr_jax.errors import command_line
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/train_*.py).",
@@ -22,17 +23,14 @@ flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics.jsonl and 
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+@command_line
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes at INFO
-    from hmr_jax.training.trainer import NonFiniteLossError, train
-    try:
-        summary = train(FLAGS.config, FLAGS.workdir)
-    except NonFiniteLossError as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        sys.exit(3)
+    from hmr_jax.training.trainer import train
+    summary = train(FLAGS.config, FLAGS.workdir)
     state = "preempted, checkpoint saved" if summary["preempted"] else "done"
     print(f"train.py: {state} at step {summary['step']}; workdir {FLAGS.workdir}")
 

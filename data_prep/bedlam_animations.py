@@ -25,6 +25,7 @@ import numpy as np
 
 from data_prep import common
 from hmr_jax.data.shards import ShardWriter
+from hmr_jax.errors import command_line
 
 
 def _gender(value, policy: str) -> str:
@@ -73,6 +74,7 @@ def convert(root: str | pathlib.Path, out: str | pathlib.Path, meshes: common.Bo
     return pathlib.Path(out) / "manifest.json"
 
 
+@command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m data_prep.bedlam_animations", description=__doc__.split("\n")[0])

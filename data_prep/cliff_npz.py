@@ -32,6 +32,48 @@ import numpy as np
 
 from data_prep import common
 from hmr_jax.data.shards import ShardWriter
+from hmr_jax.errors import command_line
+
+
+def read_annotations(npz: str | pathlib.Path) -> dict:
+    """Read and check a BEDLAM / CLIFF annotation ``.npz`` (see the module docstring for the keys).
+
+    Returns:
+      ``imgname`` (N,) str, ``center`` (N, 2) and ``scale`` (N,) (box side 200 x scale pixels),
+      ``pose`` (N, 66) axis-angle radians (root then 21 body joints), ``betas`` (N, 10),
+      ``j2d`` (N, >=24, >=3) pixels + confidence, ``genders`` (N,) 'male' / 'female' / 'neutral'.
+    Raises:
+      ConversionInputError: unreadable file, a missing key, a field of the wrong type or shape.
+    """
+    npz = pathlib.Path(npz)
+    data = common.load_npz(npz)
+    common.require(data, ["imgname", "center", "scale"], npz)
+    names = np.asarray(data["imgname"]).reshape(-1)
+    if names.dtype.kind not in "US" and not (names.dtype == object and all(isinstance(x, (str, bytes)) for x in names)):
+        raise common.ConversionInputError(f"{npz}: imgname holds {names.dtype}, expected image file names")
+    names = np.array([x.decode("latin1") if isinstance(x, bytes) else str(x) for x in names.tolist()])
+    n = len(names)
+    f = lambda key, shape: common.array_field(data[key], key, npz, shape)  # noqa: E731
+    if "pose_cam" in data or "pose" in data:
+        pose = f(common.first_key(data, ["pose_cam", "pose"], npz), (n, ">=66"))[:, :66]
+    else:
+        common.require(data, ["root_orient", "pose_body"], npz)
+        pose = np.concatenate([f("root_orient", (n, 3)), f("pose_body", (n, ">=63"))[:, :63]], axis=1)
+    betas = f(common.first_key(data, ["betas", "shape"], npz), (n, ">=10"))[:, :10]
+    j2d = common.array_field(data[common.first_key(data, ["j2d", "part"], npz)], "2D joints", npz, (n, ">=24", ">=3"))
+    centers = f("center", (n, 2))
+    scales = f("scale", (n,))
+    if np.any(scales <= 0):
+        raise common.ConversionInputError(f"{npz}: scale must be positive (box side = 200 x scale pixels); entry "
+                                          f"{int(np.argmax(scales <= 0))} is {scales[scales <= 0][0]}")
+    genders = ["neutral"] * n
+    if "gender" in data:
+        g = np.asarray(data["gender"]).reshape(-1)
+        if len(g) != n:
+            raise common.ConversionInputError(f"{npz}: gender has {len(g)} entries for {n} images")
+        genders = [common.gender_name(x, npz) for x in g]
+    return {"imgname": names, "center": centers, "scale": scales, "pose": pose, "betas": betas, "j2d": j2d,
+            "genders": genders}
 
 
 def convert(npz: str | pathlib.Path, out: str | pathlib.Path, meshes: common.BodyMeshes,
@@ -42,28 +84,12 @@ def convert(npz: str | pathlib.Path, out: str | pathlib.Path, meshes: common.Bod
     from tqdm import tqdm
 
     npz = pathlib.Path(npz)
-    data = common.load_npz(npz)
-    common.require(data, ["imgname", "center", "scale"], npz)
+    ann = read_annotations(npz)
+    names, pose, betas, j2d = ann["imgname"], ann["pose"], ann["betas"], ann["j2d"]
+    centers, scales, genders = ann["center"], ann["scale"], ann["genders"]
+    n = len(names)
     images = pathlib.Path(images) if images is not None else npz.parent
     dataset = dataset or npz.stem
-    names = np.asarray(data["imgname"]).reshape(-1)
-    n = len(names)
-    if "pose_cam" in data or "pose" in data:
-        pose = np.asarray(data[common.first_key(data, ["pose_cam", "pose"], npz)], np.float64).reshape(n, -1)[:, :66]
-    else:
-        common.require(data, ["root_orient", "pose_body"], npz)
-        pose = np.concatenate([np.asarray(data["root_orient"], np.float64).reshape(n, 3),
-                               np.asarray(data["pose_body"], np.float64).reshape(n, -1)[:, :63]], axis=1)
-    if pose.shape[1] != 66:
-        raise common.ConversionInputError(f"{npz}: poses have {pose.shape[1]} values, at least 66 are needed")
-    betas = np.asarray(data[common.first_key(data, ["betas", "shape"], npz)], np.float64).reshape(n, -1)[:, :10]
-    j2d = np.asarray(data[common.first_key(data, ["j2d", "part"], npz)], np.float64)
-    if j2d.ndim != 3 or j2d.shape[1] < 24 or j2d.shape[2] < 3:
-        raise common.ConversionInputError(f"{npz}: 2D joints have shape {j2d.shape}, expected (N, >=24, 3)")
-    centers = np.asarray(data["center"], np.float64).reshape(n, 2)
-    scales = np.asarray(data["scale"], np.float64).reshape(n)
-    genders = ([common.gender_name(g) for g in np.asarray(data["gender"]).reshape(-1)] if "gender" in data
-               else ["neutral"] * n)
     meta = {"source": "BEDLAM/CLIFF annotations", "file": str(npz), "images": str(images),
             "body_model": "SMPL+H by the file's gender (neutral when absent), 10 betas"}
     with ShardWriter(out, "image", records_per_shard=records_per_shard, metadata=meta, overwrite=overwrite) as w:
@@ -89,6 +115,7 @@ def convert(npz: str | pathlib.Path, out: str | pathlib.Path, meshes: common.Bod
     return pathlib.Path(out) / "manifest.json"
 
 
+@command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m data_prep.cliff_npz", description=__doc__.split("\n")[0])

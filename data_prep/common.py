@@ -16,40 +16,32 @@ from __future__ import annotations
 import io
 import os
 import pathlib
-import pickle
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
 from hmr_jax.data.augment import FLIP_PERMUTATIONS, apply_affine, invert_affine
+from hmr_jax.errors import UserError
+from hmr_jax.safe_read import RestrictedUnpickler, read_npz, restricted_pickle_load
 
 # The originals' selection of 17 joints from the 24-joint annotations of the BEDLAM / CLIFF
 # training files (J24_TO_J17 in their dataset code).
 J24_TO_J17 = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 18, 14, 16, 17)
 
 
-class ConversionInputError(RuntimeError):
+class ConversionInputError(UserError, RuntimeError):
     """An input of a converter is missing, incomplete or malformed (the message names it)."""
 
 
-_PICKLE_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"), ("builtins", "set"), ("builtins", "frozenset"),
-    ("builtins", "slice"), ("builtins", "complex"), ("__builtin__", "set"), ("collections", "OrderedDict"),
-    ("_codecs", "encode"), ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
-    ("builtins", "object"), ("__builtin__", "object"),
-}
+#: the largest annotation file read (a CLIFF .npz of all of Human3.6M is ~1 GB)
+MAX_ANNOTATION_BYTES = 8 << 30
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _PICKLE_ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only NumPy arrays and plain "
-                                         "containers are expected in this file)")
-        return super().find_class(module, name)
+class _SafeUnpickler(RestrictedUnpickler):
+    """NumPy arrays and plain containers only (what the official 3DPW / EMDB pickles hold)."""
+
+    ALLOWED = frozenset({("builtins", "slice"), ("builtins", "complex"), ("collections", "OrderedDict")})
 
 
 def safe_pickle_load(path: str | os.PathLike) -> Any:
@@ -61,11 +53,8 @@ def safe_pickle_load(path: str | os.PathLike) -> Any:
     path = pathlib.Path(path)
     if not path.is_file():
         raise ConversionInputError(f"missing file {path}")
-    try:
-        with open(path, "rb") as f:
-            return _SafeUnpickler(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-        raise ConversionInputError(f"cannot read {path} (truncated or not the official file?): {e}") from e
+    return restricted_pickle_load(path, ConversionInputError, max_bytes=MAX_ANNOTATION_BYTES, unpickler=_SafeUnpickler,
+                                  what="official dataset pickle")
 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -74,44 +63,51 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     Raises:
       ConversionInputError: missing or truncated file, naming it.
     """
-    import zipfile
-
     path = pathlib.Path(path)
     if not path.is_file():
         raise ConversionInputError(f"missing file {path}")
+    return read_npz(path, ConversionInputError, max_bytes=MAX_ANNOTATION_BYTES,
+                    object_loader=lambda f: _SafeUnpickler(f).load())
+
+
+def array_field(value: Any, name: str, path, shape: Sequence, dtype=np.float64, finite: bool = True) -> np.ndarray:
+    """``value`` as a ``dtype`` array whose shape matches ``shape``, else :class:`ConversionInputError`.
+
+    ``shape`` entries: an int (exact), None (any), or a string ``">=k"`` (at least k).
+    """
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except ValueError:
-        pass  # string arrays saved as object dtype need pickle: read them with the allowlist
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise ConversionInputError(f"cannot read {path} (truncated or not an .npz file): {e}") from e
-    try:
-        out = {}
-        with zipfile.ZipFile(path) as zf:
-            for name in zf.namelist():
-                with zf.open(name) as f:
-                    out[name[:-4] if name.endswith(".npy") else name] = _read_npy_allowlisted(f, path)
-        return out
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise ConversionInputError(f"cannot read {path} (truncated or not an .npz file): {e}") from e
+        arr = np.asarray(value)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise TypeError(f"dtype {arr.dtype}")
+        if np.issubdtype(arr.dtype, np.complexfloating):
+            raise TypeError("complex numbers")
+        arr = arr.astype(dtype)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ConversionInputError(f"{path}: {name} is not a numeric array ({type(value).__name__}: {e})") from None
+    ok = arr.ndim == len(shape)
+    for got, want in zip(arr.shape, shape):
+        if isinstance(want, str):
+            ok &= got >= int(want[2:])
+        elif want is not None:
+            ok &= got == want
+    if not ok:
+        want = tuple("*" if w is None else w for w in shape)
+        raise ConversionInputError(f"{path}: {name} has shape {arr.shape}, expected {want}")
+    if finite and np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        raise ConversionInputError(f"{path}: {name} contains NaN or infinite values")
+    return arr
 
 
-def _read_npy_allowlisted(f, path) -> np.ndarray:
-    from numpy.lib import format as npformat
-
-    version = npformat.read_magic(f)
-    shape, fortran, dtype = npformat._read_array_header(f, version)  # noqa: SLF001 - documented layout
-    if dtype.hasobject:
-        arr = _SafeUnpickler(f, encoding="latin1").load()
-        return np.asarray(arr)
-    data = f.read()
-    arr = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)) if shape else 1)
-    return arr.reshape(shape, order="F" if fortran else "C")
+def as_mapping(value: Any, name: str, path) -> Mapping:
+    """``value`` if it is a dict, else :class:`ConversionInputError` naming ``name`` in ``path``."""
+    if not isinstance(value, Mapping):
+        raise ConversionInputError(f"{path}: {name} is a {type(value).__name__}, expected a dict")
+    return value
 
 
 def require(data: Mapping[str, Any], keys: Sequence[str], path) -> None:
     """Raises :class:`ConversionInputError` naming the file and the missing keys."""
+    as_mapping(data, "the content", path)
     missing = [k for k in keys if k not in data]
     if missing:
         raise ConversionInputError(f"{path} lacks key(s) {missing} (present: {sorted(map(str, data))[:20]})")
@@ -304,18 +300,26 @@ def axis_angle_to_matrix(aa: np.ndarray) -> np.ndarray:
     return Rotation.from_rotvec(aa.reshape(-1, 3)).as_matrix().reshape(aa.shape[:-1] + (3, 3))
 
 
-def gender_name(value: Any) -> str:
-    """'male' / 'female' / 'neutral' from the datasets' spellings ('m', 'f', b'male', ...)."""
-    if isinstance(value, bytes):
-        value = value.decode()
-    v = str(np.asarray(value).reshape(-1)[0] if np.ndim(value) else value).strip().lower()
+def gender_name(value: Any, path=None) -> str:
+    """'male' / 'female' / 'neutral' from the datasets' spellings ('m', 'f', b'male', ...).
+
+    ``path``: the file the value comes from, named in the error.
+    """
+    where = f"{path}: " if path is not None else ""
+    try:
+        if isinstance(value, bytes):
+            value = value.decode("latin1")
+        v = str(np.asarray(value).reshape(-1)[0] if np.ndim(value) else value).strip().lower()
+    except (ValueError, IndexError, TypeError):
+        raise ConversionInputError(f"{where}unknown gender {value!r:.60} (expected m / f / male / female / "
+                                   "neutral)") from None
     if v in ("m", "male"):
         return "male"
     if v in ("f", "female"):
         return "female"
     if v in ("n", "neutral", ""):
         return "neutral"
-    raise ConversionInputError(f"unknown gender {value!r}")
+    raise ConversionInputError(f"{where}unknown gender {value!r:.60} (expected m / f / male / female / neutral)")
 
 
 def add_output_arguments(parser) -> None:

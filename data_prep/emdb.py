@@ -26,6 +26,49 @@ import numpy as np
 
 from data_prep import common
 from hmr_jax.data.shards import ShardWriter
+from hmr_jax.errors import command_line
+
+
+def read_sequence(path: str | pathlib.Path, subset: str = "emdb1") -> dict | None:
+    """Read and check one official EMDB sequence pickle; None if it is not in ``subset``.
+
+    Returns:
+      ``frames`` (the usable frame indices: good, with a valid box), ``gender`` and, for every
+      frame of the sequence, ``betas`` (>=10,), ``poses_root`` (N, 3) and ``poses_body`` (N, 63)
+      axis-angle radians, ``trans`` (N, 3) meters, ``extrinsics`` (N, 4, 4), ``intrinsics``
+      (3, 3), ``kp2d`` (N, K, >=2) pixels and ``bboxes`` (N, 4) ``x0, y0, x1, y1`` pixels.
+    Raises:
+      ConversionInputError: unreadable file, a missing key, a field of the wrong type or shape.
+    """
+    data = common.safe_pickle_load(path)
+    common.require(data, [subset, "gender", "n_frames", "good_frames_mask", "smpl", "camera", "kp2d", "bboxes"],
+                   path)
+    flag = common.array_field(data[subset], subset, path, (), dtype=bool)
+    if not flag:
+        return None
+    smpl = common.as_mapping(data["smpl"], "smpl", path)
+    camera = common.as_mapping(data["camera"], "camera", path)
+    bboxes = common.as_mapping(data["bboxes"], "bboxes", path)
+    common.require(smpl, ["betas", "poses_root", "poses_body", "trans"], f"{path}['smpl']")
+    common.require(camera, ["extrinsics", "intrinsics"], f"{path}['camera']")
+    common.require(bboxes, ["bboxes", "invalid_idxs"], f"{path}['bboxes']")
+    n = int(common.array_field(data["n_frames"], "n_frames", path, (), dtype=np.int64))
+    f = lambda value, name, shape, **kw: common.array_field(value, name, path, shape, **kw)  # noqa: E731
+    out = {
+        "gender": common.gender_name(data["gender"], path),
+        "betas": f(smpl["betas"], "smpl.betas", (">=10",)).reshape(-1),
+        "poses_root": f(smpl["poses_root"], "smpl.poses_root", (n, 3)),
+        "poses_body": f(smpl["poses_body"], "smpl.poses_body", (n, 63)),
+        "trans": f(smpl["trans"], "smpl.trans", (n, 3)),
+        "extrinsics": f(camera["extrinsics"], "camera.extrinsics", (n, 4, 4)),
+        "intrinsics": f(camera["intrinsics"], "camera.intrinsics", (3, 3)),
+        "kp2d": f(data["kp2d"], "kp2d", (n, ">=1", ">=2")),
+        "bboxes": f(bboxes["bboxes"], "bboxes.bboxes", (n, 4)),
+    }
+    good = f(data["good_frames_mask"], "good_frames_mask", (n,), dtype=bool)
+    invalid = set(f(bboxes["invalid_idxs"], "bboxes.invalid_idxs", (None,), dtype=np.int64).tolist())
+    out["frames"] = [t for t in range(n) if good[t] and t not in invalid]
+    return out
 
 
 def convert(root: str | pathlib.Path, out: str | pathlib.Path, meshes: common.BodyMeshes, subset: str = "emdb1",
@@ -46,34 +89,24 @@ def convert(root: str | pathlib.Path, out: str | pathlib.Path, meshes: common.Bo
             "frames": "good_frames_mask and valid boxes"}
     with ShardWriter(out, "image", records_per_shard=records_per_shard, metadata=meta, overwrite=overwrite) as w:
         for path in tqdm(files, desc=f"EMDB {subset}", disable=not progress):
-            data = common.safe_pickle_load(path)
-            common.require(data, [subset, "gender", "n_frames", "good_frames_mask", "smpl", "camera", "kp2d",
-                                  "bboxes"], path)
-            if not data[subset]:
+            seq = read_sequence(path, subset)
+            if seq is None or not seq["frames"]:
                 continue
-            common.require(data["smpl"], ["betas", "poses_root", "poses_body", "trans"], f"{path}['smpl']")
-            common.require(data["camera"], ["extrinsics", "intrinsics"], f"{path}['camera']")
-            common.require(data["bboxes"], ["bboxes", "invalid_idxs"], f"{path}['bboxes']")
-            invalid = set(int(i) for i in np.asarray(data["bboxes"]["invalid_idxs"]).reshape(-1))
-            good = np.asarray(data["good_frames_mask"]).astype(bool)
-            frames = [t for t in range(int(data["n_frames"])) if good[t] and t not in invalid]
-            if not frames:
-                continue
-            smpl = data["smpl"]
-            gender = common.gender_name(data["gender"])
-            betas = np.repeat(np.asarray(smpl["betas"], np.float64).reshape(1, -1)[:, :10], len(frames), axis=0)
-            body_pose = np.asarray(smpl["poses_body"], np.float64)[frames]
-            root_aa = np.asarray(smpl["poses_root"], np.float64)[frames]
-            ext = np.asarray(data["camera"]["extrinsics"], np.float64)[frames]
-            k = np.asarray(data["camera"]["intrinsics"], np.float64)
+            frames = seq["frames"]
+            gender = seq["gender"]
+            betas = np.repeat(seq["betas"].reshape(1, -1)[:, :10], len(frames), axis=0)
+            body_pose = seq["poses_body"][frames]
+            root_aa = seq["poses_root"][frames]
+            ext = seq["extrinsics"][frames]
+            k = seq["intrinsics"]
             focal, principal = np.array([k[0, 0], k[1, 1]]), np.array([k[0, 2], k[1, 2]])
             mesh = meshes.canonical(gender, betas, body_pose)
             orient = common.rotation_matrix_to_axis_angle(ext[:, :3, :3] @ common.axis_angle_to_matrix(root_aa))
-            trans = np.asarray(smpl["trans"], np.float64)[frames]
+            trans = seq["trans"][frames]
             world_mean = meshes.posed_mean(gender, betas, body_pose, root_aa, trans)
             cam_t = np.einsum("tij,tj->ti", ext[:, :3, :3], world_mean) + ext[:, :3, 3]
-            kp2d = np.asarray(data["kp2d"], np.float64)[frames]
-            boxes = np.asarray(data["bboxes"]["bboxes"], np.float64)[frames]
+            kp2d = seq["kp2d"][frames]
+            boxes = seq["bboxes"][frames]
             for i, t in enumerate(frames):
                 img_path = path.parent / "images" / f"{t:05d}.jpg"
                 image = common.open_image(img_path)
@@ -91,6 +124,7 @@ def convert(root: str | pathlib.Path, out: str | pathlib.Path, meshes: common.Bo
     return pathlib.Path(out) / "manifest.json"
 
 
+@command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m data_prep.emdb", description=__doc__.split("\n")[0])

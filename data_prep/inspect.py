@@ -23,6 +23,7 @@ from hmr_jax.data import augment as aug
 from hmr_jax.data.pipeline import image_pipeline
 from hmr_jax.data.shards import open_dataset
 from hmr_jax.render import PerspectiveCamera, contact_sheet, draw_points, render_mesh
+from hmr_jax.errors import command_line
 
 
 def fit_weak_perspective(points_3d: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
@@ -80,6 +81,7 @@ def sheet(path: str, num: int = 16, augment: bool = False, backbone: str = "hrne
     return contact_sheet(tiles, columns=4)
 
 
+@command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m data_prep.inspect", description=__doc__.split("\n")[0])

@@ -36,6 +36,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from hmr_jax.data.shards import ShardWriter
 from hmr_jax.files import atomic_open
 from hmr_jax.render import PerspectiveCamera, contact_sheet, draw_points, rasterize, shade
+from hmr_jax.errors import command_line
 
 #: Anny's z-up, facing -y frame -> canonical (y up, facing +z): a proper rotation.
 ANNY_TO_CANONICAL = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
@@ -461,6 +462,7 @@ def generate(out: str | os.PathLike, num: int, seed: int = 0, size: int = 320, b
     return out / "manifest.json"
 
 
+@command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m data_prep.synthetic", description=__doc__.split("\n")[0])

@@ -38,6 +38,7 @@ import numpy as np
 
 from data_prep import common
 from hmr_jax.data.shards import ShardWriter
+from hmr_jax.errors import command_line
 
 VIS_THRESH = 0.3
 
@@ -84,6 +85,54 @@ def smooth_boxes(keypoints: np.ndarray, vis_thresh: float = VIS_THRESH, kernel: 
     return out, start, end
 
 
+_PERSON_FIELDS = ("poses", "betas", "genders", "poses2d", "jointPositions", "campose_valid", "trans")
+
+
+def read_sequence(path: str | pathlib.Path) -> dict:
+    """Read and check one official 3DPW sequence pickle.
+
+    Returns:
+      ``cam_poses`` (T, 4, 4), ``cam_intrinsics`` (3, 3) and ``people``: per person a dict with
+      ``poses`` (T, 72) axis-angle radians, ``betas`` (>=10,), ``gender``, ``poses2d`` (T, 3, K)
+      pixels + confidence, ``jointPositions`` (T, 72) meters, ``campose_valid`` (T,) bool and
+      ``trans`` (T, 3) meters.
+    Raises:
+      ConversionInputError: unreadable file, a missing key, a field of the wrong type or shape
+        (naming the file, the field and the person).
+    """
+    data = common.safe_pickle_load(path)
+    common.require(data, ["poses", "betas", "genders", "poses2d", "jointPositions", "cam_poses",
+                          "cam_intrinsics", "campose_valid", "trans"], path)
+    cam = common.array_field(data["cam_poses"], "cam_poses", path, (None, 4, 4))
+    t = cam.shape[0]
+    out = {"cam_poses": cam, "cam_intrinsics": common.array_field(data["cam_intrinsics"], "cam_intrinsics", path,
+                                                                  (3, 3)), "people": []}
+    lists = {}
+    for key in _PERSON_FIELDS:
+        value = data[key]
+        if isinstance(value, np.ndarray):
+            if value.ndim == 0:
+                raise common.ConversionInputError(f"{path}: {key} is a single value, expected one entry per person")
+            value = list(value)
+        if not isinstance(value, (list, tuple)) and not (isinstance(value, np.ndarray) and value.ndim == 1):
+            raise common.ConversionInputError(f"{path}: {key} is a {type(value).__name__}, expected one entry "
+                                              "per person")
+        lists[key] = list(value)
+    counts = {k: len(v) for k, v in lists.items()}
+    if len(set(counts.values())) > 1:
+        raise common.ConversionInputError(f"{path}: the per-person fields disagree on the number of people {counts}")
+    shapes = {"poses": (t, ">=66"), "betas": (">=10",), "poses2d": (t, 3, ">=1"), "jointPositions": (t, 72),
+              "campose_valid": (t,), "trans": (t, 3)}
+    for p in range(counts["poses"]):
+        person = {k: common.array_field(lists[k][p], f"{k}[{p}]", path, shape, finite=k != "poses2d")
+                  for k, shape in shapes.items()}
+        person["poses2d"] = np.nan_to_num(person["poses2d"])  # undetected joints may be NaN
+        person["campose_valid"] = person["campose_valid"].astype(bool)
+        person["gender"] = common.gender_name(lists["genders"][p], f"{path} genders[{p}]")
+        out["people"].append(person)
+    return out
+
+
 def convert(root: str | pathlib.Path, split: str, out: str | pathlib.Path, meshes: common.BodyMeshes,
             records_per_shard: int = 1000, overwrite: bool = False, margin: float = 1.5, max_box: int = 448,
             progress: bool = True) -> pathlib.Path:
@@ -102,34 +151,32 @@ def convert(root: str | pathlib.Path, split: str, out: str | pathlib.Path, meshe
             "box": "smoothed keypoint boxes (VQ-HPS preprocessing)"}
     with ShardWriter(out, "image", records_per_shard=records_per_shard, metadata=meta, overwrite=overwrite) as w:
         for path in tqdm(files, desc=f"3DPW {split}", disable=not progress):
-            data = common.safe_pickle_load(path)
-            common.require(data, ["poses", "betas", "genders", "poses2d", "jointPositions", "cam_poses",
-                                  "cam_intrinsics", "campose_valid", "trans"], path)
+            data = read_sequence(path)
             seq = path.stem
-            cam = np.asarray(data["cam_poses"], np.float64)
-            k = np.asarray(data["cam_intrinsics"], np.float64)
+            cam = data["cam_poses"]
+            k = data["cam_intrinsics"]
             focal, principal = np.array([k[0, 0], k[1, 1]]), np.array([k[0, 2], k[1, 2]])
-            for p in range(len(data["poses"])):
-                poses = np.asarray(data["poses"][p], np.float64)
+            for person in data["people"]:
+                poses = person["poses"]
                 n = len(poses)
-                kp2d = np.asarray(data["poses2d"][p], np.float64).transpose(0, 2, 1)
+                kp2d = person["poses2d"].transpose(0, 2, 1)
                 boxes, start, end = smooth_boxes(kp2d)
-                valid = np.asarray(data["campose_valid"][p]).astype(bool)
+                valid = person["campose_valid"]
                 # (tracks shorter than 6 frames smooth to a zero scale in the original: skipped)
                 frames = [t for t in range(start, end) if valid[t] and boxes[t, 2] > 0]
                 if not frames:
                     continue
-                betas = np.repeat(np.asarray(data["betas"][p], np.float64)[None, :10], len(frames), axis=0)
+                betas = np.repeat(person["betas"][None, :10], len(frames), axis=0)
                 body_pose = poses[frames, 3:66]
-                gender = common.gender_name(data["genders"][p])
+                gender = person["gender"]
                 mesh = meshes.canonical(gender, betas, body_pose)
                 cam_r = cam[frames, :3, :3]
                 root_rot = cam_r @ common.axis_angle_to_matrix(poses[frames, :3])
                 orient = common.rotation_matrix_to_axis_angle(root_rot)
-                joints = np.asarray(data["jointPositions"][p], np.float64).reshape(n, -1, 3)[frames]
+                joints = person["jointPositions"].reshape(n, -1, 3)[frames]
                 cam_j = np.einsum("tij,tkj->tki", cam_r, joints) + cam[frames, None, :3, 3]
                 uv = cam_j[..., :2] / cam_j[..., 2:3] * focal + principal
-                trans = np.asarray(data["trans"][p], np.float64)[frames]
+                trans = person["trans"][frames]
                 world_mean = meshes.posed_mean(gender, betas, body_pose, poses[frames, :3], trans)
                 cam_t = np.einsum("tij,tj->ti", cam_r, world_mean) + cam[frames, :3, 3]
                 for i, t in enumerate(frames):
@@ -148,6 +195,7 @@ def convert(root: str | pathlib.Path, split: str, out: str | pathlib.Path, meshe
     return pathlib.Path(out) / "manifest.json"
 
 
+@command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m data_prep.threedpw", description=__doc__.split("\n")[0])

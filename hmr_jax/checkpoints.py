@@ -22,6 +22,8 @@ from typing import Any, Mapping
 
 import jax
 
+from hmr_jax.errors import UserError
+
 log = logging.getLogger(__name__)
 
 #: model kinds (``config["model"]`` of a converted folder) that predict meshes from images
@@ -32,7 +34,7 @@ IMAGE_KINDS = MEGA_IMAGE_KINDS + VQHPS_KINDS
 UNCONDITIONAL_KIND = "mega_pretrained"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint folder is missing, unreadable or of another kind; the message names the fix."""
 
 

@@ -1,4 +1,6 @@
-"""The one way hmr_jax writes a file or a folder: build it beside the target, then rename.
+"""The one way hmr_jax writes a file or a folder, and locks a folder against a second writer.
+
+Writing: build it beside the target, then rename.
 
 A reader never sees a half-written file: the data goes to a temporary name in the same folder
 (``.NAME.XXXX.partial``), is flushed to disk, then ``os.replace``-d over the target in one step.
@@ -9,21 +11,34 @@ file.
 * :func:`atomic_open` -- a context manager yielding a file object (text or binary);
 * :func:`atomic_write` -- ``bytes`` / ``str`` in one call;
 * :func:`atomic_folder` -- a folder built in a temporary sibling, then renamed into place.
+
+One writer per folder: :func:`exclusive_lock` / :func:`folder_lock` (see there for the rule
+that tells a live holder from a stale one).
+
+Reading outside files safely is :mod:`hmr_jax.safe_read`.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import json
 import os
 import pathlib
 import shutil
+import socket
 import tempfile
+import threading
+import time
 from typing import IO, Iterator
 
-__all__ = ["DiskFullError", "atomic_open", "atomic_write", "atomic_folder"]
+from hmr_jax.errors import UserError
+
+__all__ = ["DiskFullError", "is_disk_full", "atomic_open", "atomic_write", "atomic_folder",
+           "LockHeldError", "exclusive_lock", "folder_lock"]
 
 
-class DiskFullError(OSError):
+class DiskFullError(UserError, OSError):
     """No space left (ENOSPC / EDQUOT) while writing ``path``; the previous version is intact."""
 
     def __init__(self, path: str | os.PathLike, what: str = "file"):
@@ -32,8 +47,25 @@ class DiskFullError(OSError):
         self.path = str(path)
 
 
-def _is_disk_full(e: BaseException) -> bool:
-    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+def is_disk_full(e: BaseException | None) -> bool:
+    """True if ``e`` or an exception it was raised from is ENOSPC / EDQUOT.
+
+    Libraries that write from C++ (Orbax's TensorStore, ArrayRecord) report a full disk as a
+    ``ValueError`` / ``RuntimeError`` whose text holds the OS message, so the text counts too.
+    """
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e)
+        if "No space left on device" in text or "Disk quota exceeded" in text or "ENOSPC" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+_is_disk_full = is_disk_full
 
 
 def _remove(path: str) -> None:
@@ -121,3 +153,166 @@ def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
         if _is_disk_full(e):
             raise DiskFullError(path, "folder") from e
         raise
+
+
+# ---------------------------------------------------------------------------------------------
+# One writer per folder
+# ---------------------------------------------------------------------------------------------
+
+#: seconds between two heartbeats of a lock holder (the lock file's modification time)
+LOCK_HEARTBEAT_S = 10.0
+#: a lock held from ANOTHER host whose heartbeat is older than this is stale
+LOCK_STALE_AFTER_S = 120.0
+
+
+class LockHeldError(UserError, RuntimeError):
+    """Another live process holds the lock of a folder; the message names its host and pid."""
+
+    def __init__(self, message: str, holder: dict | None = None):
+        super().__init__(message)
+        self.holder = dict(holder or {})
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` on this host (field 22 of /proc/PID/stat), if known."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        pass
+    now = _process_start(pid)
+    return start is None or now is None or now == start  # another process reusing the pid: gone
+
+
+def _read_holder(fd: int) -> dict:
+    try:
+        raw = os.pread(fd, 4096, 0).rstrip(b"\0 \n")
+        holder = json.loads(raw.decode("utf-8")) if raw else {}
+        if not isinstance(holder, dict):
+            return {}
+        holder["pid"] = int(holder["pid"]) if holder.get("pid") is not None else None
+        return holder
+    except (OSError, ValueError, TypeError):  # unreadable or damaged: no usable holder
+        return {}
+
+
+def _describe(holder: dict, age: float | None) -> str:
+    what = holder.get("what") or "a process"
+    beat = f", last heartbeat {age:.0f} s ago" if age is not None else ""
+    return (f"{what} (pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, "
+            f"since {holder.get('since', '?')}{beat})")
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str = "", *, wait_s: float = 0.0,
+                   heartbeat_s: float = LOCK_HEARTBEAT_S,
+                   stale_after_s: float = LOCK_STALE_AFTER_S) -> Iterator[pathlib.Path]:
+    """Hold the lock file ``path`` for the duration of the block (one holder at a time).
+
+    The holder keeps ``flock`` on the file (the kernel drops it when the process dies, SIGKILL
+    included) and writes ``{"host", "pid", "start", "since", "what"}`` into it; a thread touches
+    the file every ``heartbeat_s`` seconds. The rule for a lock found in place:
+
+    * ``flock`` is refused: a live process holds it -> :class:`LockHeldError`;
+    * ``flock`` is granted but the file names a holder: on THIS host it is stale when its pid is
+      gone (or reused by a process with another start time); from ANOTHER host (a shared
+      filesystem where ``flock`` may not reach across hosts) it is stale when its heartbeat is
+      older than ``stale_after_s`` seconds. A stale lock is taken over (with a warning), a live
+      one is refused.
+
+    The file stays after release (emptied), so it never has to be created under a racing reader.
+
+    Args:
+      path: the lock file (its folder must exist).
+      what: who holds it, for the other process's message (e.g. ``"train.py"``).
+      wait_s: wait up to this many seconds for a live holder to finish (0: fail at once).
+    Raises:
+      LockHeldError: naming the holder's host and pid, and what to do.
+    """
+    path = pathlib.Path(path)
+    import logging
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + max(float(wait_s), 0.0)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+            except BlockingIOError:
+                locked = False
+            except OSError:  # a filesystem without flock: the holder record alone decides
+                locked = None
+            holder = _read_holder(fd)
+            age = time.time() - os.fstat(fd).st_mtime if holder else None
+            if locked is False:
+                live = True
+            elif holder.get("pid") is None:
+                live = False
+            elif holder.get("host") == socket.gethostname():
+                live = (int(holder["pid"]) != os.getpid()
+                        and _pid_alive(int(holder["pid"]), holder.get("start")))
+                if live and locked:  # flock granted: the process lives but does not hold it
+                    live = False
+            else:
+                live = age is not None and age < stale_after_s
+            if not live:
+                break
+            if time.monotonic() >= deadline:
+                raise LockHeldError(
+                    f"{path.parent} is in use by {_describe(holder, age)}: wait for it to finish, or "
+                    f"stop it (kill {holder.get('pid', 'PID')} on {holder.get('host', 'its host')}); "
+                    f"a lock whose process is gone is taken over automatically (another host's after "
+                    f"{stale_after_s:.0f} s without heartbeat)", holder)
+            time.sleep(min(0.5, max(deadline - time.monotonic(), 0.01)))
+        if holder.get("pid") is not None:
+            logging.getLogger(__name__).warning("Taking over the stale lock %s of %s.", path,
+                                                _describe(holder, age))
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid()),
+              "since": time.strftime("%Y-%m-%d %H:%M:%S"), "what": what}
+        data = json.dumps(me).encode("utf-8")
+        # In place (not atomic_write): the lock lives on this inode. One small pwrite.
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data + b"\n", 0)
+            os.fsync(fd)
+        except OSError as e:
+            if is_disk_full(e):
+                raise DiskFullError(path, "lock file") from e
+            raise
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(heartbeat_s):
+                try:
+                    os.utime(fd)
+                except OSError:
+                    pass
+
+        thread = threading.Thread(target=beat, name=f"lock-heartbeat:{path}", daemon=True)
+        thread.start()
+        try:
+            yield path
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+            if _read_holder(fd).get("pid") == os.getpid():
+                os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases flock
+
+
+def folder_lock(folder: str | os.PathLike, what: str = "", *, name: str = ".lock", **kwargs):
+    """:func:`exclusive_lock` on ``folder/name`` (the folder is created): one writer per folder."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return exclusive_lock(folder / name, what, **kwargs)

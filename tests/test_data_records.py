@@ -111,7 +111,8 @@ def test_writer_refuses_existing_data_and_mixed_sizes(tmp_path):
     with pytest.raises(shards.DatasetError, match="already holds"):
         shards.ShardWriter(tmp_path / "m", "mesh")
     w = shards.ShardWriter(tmp_path / "m", "mesh", overwrite=True)
-    assert not (tmp_path / "m" / "manifest.json").exists()  # the old dataset no longer looks complete
+    # the old dataset stays complete and readable until the new one is closed
+    assert len(shards.open_dataset(tmp_path / "m", verify_checksums=True)) == 3
     w.write({"vertices": np.zeros((4, 3)), "global_orient": np.zeros(3), "dataset": "x", "name": "a"})
     with pytest.raises(records.RecordError, match="num_vertices"):
         w.write({"vertices": np.zeros((5, 3)), "global_orient": np.zeros(3), "dataset": "x", "name": "b"})

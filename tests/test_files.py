@@ -69,3 +69,16 @@ def test_mode_checked(tmp_path):
     with pytest.raises(ValueError, match="mode"):
         with files.atomic_open(tmp_path / "x", "a"):
             pass
+
+
+def test_disk_full_is_recognised_through_wrapping_errors():
+    inner = OSError(errno.ENOSPC, "No space left on device")
+    try:
+        try:
+            raise inner
+        except OSError as e:
+            raise ValueError("TensorStore: write failed") from e
+    except ValueError as outer:
+        assert files.is_disk_full(outer)
+    assert files.is_disk_full(RuntimeError("RESOURCE_EXHAUSTED: No space left on device [while writing]"))
+    assert not files.is_disk_full(ValueError("shape mismatch"))

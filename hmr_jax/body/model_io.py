@@ -19,11 +19,13 @@ import dataclasses
 import os
 import pathlib
 import pickle
-import zipfile
 from typing import Any
 
 import numpy as np
 import scipy.sparse
+
+from hmr_jax.errors import UserError
+from hmr_jax.safe_read import RestrictedUnpickler, charge_current, read_npz, restricted_pickle_load
 
 LAYOUT_HELP = """Expected layout (as the original MEGA / VQ-HPS instructions):
   body_models/
@@ -52,7 +54,13 @@ NUM_JOINTS = {"smpl": 24, "smplh": 52}
 REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
 
 
-class BodyModelFileError(ValueError):
+#: the largest model file (and array inside one) accepted; SMPL+H's model.npz is ~40 MB
+MAX_MODEL_FILE_BYTES = 1 << 30
+#: the largest dense array a pickled sparse matrix may expand to
+MAX_DENSE_ELEMENTS = 1 << 22
+
+
+class BodyModelFileError(UserError, ValueError):
     """A body model file is missing, of an unknown kind, or malformed."""
 
 
@@ -99,14 +107,20 @@ class ChumpyStandIn:
 
     def __setstate__(self, state: Any) -> None:
         if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
-            state = {**(state[0] or {}), **state[1]}  # (dict, slots) form
+            first = state[0] if isinstance(state[0], dict) else {}
+            charge_current(len(first) + len(state[1]), "chumpy state")
+            state = {**first, **state[1]}  # (dict, slots) form
         self.__dict__["_state"] = state
 
-    def to_array(self, key: str) -> np.ndarray:
+    def to_array(self, key: str, depth: int = 0) -> np.ndarray:
         state = self.__dict__.get("_state")
         if isinstance(state, dict) and "x" in state:
             value = state["x"]
-            return value.to_array(key) if isinstance(value, ChumpyStandIn) else np.asarray(value)
+            if isinstance(value, ChumpyStandIn):
+                if depth > 32:
+                    raise BodyModelFileError(f"'{key}' is a chumpy object nested too deeply (or in a cycle)")
+                return value.to_array(key, depth + 1)
+            return np.asarray(value)
         raise BodyModelFileError(
             f"'{key}' is a chumpy object of class {type(self).__qualname__} whose pickled state has "
             f"no array 'x' (state keys: {sorted(state) if isinstance(state, dict) else type(state)}); "
@@ -121,15 +135,21 @@ class SparseStandIn:
     _format = "csc"
 
     def __setstate__(self, state: dict) -> None:
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(f"a sparse matrix's state is a {type(state).__name__}, not a dict")
         self.__dict__["_state"] = dict(state)
 
-    def to_array(self, key: str) -> np.ndarray:
-        s = self.__dict__["_state"]
+    def to_array(self, key: str, depth: int = 0) -> np.ndarray:
+        s = self.__dict__.get("_state")
+        if not isinstance(s, dict):
+            raise BodyModelFileError(f"'{key}': the pickled sparse matrix has no state")
         try:
             shape = tuple(int(n) for n in s.get("_shape", s.get("shape")))
+            if len(shape) != 2 or min(shape) < 0 or shape[0] * shape[1] > MAX_DENSE_ELEMENTS:
+                raise ValueError(f"shape {shape} is not a 2-D matrix of at most {MAX_DENSE_ELEMENTS} entries")
             build = scipy.sparse.csc_matrix if self._format == "csc" else scipy.sparse.csr_matrix
             return np.asarray(build((s["data"], s["indices"], s["indptr"]), shape=shape).toarray())
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as err:
             raise BodyModelFileError(f"'{key}': cannot rebuild the pickled sparse matrix ({err})") from err
 
 
@@ -141,20 +161,7 @@ def _chumpy_class(name: str) -> type:
     return type(name, (ChumpyStandIn,), {})
 
 
-# (module, name) pairs that may be constructed while reading a model pickle.
-_SAFE_GLOBALS = {
-    ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
-    ("__builtin__", "object"), ("builtins", "object"),
-    ("__builtin__", "set"), ("builtins", "set"), ("__builtin__", "frozenset"), ("builtins", "frozenset"),
-    ("__builtin__", "tuple"), ("builtins", "tuple"), ("__builtin__", "list"), ("builtins", "list"),
-    ("__builtin__", "dict"), ("builtins", "dict"), ("_codecs", "encode"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-}
-_NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric")
-_NUMPY_NAMES = ("_reconstruct", "scalar", "_frombuffer")
-
-
-class _ModelUnpickler(pickle.Unpickler):
+class _ModelUnpickler(RestrictedUnpickler):
     """Unpickler that builds only arrays, sparse matrices and chumpy stand-ins."""
 
     def find_class(self, module: str, name: str) -> Any:
@@ -165,40 +172,53 @@ class _ModelUnpickler(pickle.Unpickler):
                 return SparseStandIn
             if name in ("csr_matrix", "csr_array"):
                 return _CsrStandIn
-        if (module, name) in _SAFE_GLOBALS:
+        try:
             return super().find_class(module, name)
-        if module in _NUMPY_MODULES and name in _NUMPY_NAMES:
-            return super().find_class(module.replace("numpy.core", "numpy._core"), name)
-        raise pickle.UnpicklingError(
-            f"refusing to load global '{module}.{name}': a body model pickle should only hold "
-            "NumPy arrays, SciPy sparse matrices and chumpy arrays"
-        )
+        except pickle.UnpicklingError:
+            raise pickle.UnpicklingError(
+                f"refusing to load global '{module}.{name}': a body model pickle should only hold "
+                "NumPy arrays, SciPy sparse matrices and chumpy arrays") from None
 
 
 def read_model_pickle(path: str | os.PathLike) -> dict[str, Any]:
     """Read a SMPL-style model ``.pkl`` (Python 2, latin1) without importing chumpy.
 
     Args:
-      path: the pickle file.
+      path: the pickle file (at most :data:`MAX_MODEL_FILE_BYTES`).
     Returns:
       dict of its entries; chumpy values and sparse matrices are converted to dense
       NumPy arrays, other values are returned as stored.
     Raises:
       BodyModelFileError: unreadable or not a dict of model arrays.
     """
-    try:
-        with open(path, "rb") as fh:
-            data = _ModelUnpickler(fh, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError) as err:
-        raise BodyModelFileError(f"{path}: not a readable SMPL model pickle ({type(err).__name__}: {err}).\n{LAYOUT_HELP}") from err
+    data = restricted_pickle_load(path, _model_error, max_bytes=MAX_MODEL_FILE_BYTES,
+                                  unpickler=_ModelUnpickler, what="SMPL model pickle",
+                                  max_array_bytes=MAX_MODEL_FILE_BYTES)
     if not isinstance(data, dict):
         raise BodyModelFileError(f"{path}: the pickle holds a {type(data).__name__}, not a dict of model arrays.\n{LAYOUT_HELP}")
     out = {}
     for key, value in data.items():
+        key = key.decode("latin1") if isinstance(key, bytes) else key
+        if not isinstance(key, str):
+            raise BodyModelFileError(f"{path}: the pickle's dict has a key of type {type(key).__name__} "
+                                     f"({key!r}); a model file maps names to arrays")
         if isinstance(value, (ChumpyStandIn, SparseStandIn)):
-            value = value.to_array(key)
+            value = _standin_array(value, key, path)
         out[key] = value
     return out
+
+
+def _model_error(message: str) -> BodyModelFileError:
+    return BodyModelFileError(f"{message}\n{LAYOUT_HELP}")
+
+
+def _standin_array(value, key: str, path) -> np.ndarray:
+    try:
+        return value.to_array(key)
+    except BodyModelFileError as err:
+        raise BodyModelFileError(f"{path}: {err}") from None
+    except RecursionError:
+        raise BodyModelFileError(f"{path}: '{key}' is a chumpy object nested too deeply (or in a cycle)") from None
 
 
 # --------------------------------------------------------------------------- npz
@@ -208,29 +228,13 @@ def read_model_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read the required arrays of an SMPL+H ``model.npz`` (no pickled objects are loaded).
 
     Args:
-      path: the ``.npz`` file.
+      path: the ``.npz`` file (at most :data:`MAX_MODEL_FILE_BYTES` of arrays).
     Returns:
       dict with the keys of :data:`REQUIRED_KEYS` that the file has.
     Raises:
       BodyModelFileError: not a readable npz, or a needed array is stored as Python objects.
     """
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise BodyModelFileError(f"{path}: not a readable .npz file ({err}).\n{LAYOUT_HELP}") from err
-    out = {}
-    with archive:
-        for key in REQUIRED_KEYS:
-            if key not in archive.files:
-                continue
-            try:
-                out[key] = archive[key]
-            except ValueError as err:  # object arrays need pickle
-                raise BodyModelFileError(
-                    f"{path}: array '{key}' is stored as pickled Python objects, which is not read for "
-                    f"safety; re-save it as a plain NumPy array ({err})"
-                ) from err
-    return out
+    return read_npz(path, _model_error, max_bytes=MAX_MODEL_FILE_BYTES, keys=REQUIRED_KEYS)
 
 
 # --------------------------------------------------------------------------- validation
@@ -240,13 +244,14 @@ def _dense(value: Any, key: str, path: str) -> np.ndarray:
     if scipy.sparse.issparse(value):
         value = value.toarray()
     if isinstance(value, ChumpyStandIn | SparseStandIn):
-        value = value.to_array(key)
+        value = _standin_array(value, key, path)
     try:
         arr = np.asarray(value)
     except Exception as err:  # noqa: BLE001 - any conversion failure is a malformed file
         raise BodyModelFileError(f"{path}: entry '{key}' is not an array ({err})") from err
-    if arr.dtype == object:
-        raise BodyModelFileError(f"{path}: entry '{key}' is not a numeric array (dtype object)")
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+            or arr.dtype == bool):
+        raise BodyModelFileError(f"{path}: entry '{key}' is not a real numeric array (dtype {arr.dtype})")
     return arr
 
 
@@ -264,7 +269,7 @@ def validate_model_dict(data: dict[str, Any], path: str, gender: str = "unknown"
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise BodyModelFileError(
-            f"{path}: missing {missing} (has {sorted(data)}); this is not an SMPL / SMPL+H model file.\n{LAYOUT_HELP}"
+            f"{path}: missing {missing} (has {sorted(map(str, data))}); this is not an SMPL / SMPL+H model file.\n{LAYOUT_HELP}"
         )
     arr = {k: _dense(data[k], k, path) for k in REQUIRED_KEYS}
     v_template = arr["v_template"].astype(np.float64)

@@ -22,7 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hmr_jax.errors import UserError
 from hmr_jax.files import atomic_open
+from hmr_jax.safe_read import read_npy
 
 # H36M regressor rows in the order of the 17 evaluation joints (SPIN's convention, also
 # MEGA / VQ-HPS `H36M_TO_J17`); its first 14 are the LSP-style joints used on 3DPW.
@@ -33,7 +35,11 @@ SMPL_PELVIS = 0  # joint 0 of SMPL's 24
 NUM_VERTICES = 6890
 
 
-class JointRegressorError(ValueError):
+#: the largest regressor file accepted ((24, 6890) float64 is 1.3 MB)
+MAX_REGRESSOR_BYTES = 1 << 30
+
+
+class JointRegressorError(UserError, ValueError):
     """A joint regressor file is missing or has the wrong shape."""
 
 
@@ -56,10 +62,9 @@ def load_joint_regressor(path: str | os.PathLike, num_joints: int, num_vertices:
             f"joint regressor {p} not found; put J_regressor_h36m.npy (17 x 6890) and J_regressor_24.npy "
             "(24 x 6890) in body_models/ as the original instructions describe"
         )
-    try:
-        reg = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise JointRegressorError(f"{p}: not a readable .npy array ({err})") from err
+    reg = read_npy(p, JointRegressorError, MAX_REGRESSOR_BYTES)
+    if not (np.issubdtype(reg.dtype, np.floating) or np.issubdtype(reg.dtype, np.integer)):
+        raise JointRegressorError(f"{p} holds {reg.dtype} values: a joint regressor is a real (float) matrix")
     if reg.ndim != 2:
         raise JointRegressorError(f"{p} has shape {reg.shape}: a joint regressor is a (joints, vertices) matrix")
     nv = reg.shape[1] if num_vertices is None else int(num_vertices)
@@ -74,9 +79,10 @@ def load_joint_regressor(path: str | os.PathLike, num_joints: int, num_vertices:
             f"; the regressor is for a {reg.shape[1]}-vertex mesh but the meshes have {nv} vertices: "
             "use the regressor of the same mesh topology")
         raise JointRegressorError(f"{p} has shape {reg.shape}, expected ({num_joints}, {nv}){fix}")
+    reg = reg.astype(np.float32)
     if not np.all(np.isfinite(reg)):
-        raise JointRegressorError(f"{p} contains NaN or infinite values")
-    return reg.astype(np.float32)
+        raise JointRegressorError(f"{p} contains NaN or infinite values (or values beyond float32)")
+    return reg
 
 
 @flax.struct.dataclass

@@ -13,13 +13,19 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from hmr_jax.errors import UserError
 from hmr_jax.files import atomic_folder, atomic_write
+from hmr_jax.safe_read import check_file_size, read_npz
 
 # Keys of the containers the original training scripts write around the state dict.
 _STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict")
+#: the largest checkpoint read (the released ViT-H MEGA is ~2.5 GB)
+MAX_CHECKPOINT_BYTES = 32 << 30
+#: the largest parity fixture read (``NAME_io.npz``)
+MAX_FIXTURE_BYTES = 4 << 30
 
 
-class ConversionError(RuntimeError):
+class ConversionError(UserError, RuntimeError):
     """A checkpoint cannot be converted: wrong kind, missing / unexpected keys, bad shapes."""
 
 
@@ -40,6 +46,7 @@ def load_torch_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray
     path = pathlib.Path(path)
     if not path.is_file():
         raise ConversionError(f"checkpoint {path} does not exist (pass the path of the .pt/.pth file)")
+    check_file_size(path, MAX_CHECKPOINT_BYTES, ConversionError, "checkpoint")
     try:
         import torch
     except ImportError as e:  # pragma: no cover - depends on the install
@@ -69,21 +76,65 @@ def load_torch_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray
     state: dict[str, np.ndarray] = {}
     stripped = False
     for key, tensor in obj.items():
-        if not hasattr(tensor, "numpy"):
-            continue
+        if not isinstance(key, str):
+            raise ConversionError(f"{path}: the state dict has a key of type {type(key).__name__} ({key!r}); "
+                                  "a state dict maps parameter names to tensors")
         if key.startswith("module."):
             key, stripped = key[len("module."):], True
-        t = tensor.detach().cpu()
-        if t.is_floating_point():
-            t = t.float()
-        state[key] = t.numpy().copy()
+        try:
+            t = tensor.detach().cpu()
+            if t.is_complex():
+                raise TypeError(f"complex dtype {t.dtype}")
+            if t.is_floating_point():
+                t = t.float()
+            value = t.numpy().copy()
+        except (TypeError, RuntimeError, ValueError, AttributeError) as e:
+            raise ConversionError(f"{path}: tensor {key!r} cannot be read as a plain array ({e}); only dense "
+                                  "real tensors are converted") from None
+        if key in state:
+            raise ConversionError(f"{path}: key {key!r} appears twice (with and without 'module.')")
+        state[key] = value
     info["stripped_prefix"] = "module." if stripped else ""
     return state, info
 
 
 def _is_state_dict(obj: Mapping) -> bool:
+    import torch
+
     values = list(obj.values())
-    return bool(values) and all(hasattr(v, "numpy") for v in values)
+    return bool(values) and all(isinstance(v, torch.Tensor) for v in values)
+
+
+def load_fixture(io_path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a parity fixture for ``--verify``: ``NAME_io.npz`` and, beside it, ``NAME.json``.
+
+    Returns:
+      ``(io, fixture)``: the ``in_*`` / ``out_*`` arrays and the JSON settings (``{}`` without one).
+    Raises:
+      ConversionError: missing or malformed file, an array that is not numeric, naming the file.
+    """
+    io_path = pathlib.Path(io_path)
+    if not io_path.is_file():
+        raise ConversionError(f"fixture {io_path} does not exist (give the NAME_io.npz of a parity fixture)")
+    io = read_npz(io_path, ConversionError, max_bytes=MAX_FIXTURE_BYTES)
+    for name, arr in io.items():
+        if not (name.startswith(("in_", "out_")) or name == "meta"):
+            continue
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise ConversionError(f"{io_path}: fixture array {name!r} has dtype {arr.dtype}, not numbers")
+    if not any(k.startswith("out_") for k in io):
+        raise ConversionError(f"{io_path}: no out_* array to compare with (has {sorted(io)[:10]})")
+    json_path = io_path.with_name(io_path.name.replace("_io.npz", ".json"))
+    fixture: dict[str, Any] = {}
+    if json_path != io_path and json_path.is_file():
+        check_file_size(json_path, 64 << 20, ConversionError, "fixture JSON")
+        try:
+            fixture = json.loads(json_path.read_bytes())
+        except (ValueError, RecursionError) as e:
+            raise ConversionError(f"{json_path}: not valid JSON ({e})") from None
+        if not isinstance(fixture, dict):
+            raise ConversionError(f"{json_path}: expected a JSON object, got {type(fixture).__name__}")
+    return io, fixture
 
 
 class StateDict:
@@ -100,6 +151,7 @@ class StateDict:
         self.used: set[str] = set()
         self.missing: list[str] = []
         self.ignored: dict[str, str] = {}
+        self.last_key: str | None = None  # the key taken last (named when a converter fails)
 
     def __contains__(self, key: str) -> bool:
         return key in self.state
@@ -114,6 +166,7 @@ class StateDict:
             self.missing.append(key)
             return np.zeros(shape or (), np.float32)
         value = self.state[key]
+        self.last_key = key
         if shape is not None and tuple(value.shape) != tuple(shape):
             raise ConversionError(
                 f"{self.what}: {key} has shape {tuple(value.shape)}, expected {tuple(shape)}"

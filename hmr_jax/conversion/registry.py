@@ -70,3 +70,63 @@ def load_all() -> dict[str, Converter]:
 def detect(keys: list[str]) -> list[str]:
     """Names of the converters whose ``detect`` accepts these state-dict keys."""
     return [name for name, c in load_all().items() if c.detect(keys)]
+
+
+@dataclasses.dataclass
+class Converted:
+    """A converted checkpoint: its kind, Flax variables, model config and provenance."""
+
+    name: str
+    variables: Any
+    config: dict
+    meta: dict
+    converter: Converter
+
+
+def convert_checkpoint(path, name: str | None = None, config: dict | None = None) -> Converted:
+    """Read a ``torch.save`` file and convert it (the kind detected from its keys unless ``name``).
+
+    Every key must be used or explicitly ignored. A tensor of the wrong shape, dtype or rank
+    anywhere in a converter ends in ``ConversionError`` naming the file and the key read last.
+
+    Args:
+      path: the ``.pt`` / ``.pth`` file.
+      name: checkpoint kind (``CONVERTERS``), or None to detect it.
+      config: user model config completing what shapes do not tell (``--config``), or None.
+    Raises:
+      ConversionError: unreadable file, unknown / ambiguous kind, keys or shapes that do not fit.
+    """
+    from hmr_jax.conversion import common
+
+    converters = load_all()
+    raw, info = common.load_torch_state_dict(path)
+    if name is None:
+        found = detect(list(raw))
+        if len(found) != 1:
+            what = f"several kinds ({', '.join(found)})" if found else "no known kind"
+            raise common.ConversionError(f"{path} matches {what}; name it with --model "
+                                         f"(one of {', '.join(sorted(converters))})")
+        name = found[0]
+    if name not in converters:
+        raise common.ConversionError(f"unknown --model {name!r}; known: {', '.join(sorted(converters))}")
+    conv = converters[name]
+    state = common.StateDict(raw, what=f"{path} as {name}")
+    try:
+        variables, model_config = conv.convert(state, config)
+    except common.ConversionError as e:
+        if str(path) in str(e):
+            raise
+        raise common.ConversionError(f"{path} as {name}: {e}") from None
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, ZeroDivisionError,
+            OverflowError) as e:
+        where = f" (last key read: {state.last_key}, shape {tuple(state.state[state.last_key].shape)}, " \
+                f"dtype {state.state[state.last_key].dtype})" if state.last_key else ""
+        raise common.ConversionError(
+            f"{path} as {name}: the tensors do not fit the model{where}: {type(e).__name__}: {e}; check that "
+            "--model / --config describe this checkpoint") from None
+    try:
+        state.finish()
+    except common.ConversionError as e:  # the state's name holds the path
+        raise common.ConversionError(str(e)) from None
+    meta = dict(info, model=name, ignored_keys=state.ignored)
+    return Converted(name, variables, dict(model_config, model=name), meta, conv)

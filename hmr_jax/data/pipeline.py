@@ -26,7 +26,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from hmr_jax.data import augment as aug
-from hmr_jax.data import records
 from hmr_jax.data.shards import DatasetError, open_dataset
 
 
@@ -69,23 +68,45 @@ def _as_sources(sources) -> list[Source]:
 
 
 class _Tag:
-    """Pairs each serialised record with the index of its source (picklable)."""
+    """Pairs each checked record with the index of its source (picklable)."""
 
     def __init__(self, index: int):
         self.index = index
 
-    def __call__(self, data: bytes):
-        return self.index, data
+    def __call__(self, item):
+        record, skipped, where = item
+        return self.index, record, skipped, where
+
+
+class _Transform:
+    """Base of the per-record transforms: errors name the record (picklable)."""
+
+    skip_bad = False
+
+    def _run(self, item, fn):
+        index, record, skipped, where = item
+        try:
+            out = fn(record)
+        except DatasetError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a record that cannot be processed is a data error
+            raise DatasetError(f"{where}: the record cannot be processed ({type(e).__name__}: {e}); convert "
+                               "the dataset again") from None
+        out["dataset_index"] = np.int32(index)
+        if self.skip_bad:
+            out["skipped_records"] = np.int32(skipped)
+        return out
 
 
 def _source_datasets(sources: list[Source], kind: str | None, shuffle: bool, seed: int,
-                     num_epochs: int | None, shard_index: int, shard_count: int):
+                     num_epochs: int | None, shard_index: int, shard_count: int, skip_bad: bool = False):
     import grain
 
     opened = [open_dataset(s.path, kind=kind) for s in sources]
     parts = []
     for i, d in enumerate(opened):
-        ds = grain.MapDataset.source(d.data_source())
+        d.data_source()  # checks every shard's record count against the manifest now
+        ds = grain.MapDataset.source(d.checked_source(skip_bad=skip_bad))
         if shard_count > 1:
             ds = ds[shard_index::shard_count]
         if len(ds) == 0:
@@ -121,21 +142,19 @@ def _finish(ds, batch_size: int, drop_remainder: bool, num_workers: int, prefetc
     return it
 
 
-class _ImageTransform:
-    """decode + augment one ``(source index, bytes)`` pair (picklable for worker processes)."""
+class _ImageTransform(_Transform):
+    """augment one checked ``(source index, record, skipped, where)`` item (picklable for worker processes)."""
 
-    def __init__(self, backbone: aug.BackboneInput, augment: bool, flip: bool, rotation_factor: float = 30.0):
+    def __init__(self, backbone: aug.BackboneInput, augment: bool, flip: bool, rotation_factor: float = 30.0,
+                 skip_bad: bool = False):
         self.backbone, self.augment, self.flip = backbone, augment, flip
         self.rotation_factor = rotation_factor
+        self.skip_bad = skip_bad
 
     def __call__(self, item, rng: np.random.Generator) -> dict[str, Any]:
-        index, data = item
-        record = records.decode_record(data)
         params = (aug.sample_augmentation(rng, flip=self.flip, rot_factor=self.rotation_factor)
                   if self.augment else aug.NO_AUGMENTATION)
-        out = aug.process_image_record(record, params, self.backbone)
-        out["dataset_index"] = np.int32(index)
-        return out
+        return self._run(item, lambda record: aug.process_image_record(record, params, self.backbone))
 
 
 def image_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size: int, backbone: str = "hrnet",
@@ -143,7 +162,7 @@ def image_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size
                    num_epochs: int | None = None, crop_size: int | None = None, drop_remainder: bool | None = None,
                    num_workers: int = 0, prefetch_buffer: int = 2, read_threads: int = 2,
                    shard_index: int | None = None, shard_count: int | None = None,
-                   rotation_factor: float = 30.0):
+                   rotation_factor: float = 30.0, skip_bad_records: bool = False):
     """Batches of augmented person crops with their meshes and keypoints.
 
     Args:
@@ -168,6 +187,10 @@ def image_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size
       read_threads: threads decoding records ahead (in each worker); 0: none.
       shard_index, shard_count: this process's share of every source (default
         ``jax.process_index()`` / ``jax.process_count()``).
+      skip_bad_records: a record that is corrupt or disagrees with its manifest is replaced
+        by the next good one (each batch then has ``skipped_records`` (B,) int32: 1 where the
+        example's record was bad and replaced); False (the default): it stops the pipeline with
+        :class:`DatasetError` naming the shard file and the record index.
 
     Returns:
       a ``grain.IterDataset``; ``iter(...)`` gives batches (dicts of NumPy arrays with a
@@ -187,34 +210,38 @@ def image_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size
         num_epochs = 1
     shard_index, shard_count = _process_shard(shard_index, shard_count)
     srcs = _as_sources(sources)
-    opened, parts = _source_datasets(srcs, "image", train, seed, num_epochs, shard_index, shard_count)
+    opened, parts = _source_datasets(srcs, "image", train, seed, num_epochs, shard_index, shard_count,
+                                     skip_bad_records)
     sizes = [{k: v for k, v in d.sizes.items()} for d in opened]
     keys = ("num_vertices", "num_keypoints", "num_joints_3d")
     if any(tuple(s.get(k) for k in keys) != tuple(sizes[0].get(k) for k in keys) for s in sizes):
         raise DatasetError("sources of one pipeline must share vertex, keypoint and joint counts; got "
                            + ", ".join(f"{d.path}: {d.sizes}" for d in opened))
-    ds = _mix(parts, srcs, concatenate=not train).random_map(_ImageTransform(geometry, augment, flip, rotation_factor), seed=seed)
+    ds = _mix(parts, srcs, concatenate=not train).random_map(
+        _ImageTransform(geometry, augment, flip, rotation_factor, skip_bad_records), seed=seed)
     return _finish(ds, batch_size, drop_remainder, num_workers, prefetch_buffer, read_threads)
 
 
-class _MeshTransform:
-    def __init__(self, posed: bool):
+class _MeshTransform(_Transform):
+    def __init__(self, posed: bool, skip_bad: bool = False):
         self.posed = posed
+        self.skip_bad = skip_bad
 
-    def __call__(self, item) -> dict[str, Any]:
-        index, data = item
-        record = records.decode_record(data)
+    def _mesh(self, record) -> dict[str, Any]:
         vertices = np.asarray(record["vertices"], np.float32)
         if self.posed:
             vertices = vertices @ aug.axis_angle_to_matrix(record["global_orient"]).astype(np.float32).T
-        return {"vertices": vertices, "global_orient": np.asarray(record["global_orient"], np.float32),
-                "dataset_index": np.int32(index)}
+        return {"vertices": vertices, "global_orient": np.asarray(record["global_orient"], np.float32)}
+
+    def __call__(self, item) -> dict[str, Any]:
+        return self._run(item, self._mesh)
 
 
 def mesh_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size: int, train: bool = True,
                   seed: int = 0, num_epochs: int | None = None, posed: bool = False,
                   drop_remainder: bool | None = None, num_workers: int = 0, prefetch_buffer: int = 2,
-                  read_threads: int = 0, shard_index: int | None = None, shard_count: int | None = None):
+                  read_threads: int = 0, shard_index: int | None = None, shard_count: int | None = None,
+                  skip_bad_records: bool = False):
     """Batches of meshes for the tokenizer (Mesh-VQ-VAE) and MEGA pre-training stages.
 
     Reads ``mesh`` and ``image`` datasets alike (only their meshes). Arguments as
@@ -229,9 +256,10 @@ def mesh_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size:
     num_epochs = 1 if num_epochs is None and not train else num_epochs
     shard_index, shard_count = _process_shard(shard_index, shard_count)
     srcs = _as_sources(sources)
-    opened, parts = _source_datasets(srcs, None, train, seed, num_epochs, shard_index, shard_count)
+    opened, parts = _source_datasets(srcs, None, train, seed, num_epochs, shard_index, shard_count,
+                                     skip_bad_records)
     nv = {d.sizes.get("num_vertices") for d in opened}
     if len(nv) != 1:
         raise DatasetError(f"sources of one pipeline must share the vertex count, got {sorted(nv)}")
-    ds = _mix(parts, srcs, concatenate=not train).map(_MeshTransform(posed))
+    ds = _mix(parts, srcs, concatenate=not train).map(_MeshTransform(posed, skip_bad_records))
     return _finish(ds, batch_size, drop_remainder, num_workers, prefetch_buffer, read_threads)

@@ -53,6 +53,8 @@ from typing import Any, Mapping
 import numpy as np
 from flax import serialization
 
+from hmr_jax.errors import UserError
+
 #: Version of the record layout; stored in every manifest and checked on read.
 SCHEMA_VERSION = 1
 KINDS = ("image", "mesh")
@@ -100,7 +102,11 @@ SPECS = {
 }
 
 
-class RecordError(ValueError):
+#: the largest serialised record read back (a 448-pixel JPEG region and a mesh are ~200 KB)
+MAX_RECORD_BYTES = 64 << 20
+
+
+class RecordError(UserError, ValueError):
     """A record that does not follow the format (missing field, wrong shape, corrupt bytes)."""
 
 
@@ -113,9 +119,13 @@ def _check_field(name: str, value: Any, dtype, shape, sizes: dict[str, int]) -> 
         if not isinstance(value, str):
             raise RecordError(f"field {name!r} must be a str, got {type(value).__name__}")
         return value
-    arr = np.asarray(value)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise RecordError(f"field {name!r} must be numeric, got dtype {arr.dtype}")
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError, UnicodeError, OverflowError) as e:  # ragged or mixed decoded values
+        raise RecordError(f"field {name!r} is not an array ({type(e).__name__}: {e})") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) \
+            or np.issubdtype(arr.dtype, np.complexfloating):
+        raise RecordError(f"field {name!r} must be real numbers, got dtype {arr.dtype}")
     arr = arr.astype(dtype)
     if arr.ndim != len(shape):
         raise RecordError(f"field {name!r} must have shape {shape}, got {arr.shape}")
@@ -167,12 +177,36 @@ def encode_record(record: Mapping[str, Any], kind: str) -> bytes:
 
 def decode_record(data: bytes) -> dict[str, Any]:
     """msgpack bytes -> record dict (arrays as NumPy). Raises RecordError on corrupt bytes."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise RecordError(f"a record is bytes, got {type(data).__name__}")
+    if len(data) > MAX_RECORD_BYTES:
+        raise RecordError(f"a record of {len(data)} bytes is larger than {MAX_RECORD_BYTES}: corrupt data")
     try:
         record = serialization.msgpack_restore(bytes(data))
-    except Exception as e:  # msgpack raises several types on garbage
-        raise RecordError(f"cannot decode a record ({len(data)} bytes): {e}") from e
+    except Exception as e:  # noqa: BLE001 - msgpack raises several types on garbage
+        raise RecordError(f"cannot decode a record ({len(data)} bytes): {type(e).__name__}: {e}") from None
     if not isinstance(record, dict):
         raise RecordError(f"a record must decode to a dict, got {type(record).__name__}")
+    bad = [k for k in record if not isinstance(k, str)]
+    if bad:
+        raise RecordError(f"a record's field names are strings, got {bad[:3]!r}")
+    return record
+
+
+def read_record(data: bytes, kind: str, sizes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Decode and validate one stored record: the format of ``kind`` and, when given, the
+    dataset's shared ``sizes`` (``manifest["sizes"]``: vertex count, keypoint count and kind).
+
+    Raises:
+      RecordError: corrupt bytes, a malformed field, or sizes that differ from the dataset's.
+    """
+    record = validate_record(decode_record(data), kind)
+    if sizes:
+        got = record_sizes(record)
+        diff = {k: (got.get(k), v) for k, v in sizes.items() if got.get(k) != v}
+        if diff:
+            raise RecordError("sizes differ from the dataset's manifest: " + ", ".join(
+                f"{k} {g} (manifest: {w})" for k, (g, w) in diff.items()))
     return record
 
 

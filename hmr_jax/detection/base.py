@@ -15,11 +15,13 @@ from typing import Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
+from hmr_jax.errors import UserError
+
 #: the ``--bboxes`` file is read whole; a boxes file larger than this is refused before reading
 MAX_BOXES_FILE_BYTES = 64 * 1024 * 1024
 
 
-class DetectionError(RuntimeError):
+class DetectionError(UserError, RuntimeError):
     """A detector cannot run (missing weights, missing package) or its input is unusable."""
 
 
@@ -102,8 +104,12 @@ def _parse_entry(path, key, value) -> np.ndarray:
         raise DetectionError(f"{path}: entry {key!r} must be a list of [x1, y1, x2, y2] or "
                              "[x1, y1, x2, y2, score] number lists (pixels)")
     out = np.ones((len(value), 5), np.float32)
-    for i, b in enumerate(value):
-        out[i, :len(b)] = b
+    try:
+        with np.errstate(over="ignore"):
+            for i, b in enumerate(value):
+                out[i, :len(b)] = [float(x) for x in b]
+    except OverflowError:  # an integer beyond any float
+        raise DetectionError(f"{path}: entry {key!r} holds a number too large for pixels") from None
     if not np.all(np.isfinite(out)):
         raise DetectionError(f"{path}: entry {key!r} holds a non-finite number")
     return out

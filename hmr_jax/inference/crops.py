@@ -26,12 +26,13 @@ from PIL import Image
 from scipy import ndimage
 
 from hmr_jax.data.augment import BackboneInput
+from hmr_jax.errors import UserError
 
 #: the demo blurs before downsampling by more than this factor times two (``downsampling_factor > 1.1``)
 _BLUR_ABOVE = 1.1
 
 
-class InferenceError(ValueError):
+class InferenceError(UserError, ValueError):
     """A problem with one input (image, box) or with the setup (checkpoint, tokenizer, faces);
     the message names the problem and the fix."""
 

@@ -23,8 +23,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from hmr_jax.errors import UserError
+from hmr_jax.safe_read import read_npy
 
-class ConnectionFileError(ValueError):
+#: the largest connection array accepted (the released dfaust2 files are < 1 MB each)
+MAX_CONNECTION_BYTES = 256 << 20
+
+
+class ConnectionFileError(UserError, ValueError):
     """A connection file is missing, unreadable or does not follow the documented format."""
 
 
@@ -203,10 +209,7 @@ def read_connection_file(
                 f"connection file {path} has sha256 {got}, expected {sha256}: it is not the file "
                 "the model was trained with"
             )
-    try:
-        array = np.load(path, allow_pickle=False)
-    except Exception as e:  # numpy raises ValueError / OSError / EOFError for bad files
-        raise ConnectionFileError(f"connection file {path} cannot be read as a .npy array: {e}") from e
+    array = read_npy(path, lambda m: ConnectionFileError(f"connection file {m}"), MAX_CONNECTION_BYTES)
     layer = parse_connection_array(array, in_points=in_points, source=str(path))
     return dataclasses.replace(layer, name=name or path.stem.lstrip("_"))
 

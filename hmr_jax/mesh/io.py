@@ -19,7 +19,9 @@ from typing import Callable
 
 import numpy as np
 
+from hmr_jax.errors import UserError
 from hmr_jax.files import atomic_open
+from hmr_jax.safe_read import check_file_size
 
 __all__ = [
     "MeshFileError",
@@ -33,7 +35,13 @@ __all__ = [
 ]
 
 
-class MeshFileError(ValueError):
+#: the largest mesh file read (SMPL's 6890-vertex template is ~200 KB as binary PLY)
+MAX_MESH_FILE_BYTES = 1 << 30
+#: vertex ids must fit in int32 (what the faces are returned as)
+_MAX_ID = 2 ** 31 - 1
+
+
+class MeshFileError(UserError, ValueError):
     """A mesh file is missing, of an unknown kind, or does not follow its format."""
 
 
@@ -46,6 +54,7 @@ def _check_path(path: str | os.PathLike) -> pathlib.Path:
     path = pathlib.Path(path)
     if not path.is_file():
         raise MeshFileError(f"mesh file {path} does not exist (give the path of a .ply or .obj file)")
+    check_file_size(path, MAX_MESH_FILE_BYTES, MeshFileError, "mesh file")
     return path
 
 
@@ -75,6 +84,8 @@ def _fan(polygons: list[list[int]], path, where: Callable[[int], str]) -> np.nda
     for i, poly in enumerate(polygons):
         if len(poly) < 3:
             raise MeshFileError(f"{path}: {where(i)} has {len(poly)} corners; a face needs at least 3")
+        if any(not -_MAX_ID <= v <= _MAX_ID for v in poly):
+            raise MeshFileError(f"{path}: {where(i)} has a vertex id outside the int32 range: {poly[:8]}")
         a = poly[0]
         for k in range(1, len(poly) - 1):
             tris.append((a, poly[k], poly[k + 1]))
@@ -152,15 +163,22 @@ def _parse_ply_header(path, data: bytes):
                 raise MeshFileError(f"{path}: header line {n}: unknown PLY format {raw.strip()!r}")
             fmt = words[1]
         elif words[0] == "element":
-            if len(words) != 3 or not words[2].isdigit():
+            if len(words) != 3 or not words[2].isascii() or not words[2].isdigit():
                 raise MeshFileError(f"{path}: header line {n}: malformed element line {raw.strip()!r}")
-            elements.append(_Element(words[1], int(words[2])))
+            count = int(words[2])
+            if count > len(data):  # every element takes at least one byte in any format
+                raise MeshFileError(f"{path}: header line {n}: {count} '{words[1]}' elements announced but the "
+                                    f"file has only {len(data)} bytes: the header is corrupt or the file truncated")
+            elements.append(_Element(words[1], count))
         elif words[0] == "property":
             if not elements:
                 raise MeshFileError(f"{path}: header line {n}: property before any element")
             if len(words) == 5 and words[1] == "list":
                 if words[2] not in _PLY_TYPES or words[3] not in _PLY_TYPES:
                     raise MeshFileError(f"{path}: header line {n}: unknown list types in {raw.strip()!r}")
+                if _PLY_TYPES[words[2]][0] not in "iu" or _PLY_TYPES[words[3]][0] not in "iu":
+                    raise MeshFileError(f"{path}: header line {n}: list counts and ids must be integer types "
+                                        f"in {raw.strip()!r}")
                 elements[-1].props.append((words[4], _PLY_TYPES[words[2]], _PLY_TYPES[words[3]]))
             elif len(words) == 3 and words[1] in _PLY_TYPES:
                 elements[-1].props.append((words[2], _PLY_TYPES[words[1]]))
@@ -170,6 +188,13 @@ def _parse_ply_header(path, data: bytes):
             raise MeshFileError(f"{path}: header line {n}: unknown keyword {words[0]!r}")
     if fmt is None:
         raise MeshFileError(f"{path}: PLY header has no 'format' line")
+    for el in elements:
+        names = [p[0] for p in el.props]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise MeshFileError(f"{path}: element '{el.name}' declares the property '{dup}' twice")
+        if el.count and not el.props:
+            raise MeshFileError(f"{path}: element '{el.name}' has {el.count} entries but no property")
     return fmt, elements, body
 
 
@@ -192,9 +217,10 @@ def _read_binary_element(path, data: bytes, offset: int, el: _Element, endian: s
         if offset + csize > len(data):
             raise MeshFileError(f"{path}: file ends before element '{el.name}': the file is truncated")
         first = int(np.frombuffer(data, endian + cdt, 1, offset)[0])
-        dt = np.dtype([("n", endian + cdt), ("i", endian + idt, (max(first, 1),))])
+        fits = 0 < first and (csize + first * np.dtype(idt).itemsize) * el.count <= len(data) - offset
+        dt = np.dtype([("n", endian + cdt), ("i", endian + idt, (first if fits else 1,))])
         need = dt.itemsize * el.count
-        if first > 0 and offset + need <= len(data):
+        if fits:
             arr = np.frombuffer(data, dt, el.count, offset)
             if (arr["n"] == first).all():
                 return {name: arr["i"].astype(np.int64)}, offset + need
@@ -214,6 +240,8 @@ def _read_binary_element(path, data: bytes, offset: int, el: _Element, endian: s
                     raise MeshFileError(f"{path}: file ends inside {el.name} {i}: the file is truncated")
                 k = int(np.frombuffer(data, endian + p[1], 1, offset)[0])
                 offset += csize
+                if k < 0:
+                    raise MeshFileError(f"{path}: {el.name} {i} has a negative list length {k}: the file is corrupt")
                 if offset + k * isize > len(data):
                     raise MeshFileError(f"{path}: file ends inside {el.name} {i}: the file is truncated")
                 out[p[0]].append(np.frombuffer(data, endian + p[2], k, offset).astype(np.int64).tolist())
@@ -297,6 +325,13 @@ def read_ply(path: str | os.PathLike, return_colors: bool = False):
     missing = [c for c in "xyz" if c not in vert]
     if missing:
         raise MeshFileError(f"{path}: the vertex element has no {'/'.join(missing)} property")
+    kinds = {p[0]: len(p) for el in elements if el.name == "vertex" for p in el.props}
+    lists = [c for c in ("x", "y", "z", "red", "green", "blue") if kinds.get(c) == 3]
+    if lists:
+        raise MeshFileError(f"{path}: vertex properties {lists} are lists; coordinates and colours are numbers")
+    fkinds = {p[0]: len(p) for el in elements if el.name == "face" for p in el.props}
+    if any(fkinds.get(k) == 2 for k in ("vertex_indices", "vertex_index")):
+        raise MeshFileError(f"{path}: the face element's vertex_indices is a number, not a list of vertex ids")
     vertices = np.stack([np.asarray(vert[c], dtype=np.float64) for c in "xyz"], axis=1)
     colors = None
     if all(c in vert for c in ("red", "green", "blue")):

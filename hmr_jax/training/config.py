@@ -97,6 +97,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.prefetch = 0
     c.data.crop_size = 0         # image stages: square crop side in pixels (0 = the backbone's)
     c.data.rotation_factor = 30.0  # image stages, with augment: in-plane rotation (degrees, 0 = none)
+    c.data.skip_bad_records = False  # True: a corrupt record is replaced by the next good one (counted
+    #                                  in metrics.jsonl as skipped_records); False: training stops naming it
 
     c.distributed = ml_collections.ConfigDict()
     c.distributed.auto = False   # True: jax.distributed.initialize() discovers the hosts

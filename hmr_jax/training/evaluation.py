@@ -26,10 +26,12 @@ import numpy as np
 
 from hmr_jax.checkpoints import is_train_workdir
 from hmr_jax.data.augment import BACKBONE_INPUTS
-from hmr_jax.files import atomic_open, atomic_write
+from hmr_jax.files import atomic_open, atomic_write, folder_lock
 from hmr_jax.inference import load_image_model
 
 MODES = ("deterministic", "stochastic", "mean_mesh")
+#: how long an evaluation waits for another one writing to the same output folder (seconds)
+EVAL_LOCK_WAIT_S = 600.0
 
 
 @dataclasses.dataclass
@@ -159,12 +161,14 @@ def evaluate(predictor: EvalPredictor, split_dir: str, out_dir: str, body_models
         "dataset": dataset, "hypotheses": predictor.hypotheses, "num_images": len(rows),
         "metrics_mm": {k: float(np.mean([r[k] for r in rows])) for k in metric_names},
     }
-    os.makedirs(out_dir, exist_ok=True)
-    atomic_write(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
-    with atomic_open(os.path.join(out_dir, "per_image.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["image_name", "dataset"] + metric_names)
-        writer.writeheader()
-        writer.writerows(rows)
+    # Two evaluations writing to one folder take turns: each writes both files under the lock,
+    # so summary.json and per_image.csv always come from the same run.
+    with folder_lock(out_dir, "evaluate.py", wait_s=EVAL_LOCK_WAIT_S):
+        atomic_write(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
+        with atomic_open(os.path.join(out_dir, "per_image.csv"), "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["image_name", "dataset"] + metric_names)
+            writer.writeheader()
+            writer.writerows(rows)
     return summary
 
 

@@ -14,7 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
-from hmr_jax.files import atomic_open
+from hmr_jax.files import DiskFullError, atomic_open, is_disk_full
 
 
 def _plain(value):
@@ -63,9 +63,22 @@ class MetricWriter:
             return
         record = {"step": int(step)}
         record.update({prefix + k: _plain(v) for k, v in metrics.items()})
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
+        size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+        try:
+            # Appended in place (one short line per step; atomic_write would rewrite the file):
+            # a failed append is cut back, so the file always ends with a whole line.
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as err:
+            try:
+                os.truncate(self.path, size)
+            except OSError:
+                pass
+            if is_disk_full(err):
+                raise DiskFullError(self.path, "metrics file") from err
+            raise
         if self._tb is not None:
             for k, v in metrics.items():
                 if np.ndim(v) == 0:

@@ -15,6 +15,13 @@ loop with logging, validation, checkpoints, preemption and NaN handling.
 * Failures: a step whose loss is NaN / inf is not applied (parameters stay finite); the loop
   notices at the next logged or checkpointed step, stops with ``NonFiniteLossError`` and keeps
   the last checkpoint (written before). SIGTERM (preemption) saves a checkpoint and returns.
+  A full disk stops the loop with ``CheckpointDiskFullError`` / ``DiskFullError`` naming the
+  last complete checkpoint; a checkpoint of another model shape stops it before the first step
+  (``CheckpointMismatchError``).
+* One writer per workdir: each process holds ``WORKDIR/.lock`` (process ``i > 0``:
+  ``.lock.p{i}``) for the whole run (:func:`hmr_jax.files.exclusive_lock`); a second
+  ``train.py`` on a live workdir stops at once with ``LockHeldError`` naming the holder's host
+  and pid, before writing anything. A lock left by a killed process is taken over.
 """
 from __future__ import annotations
 
@@ -32,6 +39,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from hmr_jax.errors import UserError
+from hmr_jax.files import atomic_write, folder_lock
 from hmr_jax.training import checkpointing, optim
 from hmr_jax.training.metric_writers import MetricWriter
 from hmr_jax.training.stages import Stage, get_stage
@@ -41,7 +50,7 @@ log = logging.getLogger(__name__)
 DATA_AXIS = "data"
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """The training loss became NaN or inf; the message names the step and the last checkpoint."""
 
 
@@ -291,11 +300,13 @@ def train(config, workdir: str) -> dict:
     ``NonFiniteLossError`` on a NaN / inf loss (the last checkpoint is kept).
     """
     initialize_distributed(config)
-    os.makedirs(workdir, exist_ok=True)
+    index = jax.process_index()
+    with folder_lock(workdir, "train.py", name=".lock" if index == 0 else f".lock.p{index}"):
+        return _train(config, workdir)
+
+
+def _train(config, workdir: str) -> dict:
     is_main = jax.process_index() == 0
-    if is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
 
     mesh = make_mesh(config.get("num_devices", 0) or None)
     if mesh.devices.size != jax.device_count() and jax.process_count() > 1:
@@ -320,9 +331,16 @@ def train(config, workdir: str) -> dict:
                                               save_every=ckpt_cfg.every_steps,
                                               keep=ckpt_cfg.keep,
                                               async_save=ckpt_cfg.get("async_save", True))
+    # Restore (or refuse a checkpoint of other shapes) before writing anything into the workdir.
+    try:
+        restored, resumed_from = checkpointer.restore_latest(checkpointing.abstract_like(state),
+                                                             train_iter)
+    except BaseException:
+        checkpointer.close()
+        raise
+    if is_main:
+        atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
     writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.get("tensorboard", True))
-    restored, resumed_from = checkpointer.restore_latest(checkpointing.abstract_like(state),
-                                                         train_iter)
     if restored is not None:
         state = restored
         writer.truncate_after(resumed_from)
@@ -342,6 +360,8 @@ def train(config, workdir: str) -> dict:
     last_time, last_step = time.perf_counter(), step
     metrics = None
     last_saved = resumed_from
+    skipped = 0
+    failed = True
     try:
         while step < total:
             if preemption.reached(step):
@@ -351,7 +371,10 @@ def train(config, workdir: str) -> dict:
                 log.warning("Preemption signal: saved step %d and stopped.", step)
                 summary["preempted"] = True
                 break
-            batch = to_global(next(train_iter), batch_sharding)
+            local = next(train_iter)
+            if "skipped_records" in local:  # config.data.skip_bad_records: counted, not trained on
+                skipped += int(np.sum(local.pop("skipped_records")))
+            batch = to_global(local, batch_sharding)
             state, metrics = step_fn(state, frozen, batch)
             step += 1
             if bar is not None:
@@ -368,6 +391,9 @@ def train(config, workdir: str) -> dict:
                 host = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 host.update(lr=float(schedule(step - 1)), steps_per_s=steps_per_s,
                             images_per_s=steps_per_s * config.batch_size, epoch=(step - 1) / steps_per_epoch)
+                if config.data.get("skip_bad_records", False):
+                    host["skipped_records"] = skipped  # bad records replaced since the last log line
+                    skipped = 0
                 writer.write(step, host)
                 summary["loss"] = host["loss"]
                 if bar is not None:
@@ -384,11 +410,16 @@ def train(config, workdir: str) -> dict:
             if do_save:
                 checkpointer.save(step, state, train_iter, force=step == total)
                 last_saved = step
+        failed = False
     finally:
         if bar is not None:
             bar.close()
         preemption.restore()
-        checkpointer.close()
+        try:
+            checkpointer.close()
+        except Exception:  # noqa: BLE001 - when the loop already failed, its error is the one to report
+            if not failed:
+                raise
         writer.close()
     summary["step"] = step
     summary["state"] = state

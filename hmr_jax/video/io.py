@@ -24,6 +24,7 @@ from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
+from hmr_jax.errors import UserError
 from hmr_jax.files import atomic_open
 
 __all__ = ["Frame", "VideoError", "VideoInfo", "VideoReader", "VideoWriter", "read_frames", "selected_count",
@@ -39,7 +40,7 @@ FALLBACK_FPS = 30.0
 WRITE_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
 
-class VideoError(RuntimeError):
+class VideoError(UserError, RuntimeError):
     """A video cannot be read (or written): the message names the file and the fix."""
 
 

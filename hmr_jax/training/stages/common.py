@@ -41,7 +41,8 @@ def mesh_train_pipeline(config, local_batch: int, seed: int):
     from hmr_jax.data import mesh_pipeline
 
     ds = mesh_pipeline(_sources(config.data.train), batch_size=local_batch, train=True, seed=seed,
-                       num_workers=config.data.get("workers", 0))
+                       num_workers=config.data.get("workers", 0),
+                       skip_bad_records=config.data.get("skip_bad_records", False))
     return ds, max(dataset_length(config.data.train) // config.batch_size, 1)
 
 
@@ -54,7 +55,8 @@ def image_train_pipeline(config, local_batch: int, seed: int, backbone: str):
                         flip=config.data.get("flip", False), seed=seed,
                         rotation_factor=config.data.get("rotation_factor", 30.0),
                         crop_size=config.data.get("crop_size", 0) or None,
-                        num_workers=config.data.get("workers", 0))
+                        num_workers=config.data.get("workers", 0),
+                        skip_bad_records=config.data.get("skip_bad_records", False))
     return ds, max(dataset_length(config.data.train) // config.batch_size, 1)
 
 
