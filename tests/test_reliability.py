@@ -24,10 +24,11 @@ import numpy as np
 import pytest
 
 from hmr_jax import files
-from stage_helpers import config, quick
+from stage_helpers import quick
 from hmr_jax.data import records, shards, toy
 from hmr_jax.data.pipeline import image_pipeline, mesh_pipeline
 from hmr_jax.training import checkpointing
+from hmr_jax.training.config import load_config
 from hmr_jax.training.metric_writers import read_metrics
 from hmr_jax.training.trainer import train
 
@@ -37,7 +38,7 @@ TOY = ROOT / "configs" / "train_toy.py"
 
 def _toy(**overrides):
     """The toy stage: 5 quiet steps, logged each, checkpointed every 5 (``overrides`` on top)."""
-    c = quick(config("train_toy"), 5)
+    c = quick(load_config("train_toy"), 5)
     c.update(overrides)
     return c
 
