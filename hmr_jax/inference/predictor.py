@@ -214,7 +214,7 @@ class Predictor:
     def predict_iter(self, images: Iterable, boxes: Sequence | None = None, num_samples: int = 1, *,
                      mode: str | None = None, steps: int | None = None, temperature: float | None = None,
                      seed: int = 0, key=None, faithful: bool | None = None, keep_images: bool = False,
-                     progress: bool = False) -> Iterator[ImagePrediction]:
+                     progress: bool = False, max_pending: int | None = None) -> Iterator[ImagePrediction]:
         """People in each image, yielded in input order as soon as all their persons are predicted.
 
         All persons of all images go through fixed-size batches (the model's ``batch_size``; the
@@ -231,11 +231,17 @@ class Predictor:
             ``fold_in(key, c)``: the same inputs and seed give the same hypotheses).
           keep_images: keep each image in its :class:`ImagePrediction` (for overlays).
           progress: tqdm bars for the images and for the batches.
+          max_pending: at most this many images are held waiting for their batch (None: no
+            limit); when reached, the persons waiting run as a partial (padded) batch, so a long
+            stream of images without people behind one with a person stays bounded in memory
+            (videos).
         Raises:
           InferenceError: a setting that fits no image (``num_samples`` for VQ-HPS, ``steps < 1``);
           problems of one image or person are reported in its ``errors`` instead.
         """
         self.model.mode(num_samples, mode)  # settings problems first, before any image is read
+        if max_pending is not None and max_pending < 1:
+            raise InferenceError(f"max_pending must be >= 1 (or None), got {max_pending}")
         if boxes is not None and hasattr(images, "__len__") and len(boxes) != len(images):
             raise InferenceError(f"boxes must hold one entry per image: {len(boxes)} for {len(images)} images")
         key = _as_key(key, seed)
@@ -258,6 +264,11 @@ class Predictor:
                 while len(waiting) >= batch:
                     self._run(waiting[:batch], chunk, settings)
                     waiting, chunk = waiting[batch:], chunk + 1
+                    if bar_batches is not None:
+                        bar_batches.update(1)
+                if max_pending is not None and waiting and len(queue) >= max_pending:
+                    self._run(waiting, chunk, settings)
+                    waiting, chunk = [], chunk + 1
                     if bar_batches is not None:
                         bar_batches.update(1)
                 while queue and all(r is not None for r in queue[0].results):
