@@ -82,8 +82,8 @@ from hmr_jax.detection import (DEFAULT_YOLO_WEIGHTS, EXPORT_COMMAND, DetectionEr
 from hmr_jax.files import atomic_open, atomic_write
 from hmr_jax.inference import (InferenceError, Predictor, fit_body_params, load_faces, load_generator,
                                load_smpl_model)
-from hmr_jax.mesh.io import write_glb, write_mesh
-from hmr_jax.render import PerspectiveCamera, contact_sheet, render_mesh, side_view
+from hmr_jax.inference.export import framing_camera, person_record, write_mesh_files, write_smpl_params
+from hmr_jax.render import contact_sheet, render_mesh, side_view
 from hmr_jax.video import VideoError
 from hmr_jax.video.pipeline import FrameBoxesDetector, TrackerParams, track_video
 from hmr_jax.video.smoothing import CAMERA_SMOOTHING, VERTEX_SMOOTHING, SmoothingParams
@@ -202,16 +202,6 @@ def make_detector(args):
 # outputs
 
 
-def _framing_camera(vertices: np.ndarray, size: int):
-    """A camera that frames the whole mesh (used when the predicted camera puts it behind)."""
-    centre = 0.5 * (vertices.min(0) + vertices.max(0))
-    extent = float(np.max(vertices.max(0) - vertices.min(0))) + 1e-6
-    focal = float(size)
-    tz = 1.3 * focal * extent / size + extent
-    c = (size - 1) / 2
-    return PerspectiveCamera((focal, focal), (c, c), tuple((-centre + np.array([0, 0, tz])).tolist()))
-
-
 def _write_png(path: pathlib.Path, array: np.ndarray) -> None:
     with atomic_open(path, "wb") as f:
         Image.fromarray(np.asarray(array, np.uint8)).save(f, format="PNG")
@@ -223,16 +213,16 @@ class _Glb:
     def __init__(self):
         self.ok = True
 
-    def write(self, path: pathlib.Path, vertices: np.ndarray, faces: np.ndarray) -> str | None:
-        if not self.ok:
-            return None
-        try:
-            write_glb(path, vertices, faces)
-        except ImportError as e:
-            _warn(f"{e}; writing .obj files only")
-            self.ok = False
-            return None
-        return path.name
+    def write(self, stem: pathlib.Path, vertices: np.ndarray, faces: np.ndarray,
+              camera_axes: bool = True) -> tuple[str, str | None]:
+        """``stem.obj`` and (while trimesh imports) ``stem.glb``; their names (see write_mesh_files)."""
+        if self.ok:
+            try:
+                return write_mesh_files(stem, vertices, faces, glb=True, camera_axes=camera_axes)
+            except ImportError as e:
+                _warn(f"{e}; writing .obj files only")
+                self.ok = False
+        return write_mesh_files(stem, vertices, faces, glb=False)
 
 
 def save_person(out_dir: pathlib.Path, stem: str, image: np.ndarray, person, faces, glb: _Glb) -> dict:
@@ -240,22 +230,13 @@ def save_person(out_dir: pathlib.Path, stem: str, image: np.ndarray, person, fac
     h, w = image.shape[:2]
     k = person.index
     camera = person.camera()
-    record = {"person": k, "box": person.box.tolist(), "score": person.score,
-              "box_centre": person.box_centre.tolist(), "box_side": person.box_side,
-              "camera_weak_perspective": person.camera_weak_perspective.tolist(),
-              "camera_translation_m": person.camera_translation.tolist(),
-              "focal_length_px": person.focal_length, "principal_point_px": person.principal_point.tolist(),
-              "rotation_6d": person.rot6d.tolist(), "rotation_matrix": person.rotation_matrix.tolist(),
-              "hypotheses": []}
-    if not person.camera_valid:
-        record["warning"] = "predicted camera scale <= 0: the mesh is behind the camera and not drawn over the image"
+    record = person_record(person)
     for j, v in enumerate(person.vertices):
         name = f"{stem}_p{k}_h{j}"
-        write_mesh(out_dir / f"{name}.obj", v, faces)
-        glb_name = glb.write(out_dir / f"{name}.glb", v * np.array([1.0, -1.0, -1.0], np.float32), faces)
+        _, glb_name = glb.write(out_dir / name, v, faces)
         overlay = render_mesh(image, v, faces, camera) if person.camera_valid else image.copy()
         _write_png(out_dir / f"{name}.png", overlay)
-        side_cam = camera if person.camera_valid else _framing_camera(v, 512)
+        side_cam = camera if person.camera_valid else framing_camera(v, 512)
         sh, sw = (h, w) if person.camera_valid else (512, 512)
         _write_png(out_dir / f"{name}_side.png", side_view(v, faces, side_cam, sh, sw))
         record["hypotheses"].append({"mesh": f"{name}.obj", "glb": glb_name, "overlay": f"{name}.png",
@@ -277,12 +258,7 @@ def save_smpl_fits(out_dir: pathlib.Path, stem: str, persons, records, body_mode
         for j, hyp in enumerate(record["hypotheses"]):
             params = next(fits)
             name = f"{stem}_p{person.index}_h{j}_smpl.npz"
-            arrays = {k: v for k, v in params.items() if k != "vertex_error_m"}
-            arrays.update(camera_translation=person.camera_translation[None].astype(np.float32),
-                          focal_length=np.float32(person.focal_length),
-                          principal_point=person.principal_point.astype(np.float32))
-            with atomic_open(out_dir / name, "wb") as f:
-                np.savez(f, **arrays)
+            write_smpl_params(out_dir / name, params, person)
             hyp["smpl"] = {"file": name, "model": body_model.kind, "vertex_error_m": params["vertex_error_m"]}
 
 
@@ -393,11 +369,10 @@ def run_generate(args) -> int:
     glb, tiles, meshes = _Glb(), [], []
     for i, v in enumerate(tqdm(out["vertices"], desc="meshes", unit="mesh")):
         name = f"gen_{i:03d}"
-        write_mesh(out_dir / f"{name}.obj", v, faces)
-        glb_name = glb.write(out_dir / f"{name}.glb", v, faces)
+        _, glb_name = glb.write(out_dir / name, v, faces, camera_axes=False)   # generated meshes: y up
         front = v * np.array([1.0, -1.0, -1.0], np.float32)  # y up, facing +z -> the camera's y down, facing it
         canvas = np.full((GRID_TILE, GRID_TILE, 3), 255, np.uint8)
-        tiles.append(render_mesh(canvas, front, faces, _framing_camera(front, GRID_TILE)))
+        tiles.append(render_mesh(canvas, front, faces, framing_camera(front, GRID_TILE)))
         meshes.append({"mesh": f"{name}.obj", "glb": glb_name, "tokens": out["tokens"][i].tolist()})
     _write_png(out_dir / "generated.png", contact_sheet(tiles, columns=min(len(tiles), 8)))
     atomic_write(out_dir / "results.json", json.dumps(

@@ -227,3 +227,51 @@ def walking_person(n: int = 24, h: int = 128, w: int = 192, seed: int = 0) -> tu
         uv = camera.project(v)
         boxes.append([*uv.min(0), *uv.max(0)])
     return frames, np.asarray(boxes, np.float64)
+
+
+class NoisyModel:
+    """A stand-in image model (no JAX): its meshes are fixed ``vertices`` plus Gaussian noise
+    (``noise`` m), its weak-perspective camera ``(0.9, 0, 0.1)`` plus a quarter of that noise; it
+    records the batch sizes it is called with (``calls``). ``family``: ``"mega"`` (N hypotheses)
+    or ``"vqhps"`` (one)."""
+
+    def __init__(self, vertices, noise=0.02, batch_size=4, seed=0, family="mega"):
+        from hmr_jax.data.augment import BACKBONE_INPUTS
+
+        self.kind = f"{family}_hrnet"
+        self.family = family
+        self.vertices = np.asarray(vertices, np.float32)
+        self.num_vertices = len(vertices)
+        self.geometry = BACKBONE_INPUTS["hrnet"]
+        self.batch_size = batch_size
+        self.decoding = {"steps": 3}
+        self.noise = noise
+        self.rng = np.random.default_rng(seed)
+        self.calls = []
+
+    def mode(self, num_samples, mode=None):
+        if self.family == "vqhps":
+            return "single_pass"
+        return "deterministic" if num_samples == 1 else "stochastic"
+
+    def predict_crops(self, crops, num_samples=1, **kwargs):
+        b = len(crops)
+        self.calls.append(b)
+        v = self.vertices + self.noise * self.rng.standard_normal((b, num_samples) + self.vertices.shape)
+        cam = np.array([0.9, 0.0, 0.1]) + 0.25 * self.noise * self.rng.standard_normal((b, 3))
+        return {"vertices": v.astype(np.float32), "tokens": np.zeros((b, num_samples, 4), np.int32),
+                "rot6d": np.tile([1.0, 0, 0, 0, 1, 0], (b, 1)), "rotmat": np.tile(np.eye(3), (b, 1, 1)),
+                "cam": cam}
+
+
+def standin_predictor(noise=0.02, batch_size=4, seed=0, family="mega", vertices=None, faces=None):
+    """A :class:`~hmr_jax.inference.Predictor` over a :class:`NoisyModel` of ``data_prep.synthetic``'s
+    80-vertex box-person (camera-aligned axes) or of the given mesh."""
+    from data_prep.synthetic import CANONICAL_TO_CAMERA_FACING, StandInBody
+    from hmr_jax.inference import Predictor
+
+    if vertices is None:
+        body = StandInBody()
+        vertices = (body.template - body.template.mean(0)) @ CANONICAL_TO_CAMERA_FACING.T
+        faces = body.faces
+    return Predictor(NoisyModel(vertices, noise, batch_size, seed, family), faces)

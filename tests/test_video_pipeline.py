@@ -18,9 +18,7 @@ import pytest
 
 import inference_helpers as H
 import sample
-from hmr_jax.data.augment import BACKBONE_INPUTS
 from hmr_jax.detection import DetectionError
-from hmr_jax.inference import Predictor
 from hmr_jax.mesh.io import read_mesh
 from hmr_jax.render import PerspectiveCamera, rasterize
 from hmr_jax.video import VideoReader, write_video
@@ -103,43 +101,6 @@ def test_video_end_to_end_one_track(fixture_model, clip, capsys):
 # a stand-in model: known meshes and noise
 
 
-class _NoisyModel:
-    """An image model whose meshes are a fixed box-person plus Gaussian noise (``noise`` m) and whose
-    weak-perspective camera is fixed plus noise (a quarter of ``noise``: the person's depth, ~30 m
-    for the clip's small boxes, then varies by ~20 cm); it records the batch sizes it is called with."""
-
-    kind = "mega_hrnet"
-
-    def __init__(self, vertices, noise=0.02, batch_size=4, seed=0):
-        self.vertices = np.asarray(vertices, np.float32)
-        self.num_vertices = len(vertices)
-        self.geometry = BACKBONE_INPUTS["hrnet"]
-        self.batch_size = batch_size
-        self.noise = noise
-        self.rng = np.random.default_rng(seed)
-        self.calls = []
-
-    def mode(self, num_samples, mode=None):
-        return "deterministic" if num_samples == 1 else "stochastic"
-
-    def predict_crops(self, crops, num_samples=1, **kwargs):
-        b = len(crops)
-        self.calls.append(b)
-        v = self.vertices + self.noise * self.rng.standard_normal((b, num_samples) + self.vertices.shape)
-        cam = np.array([0.9, 0.0, 0.1]) + 0.25 * self.noise * self.rng.standard_normal((b, 3))
-        return {"vertices": v.astype(np.float32), "tokens": np.zeros((b, num_samples, 4), np.int32),
-                "rot6d": np.tile([1.0, 0, 0, 0, 1, 0], (b, 1)), "rotmat": np.tile(np.eye(3), (b, 1, 1)),
-                "cam": cam}
-
-
-def _standin(noise=0.02, batch_size=4, seed=0):
-    from data_prep.synthetic import CANONICAL_TO_CAMERA_FACING, StandInBody
-
-    body = StandInBody()
-    v = (body.template - body.template.mean(0)) @ CANONICAL_TO_CAMERA_FACING.T
-    return Predictor(_NoisyModel(v, noise, batch_size, seed), body.faces)
-
-
 def _run(clip, tmp_path, predictor, *extra, skip=(), also=None):
     tmp_path.mkdir(parents=True, exist_ok=True)
     boxes = _boxes_json(tmp_path / "boxes.json", clip["boxes"], skip, also)
@@ -159,7 +120,7 @@ def test_batches_across_frames_and_colours(clip, tmp_path, capsys):
     """The walking person and a second, still one (top right): two tracks, 48 persons in twelve
     full batches, each mesh drawn in its track's colour."""
     still = (150.0, 4.0, 186.0, 40.0)
-    predictor = _standin(batch_size=4)
+    predictor = H.standin_predictor(batch_size=4)
     rc, results, tracks, out = _run(clip, tmp_path, predictor, also=still)
     assert rc == 0, capsys.readouterr().err
     assert predictor.model.calls == [4] * 12                     # 48 persons of 24 frames: twelve full batches
@@ -179,13 +140,13 @@ def test_batches_across_frames_and_colours(clip, tmp_path, capsys):
 
 def test_detection_gaps_keep_the_id(clip, tmp_path, capsys):
     gap = set(range(8, 13))                                       # 5 frames without a detection
-    rc, results, tracks, _ = _run(clip, tmp_path, _standin(), skip=gap)
+    rc, results, tracks, _ = _run(clip, tmp_path, H.standin_predictor(), skip=gap)
     assert rc == 0, capsys.readouterr().err
     assert list(tracks) == [0]
     assert tracks[0]["frames"].tolist() == [i for i in range(N_FRAMES) if i not in gap]
     assert results["frames_read"] == N_FRAMES and results["frames_with_people"] == N_FRAMES - len(gap)
     # a track life shorter than the gap: the person comes back as a new track
-    rc, results, tracks, _ = _run(clip, tmp_path / "short", _standin(), "--track-max-age", "3", skip=gap)
+    rc, results, tracks, _ = _run(clip, tmp_path / "short", H.standin_predictor(), "--track-max-age", "3", skip=gap)
     assert rc == 0 and list(tracks) == [0, 1]
     assert tracks[0]["frames"].max() == 7 and tracks[1]["frames"].min() == 13
 
@@ -196,9 +157,9 @@ def _jitter(x):
 
 
 def test_smooth_lowers_the_jitter(clip, tmp_path, capsys):
-    rc, raw_results, raw, _ = _run(clip, tmp_path / "raw", _standin(noise=0.02, seed=3))
+    rc, raw_results, raw, _ = _run(clip, tmp_path / "raw", H.standin_predictor(noise=0.02, seed=3))
     assert rc == 0, capsys.readouterr().err
-    rc, results, smooth, _ = _run(clip, tmp_path / "smooth", _standin(noise=0.02, seed=3), "--smooth")
+    rc, results, smooth, _ = _run(clip, tmp_path / "smooth", H.standin_predictor(noise=0.02, seed=3), "--smooth")
     assert rc == 0, capsys.readouterr().err
     assert raw_results["smooth"] is None and results["smooth"]["method"] == "one_euro"
     v_raw, v_smooth = raw[0]["vertices"], smooth[0]["vertices"]
@@ -207,13 +168,13 @@ def test_smooth_lowers_the_jitter(clip, tmp_path, capsys):
     assert _jitter(smooth[0]["camera_translation"]) < 0.8 * _jitter(raw[0]["camera_translation"])   # 0.61
     np.testing.assert_array_equal(v_smooth[0], v_raw[0])           # the first sample passes unchanged
     # stronger settings smooth more
-    rc, _, stronger, _ = _run(clip, tmp_path / "stronger", _standin(noise=0.02, seed=3), "--smooth",
+    rc, _, stronger, _ = _run(clip, tmp_path / "stronger", H.standin_predictor(noise=0.02, seed=3), "--smooth",
                               "--smooth-vertices", "0.3", "5")
     assert rc == 0 and _jitter(stronger[0]["vertices"]) < _jitter(v_smooth)
 
 
 def test_hypotheses_spread_every_and_max_frames(clip, tmp_path, capsys):
-    rc, results, tracks, out = _run(clip, tmp_path, _standin(noise=0.01), "--num-samples", "3", "--every", "2",
+    rc, results, tracks, out = _run(clip, tmp_path, H.standin_predictor(noise=0.01), "--num-samples", "3", "--every", "2",
                                     "--max-frames", "7")
     assert rc == 0, capsys.readouterr().err
     t = tracks[0]
@@ -229,7 +190,7 @@ def test_hypotheses_spread_every_and_max_frames(clip, tmp_path, capsys):
 def test_frames_in_memory_are_bounded(clip, tmp_path):
     """One person in frame 0, nobody after: predict_iter's max_pending runs the waiting person as a
     partial batch instead of holding every empty frame behind it."""
-    predictor = _standin(batch_size=4)
+    predictor = H.standin_predictor(batch_size=4)
     seen = []
     boxes = [[clip["boxes"][0]]] + [[] for _ in range(N_FRAMES - 1)]
     stream = iter(clip["frames"])
@@ -257,7 +218,7 @@ def test_frame_boxes_file():
 def test_video_errors_are_one_line(clip, tmp_path, capsys):
     from test_video_io import _empty_avi
 
-    predictor = _standin()
+    predictor = H.standin_predictor()
     text = tmp_path / "notes.mp4"
     text.write_text("not a video")
     good = (clip["root"] / "walk.mp4").read_bytes()
@@ -305,7 +266,7 @@ def test_damaged_frame_keeps_the_frames_before(clip, tmp_path, capsys, monkeypat
                     yield frame
             return gen()
     monkeypatch.setattr(pipeline, "VideoReader", Damaged)
-    rc, results, tracks, out = _run(clip, tmp_path, _standin())
+    rc, results, tracks, out = _run(clip, tmp_path, H.standin_predictor())
     err = capsys.readouterr().err
     assert rc == 1 and err.count("error: ") == 1 and "frame 5 cannot be decoded" in err and "Traceback" not in err
     assert results["frames_read"] == 5 and tracks[0]["frames"].tolist() == [0, 1, 2, 3, 4]

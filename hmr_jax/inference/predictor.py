@@ -124,22 +124,49 @@ class ImagePrediction:
         Returns:
           (H, W, 3) uint8.
         """
-        from hmr_jax.render import MESH_COLOR, PerspectiveCamera, render_mesh
+        from hmr_jax.render import MESH_COLOR, render_mesh
 
         image = self.image if image is None else image
         if image is None:
             raise InferenceError("overlay needs the image: pass it, or predict with keep_images=True")
+        scene = self._scene(faces, hypothesis)
+        if scene is None:
+            return np.array(image, copy=True)
+        return render_mesh(image, *scene, color=MESH_COLOR if color is None else color)
+
+    def _scene(self, faces, hypothesis: int):
+        """``(vertices, faces, camera)`` of all persons with a valid camera in one mesh, in the
+        image's camera frame; None when there are none."""
+        from hmr_jax.render import PerspectiveCamera
+
         drawn = [p for p in self.persons if p.camera_valid]
         if not drawn:
-            return np.array(image, copy=True)
+            return None
         faces = np.asarray(faces)
         nv = drawn[0].vertices.shape[1]
         vertices = np.concatenate([p.vertices[min(hypothesis, p.num_hypotheses - 1)] + p.camera_translation
                                    for p in drawn])
         all_faces = np.concatenate([faces + i * nv for i in range(len(drawn))])
         p0 = drawn[0]
-        camera = PerspectiveCamera((p0.focal_length,) * 2, tuple(float(c) for c in p0.principal_point))
-        return render_mesh(image, vertices, all_faces, camera, color=MESH_COLOR if color is None else color)
+        return vertices, all_faces, PerspectiveCamera((p0.focal_length,) * 2,
+                                                      tuple(float(c) for c in p0.principal_point))
+
+    def side_view(self, faces: np.ndarray, hypothesis: int = 0, angle_deg: float = 90.0) -> np.ndarray:
+        """Every person's mesh seen from the side (turned ``angle_deg`` about the vertical axis
+        through the group's centre), the image's camera, on white; persons whose camera is
+        invalid are left out.
+
+        Args:
+          faces: (F, 3) mesh faces; hypothesis: which hypothesis of each person.
+        Returns:
+          (height, width, 3) uint8.
+        """
+        from hmr_jax.render import side_view
+
+        scene = self._scene(faces, hypothesis)
+        if scene is None:
+            return np.full((self.height, self.width, 3), 255, np.uint8)
+        return side_view(*scene, self.height, self.width, angle_deg=angle_deg)
 
 
 @dataclasses.dataclass
