@@ -54,7 +54,7 @@ test-browser: $(VENV)/.stamp-test
 	  else \
 	    echo "test-browser: skipped, no chromium (apt-get install chromium as root, or set HMR_JAX_CHROMIUM)"; exit 0; \
 	  fi; \
-	fi
+	fi; \
 	$(PY) -m pytest -m browser $(PYTEST_ARGS)
 
 demo: $(VENV)/.stamp-demo
