@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 # resolving a CUDA build for the `torch` extra (smplx depends on torch).
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test test-all test-parity fuzz install-test install-demo bench clean
+.PHONY: demo test test-all test-parity test-browser fuzz install-test install-demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,25 @@ fuzz: $(VENV)/.stamp-test
 	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_REPORT=fuzz_report.json \
 		$(PY) -m pytest tests/test_fuzz_files.py tests/test_fuzz_conversion.py tests/test_fuzz_data.py \
 		-s -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The web app in headless Chromium (tests marked `browser`). Chromium comes from the Debian
+# packages (Playwright drives it; `playwright install` would download a browser): installed with
+# apt-get when missing and run as root; otherwise the tests are skipped with the reason, except
+# under CI=true, where a missing browser is a failure.
+CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser)
+test-browser: $(VENV)/.stamp-test
+	@if [ -z "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "== installing chromium (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+	      || { echo "test-browser: apt-get install chromium failed" >&2; exit 1; }; \
+	  elif [ "$$CI" = true ]; then \
+	    echo "CI: chromium is missing and cannot be installed here (needs root and apt-get)" >&2; exit 1; \
+	  else \
+	    echo "test-browser: skipped, no chromium (apt-get install chromium as root, or set HMR_JAX_CHROMIUM)"; exit 0; \
+	  fi; \
+	fi; \
+	$(PY) -m pytest -m browser $(PYTEST_ARGS)
 
 demo: $(VENV)/.stamp-demo
 	@$(PY) -m hmr_jax.demo

@@ -5,6 +5,7 @@
         --num-samples 25 --out out/
     python sample.py --checkpoint runs/mega_hrnet --images photos/ --smpl-fit --out out/
     python sample.py --checkpoint converted/mega_pretrained --generate 16 --out random/
+    python sample.py --checkpoint converted/mega_hrnet --video walk.mp4 --every 2 --smooth --out walk/
 
 ``--checkpoint``: a converted folder (``convert_torch_weights.py``) or a ``train.py`` workdir
 (latest checkpoint). People are found by ``--detector``:
@@ -35,6 +36,26 @@ SMPL(+H) (``--smpl-model``) to every mesh: ``STEM_p{k}_h{j}_smpl.npz`` in smplx'
 (``betas``, ``global_orient``, ``body_pose``, ``transl``, ...; the mesh's frame) and the fit's
 vertex error in ``results.json``.
 
+``--video IN.mp4`` (PyAV: ``pip install -e '.[video]'``; no system ffmpeg): frames 0, K, 2K, ...
+(``--every K``), at most ``--max-frames N``; each frame's people are found by ``--detector``
+(``boxes``: ``--bboxes`` is a JSON ``{"0": [[x1, y1, x2, y2], ...], "12": [...]}`` keyed by the
+0-based frame index of the input video, frames without an entry have no people), linked into
+tracks (box overlap, else box-centre distance, with motion prediction; a track survives
+``--track-max-age`` frames read without a detection, so short occlusions keep their id), and all
+persons of neighbouring frames go through the model in fixed-size batches (the video is streamed,
+never held in memory). Written to ``--out``: ``overlay.mp4`` (the frames read, same size, at
+``fps / K``; each track's mesh in its own colour, its box and id), ``track_{id:03d}.npz`` per
+track (``frames`` (T,) frame indices, ``vertices`` (T, V, 3) m, ``camera_translation`` (T, 3) m,
+weak-perspective cameras, focal length, boxes, scores, rotations, tokens; the N > 1 hypotheses'
+mean mesh and per-frame ``spread_mean_m`` / ``spread_max_m`` / ``spread_std_m``; see
+``hmr_jax.video.pipeline.track_video``) and ``results.json`` (the tracks, the settings, the
+errors). ``--smooth``: One-Euro filter (``hmr_jax.video.smoothing``) of every track's vertices
+and camera translation over time; ``--smooth-vertices MIN_CUTOFF BETA`` and ``--smooth-camera
+MIN_CUTOFF BETA`` set its cutoff at rest (Hz; lower = smoother, more lag) and its speed
+coefficient (per m/s; higher = less lag in fast motion). A video that cannot be read (missing,
+not a video, a codec this ffmpeg build cannot decode, no frames) is one ``error:`` line; a frame
+that fails to decode later ends the reading and the frames before it are kept (exit status 1).
+
 ``--generate N`` (an unconditional ``mega_pretrained`` checkpoint): N random meshes
 ``gen_{i}.obj`` / ``.glb`` (the tokenizer's frame, SMPL's: y up), ``generated.png`` (a grid of
 front views) and ``results.json``.
@@ -61,8 +82,11 @@ from hmr_jax.detection import (DEFAULT_YOLO_WEIGHTS, EXPORT_COMMAND, DetectionEr
 from hmr_jax.files import atomic_open, atomic_write
 from hmr_jax.inference import (InferenceError, Predictor, fit_body_params, load_faces, load_generator,
                                load_smpl_model)
-from hmr_jax.mesh.io import write_glb, write_mesh
-from hmr_jax.render import PerspectiveCamera, contact_sheet, render_mesh, side_view
+from hmr_jax.inference.export import framing_camera, person_record, write_mesh_files, write_smpl_params
+from hmr_jax.render import contact_sheet, render_mesh, side_view
+from hmr_jax.video import VideoError
+from hmr_jax.video.pipeline import FrameBoxesDetector, TrackerParams, track_video
+from hmr_jax.video.smoothing import CAMERA_SMOOTHING, VERTEX_SMOOTHING, SmoothingParams
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DEFAULT_TOKENIZER = "converted/mesh_vqvae_54"
@@ -77,13 +101,26 @@ def _parse(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="converted folder or train.py workdir")
     p.add_argument("--images", nargs="+", help="image files and/or folders of images")
+    p.add_argument("--video", help="a video file (.mp4, .mov, .mkv, .avi, .webm): tracked people (see above)")
+    p.add_argument("--every", type=int, default=1, metavar="K", help="--video: read every K-th frame")
+    p.add_argument("--max-frames", type=int, metavar="N", help="--video: read at most N frames")
+    p.add_argument("--smooth", action="store_true", help="--video: One-Euro filter each track over time")
+    p.add_argument("--smooth-vertices", type=float, nargs=2, metavar=("MIN_CUTOFF", "BETA"),
+                   default=(VERTEX_SMOOTHING.min_cutoff, VERTEX_SMOOTHING.beta),
+                   help="--smooth of the vertices: cutoff at rest (Hz), speed coefficient (per m/s)")
+    p.add_argument("--smooth-camera", type=float, nargs=2, metavar=("MIN_CUTOFF", "BETA"),
+                   default=(CAMERA_SMOOTHING.min_cutoff, CAMERA_SMOOTHING.beta),
+                   help="--smooth of the camera translation: cutoff at rest (Hz), speed coefficient (per m/s)")
+    p.add_argument("--track-max-age", type=int, default=TrackerParams.max_age, metavar="N",
+                   help="--video: frames read that a track survives without a detection")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--detector", choices=("auto", "yolo", "boxes", "full"), default="auto",
                    help="how people are found (see above)")
     p.add_argument("--detector-weights", default=DEFAULT_YOLO_WEIGHTS,
                    help=f"YOLOv8 ONNX export ({EXPORT_COMMAND}) or .pt (ultralytics)")
     p.add_argument("--detection-threshold", type=float, default=0.5, help="YOLO person confidence")
-    p.add_argument("--bboxes", help='JSON {"image name or path": [[x1, y1, x2, y2], ...]}')
+    p.add_argument("--bboxes", help='JSON {"image name or path": [[x1, y1, x2, y2], ...]} '
+                                    '(--video: keyed by frame index, {"0": [...], ...})')
     p.add_argument("--num-samples", type=int, default=1, help="hypotheses per person (MEGA; 1 = deterministic)")
     p.add_argument("--steps", type=int, help="MEGA stochastic decoding steps (default: the model config's)")
     p.add_argument("--temperature", type=float, help="MEGA initial sampling temperature (default: the config's)")
@@ -153,6 +190,8 @@ def make_detector(args):
         if reason is not None:
             raise SampleError(f"--detector yolo: {reason} (or use --detector full or --bboxes FILE)")
     try:
+        if kind == "boxes" and getattr(args, "video", None):
+            return FrameBoxesDetector(args.bboxes)
         return detection.make_detector(kind, weights=args.detector_weights, threshold=args.detection_threshold,
                                        boxes=args.bboxes)
     except DetectionError as e:
@@ -161,16 +200,6 @@ def make_detector(args):
 
 # ------------------------------------------------------------------------------------------
 # outputs
-
-
-def _framing_camera(vertices: np.ndarray, size: int):
-    """A camera that frames the whole mesh (used when the predicted camera puts it behind)."""
-    centre = 0.5 * (vertices.min(0) + vertices.max(0))
-    extent = float(np.max(vertices.max(0) - vertices.min(0))) + 1e-6
-    focal = float(size)
-    tz = 1.3 * focal * extent / size + extent
-    c = (size - 1) / 2
-    return PerspectiveCamera((focal, focal), (c, c), tuple((-centre + np.array([0, 0, tz])).tolist()))
 
 
 def _write_png(path: pathlib.Path, array: np.ndarray) -> None:
@@ -184,16 +213,16 @@ class _Glb:
     def __init__(self):
         self.ok = True
 
-    def write(self, path: pathlib.Path, vertices: np.ndarray, faces: np.ndarray) -> str | None:
-        if not self.ok:
-            return None
-        try:
-            write_glb(path, vertices, faces)
-        except ImportError as e:
-            _warn(f"{e}; writing .obj files only")
-            self.ok = False
-            return None
-        return path.name
+    def write(self, stem: pathlib.Path, vertices: np.ndarray, faces: np.ndarray,
+              camera_axes: bool = True) -> tuple[str, str | None]:
+        """``stem.obj`` and (while trimesh imports) ``stem.glb``; their names (see write_mesh_files)."""
+        if self.ok:
+            try:
+                return write_mesh_files(stem, vertices, faces, glb=True, camera_axes=camera_axes)
+            except ImportError as e:
+                _warn(f"{e}; writing .obj files only")
+                self.ok = False
+        return write_mesh_files(stem, vertices, faces, glb=False)
 
 
 def save_person(out_dir: pathlib.Path, stem: str, image: np.ndarray, person, faces, glb: _Glb) -> dict:
@@ -201,22 +230,13 @@ def save_person(out_dir: pathlib.Path, stem: str, image: np.ndarray, person, fac
     h, w = image.shape[:2]
     k = person.index
     camera = person.camera()
-    record = {"person": k, "box": person.box.tolist(), "score": person.score,
-              "box_centre": person.box_centre.tolist(), "box_side": person.box_side,
-              "camera_weak_perspective": person.camera_weak_perspective.tolist(),
-              "camera_translation_m": person.camera_translation.tolist(),
-              "focal_length_px": person.focal_length, "principal_point_px": person.principal_point.tolist(),
-              "rotation_6d": person.rot6d.tolist(), "rotation_matrix": person.rotation_matrix.tolist(),
-              "hypotheses": []}
-    if not person.camera_valid:
-        record["warning"] = "predicted camera scale <= 0: the mesh is behind the camera and not drawn over the image"
+    record = person_record(person)
     for j, v in enumerate(person.vertices):
         name = f"{stem}_p{k}_h{j}"
-        write_mesh(out_dir / f"{name}.obj", v, faces)
-        glb_name = glb.write(out_dir / f"{name}.glb", v * np.array([1.0, -1.0, -1.0], np.float32), faces)
+        _, glb_name = glb.write(out_dir / name, v, faces)
         overlay = render_mesh(image, v, faces, camera) if person.camera_valid else image.copy()
         _write_png(out_dir / f"{name}.png", overlay)
-        side_cam = camera if person.camera_valid else _framing_camera(v, 512)
+        side_cam = camera if person.camera_valid else framing_camera(v, 512)
         sh, sw = (h, w) if person.camera_valid else (512, 512)
         _write_png(out_dir / f"{name}_side.png", side_view(v, faces, side_cam, sh, sw))
         record["hypotheses"].append({"mesh": f"{name}.obj", "glb": glb_name, "overlay": f"{name}.png",
@@ -238,12 +258,7 @@ def save_smpl_fits(out_dir: pathlib.Path, stem: str, persons, records, body_mode
         for j, hyp in enumerate(record["hypotheses"]):
             params = next(fits)
             name = f"{stem}_p{person.index}_h{j}_smpl.npz"
-            arrays = {k: v for k, v in params.items() if k != "vertex_error_m"}
-            arrays.update(camera_translation=person.camera_translation[None].astype(np.float32),
-                          focal_length=np.float32(person.focal_length),
-                          principal_point=person.principal_point.astype(np.float32))
-            with atomic_open(out_dir / name, "wb") as f:
-                np.savez(f, **arrays)
+            write_smpl_params(out_dir / name, params, person)
             hyp["smpl"] = {"file": name, "model": body_model.kind, "vertex_error_m": params["vertex_error_m"]}
 
 
@@ -279,7 +294,7 @@ def run_images(args, predictor: Predictor | None = None) -> int:
     body_model = None
     try:
         if not args.images:
-            raise SampleError("--images is required (image files or folders), unless --generate N")
+            raise SampleError("--images is required (image files or folders), unless --video FILE or --generate N")
         if args.num_samples < 1:
             raise SampleError("--num-samples must be >= 1")
         images = list_images(args.images)
@@ -335,8 +350,8 @@ def run_images(args, predictor: Predictor | None = None) -> int:
 def run_generate(args) -> int:
     """``--generate N`` random meshes from the unconditional MEGA; returns the exit status."""
     try:
-        if args.images:
-            raise SampleError("--generate makes meshes without images: drop --images (or --generate)")
+        if args.images or args.video:
+            raise SampleError("--generate makes meshes without images: drop --images / --video (or --generate)")
         converted = not is_train_workdir(args.checkpoint)
         tokenizer = args.tokenizer or (DEFAULT_TOKENIZER if converted else None)
         generator = load_generator(args.checkpoint, tokenizer, connections=args.connections,
@@ -354,11 +369,10 @@ def run_generate(args) -> int:
     glb, tiles, meshes = _Glb(), [], []
     for i, v in enumerate(tqdm(out["vertices"], desc="meshes", unit="mesh")):
         name = f"gen_{i:03d}"
-        write_mesh(out_dir / f"{name}.obj", v, faces)
-        glb_name = glb.write(out_dir / f"{name}.glb", v, faces)
+        _, glb_name = glb.write(out_dir / name, v, faces, camera_axes=False)   # generated meshes: y up
         front = v * np.array([1.0, -1.0, -1.0], np.float32)  # y up, facing +z -> the camera's y down, facing it
         canvas = np.full((GRID_TILE, GRID_TILE, 3), 255, np.uint8)
-        tiles.append(render_mesh(canvas, front, faces, _framing_camera(front, GRID_TILE)))
+        tiles.append(render_mesh(canvas, front, faces, framing_camera(front, GRID_TILE)))
         meshes.append({"mesh": f"{name}.obj", "glb": glb_name, "tokens": out["tokens"][i].tolist()})
     _write_png(out_dir / "generated.png", contact_sheet(tiles, columns=min(len(tiles), 8)))
     atomic_write(out_dir / "results.json", json.dumps(
@@ -368,11 +382,56 @@ def run_generate(args) -> int:
     return 0
 
 
+def run_video(args, predictor: Predictor | None = None) -> int:
+    """Tracked people of ``--video``; returns the exit status (0, 1 frames lost, 2 setup error)."""
+    try:
+        if args.images:
+            raise SampleError("give --images or --video, not both")
+        if args.smpl_fit:
+            raise SampleError("--smpl-fit works on --images only; fit the meshes of a track's .npz afterwards")
+        if args.every < 1:
+            raise SampleError(f"--every must be >= 1 (read every K-th frame), got {args.every}")
+        if args.max_frames is not None and args.max_frames < 1:
+            raise SampleError(f"--max-frames must be >= 1, got {args.max_frames}")
+        if args.num_samples < 1:
+            raise SampleError("--num-samples must be >= 1")
+        if args.track_max_age < 0:
+            raise SampleError(f"--track-max-age must be >= 0, got {args.track_max_age}")
+        smoothing = {}
+        for name in ("vertices", "camera"):
+            min_cutoff, beta = getattr(args, f"smooth_{name}")
+            if not min_cutoff > 0 or not beta >= 0:
+                raise SampleError(f"--smooth-{name} needs MIN_CUTOFF > 0 and BETA >= 0, got {min_cutoff} {beta}")
+            smoothing[name] = SmoothingParams(min_cutoff=min_cutoff, beta=beta)
+        if not pathlib.Path(args.video).is_file():
+            raise SampleError(f"--video {args.video}: no such file")
+        injected = predictor is not None
+        if not injected:
+            predictor = _load_predictor(args)
+        predictor.model.mode(args.num_samples)
+        if not injected:
+            predictor.detector = make_detector(args)
+        results = track_video(predictor, args.video, args.out, every=args.every, max_frames=args.max_frames,
+                              num_samples=args.num_samples, steps=args.steps, temperature=args.temperature,
+                              seed=args.seed, faithful=True if args.faithful else None, smooth=args.smooth,
+                              vertex_params=smoothing["vertices"], camera_params=smoothing["camera"],
+                              tracker=TrackerParams(max_age=args.track_max_age),
+                              extra={"checkpoint": str(args.checkpoint)})
+    except (SampleError, VideoError, InferenceError, DetectionError, OSError, ValueError) as e:
+        _error(e)
+        return 2
+    for e in results["errors"]:
+        _error(e)
+    return 1 if results["errors"] else 0
+
+
 def main(argv=None, predictor: Predictor | None = None) -> int:
     """Command-line entry point; ``predictor`` replaces the one ``--checkpoint`` names (tests)."""
     args = _parse(argv)
     if args.generate is not None:
         return run_generate(args)
+    if args.video is not None:
+        return run_video(args, predictor)
     return run_images(args, predictor)
 
 

@@ -21,7 +21,7 @@ INSTALL_REQUIRES = [
     "array-record==0.8.6",
     "tensorflow-datasets==4.9.10",
     "absl-py==2.5.1",
-    "pillow==13.0.0",
+    "pillow==12.3.0",  # gradio 6.31 (the app extra) needs pillow < 13
     "tqdm==4.70.1",
     "tensorboardX==2.6.5",
 ]
@@ -31,6 +31,11 @@ DETECT = ["onnxruntime==1.31.1"]
 # Video in and out (PyAV: the ffmpeg libraries, H.264 encoder included, inside the wheel;
 # no system ffmpeg needed; hmr_jax.video).
 VIDEO = ["av==18.1.0"]
+# The web app (python -m hmr_jax.app): Gradio and its client; trimesh for the .glb downloads.
+APP = ["gradio==6.31.0", "gradio-client==2.7.2", "trimesh==5.2.0"]
+# The browser tests (make test-browser): Playwright drives Debian's Chromium (apt-get install chromium;
+# `playwright install` downloads browsers and is not used); psutil reads the server's memory.
+BROWSER = ["playwright==1.65.2", "psutil==7.2.2"]
 
 EXTRAS_REQUIRE = {
     # Checkpoint conversion from the original PyTorch code and SMPL checks against smplx.
@@ -49,9 +54,11 @@ EXTRAS_REQUIRE = {
     "sample": ["trimesh==5.2.0"],
     "detect": DETECT,
     "video": VIDEO,
-    # The tests cover detection and video too; onnx builds the small test models; hypothesis fuzzes the readers.
-    "dev": ["pytest==9.0.3", "pytest-xdist==3.8.0", "trimesh==5.2.0", "onnx==1.23.2", "hypothesis==6.170.15"]
-    + DETECT + VIDEO,
+    "app": APP,
+    # The tests cover detection, video and the web app too; onnx builds the small test models;
+    # hypothesis fuzzes the readers.
+    "dev": (["pytest==9.0.3", "pytest-xdist==3.8.0", "trimesh==5.2.0", "onnx==1.23.2", "hypothesis==6.170.15"]
+            + DETECT + VIDEO + APP + BROWSER),
 }
 
 setup(

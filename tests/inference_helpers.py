@@ -165,3 +165,113 @@ def json_boxes(path, boxes: dict) -> str:
     """Write a boxes JSON ``{image name: [[x1, y1, x2, y2], ...]}``; returns its path."""
     path.write_text(json.dumps(boxes))
     return str(path)
+
+
+def convert_fixture_mega(parity_dir, reference_dir, root) -> dict:
+    """The ``mesh_vqvae`` and ``mega_cvqmae_small`` parity fixtures converted into ``root``
+    (``tokenizer/``, ``mega/``), the MEGA's camera scale bias raised by 0.3 so that its random
+    (metres-wide) meshes land inside the crop (the fixture predicts a negative scale).
+
+    Returns:
+      ``{"tok", "ckpt", "faces", "conns"}`` paths (``faces``: the 6890-vertex SMPL template).
+    """
+    import convert_torch_weights
+    from hmr_jax.conversion import common
+
+    conns = reference_dir / "ConnectionMatrices"
+    tok = root / "tokenizer"
+    assert convert_torch_weights.main([str(parity_dir / "mesh_vqvae.pt"), "--config", str(parity_dir / "mesh_vqvae.json"),
+                                       "--out", str(tok), "--set", f"autoencoder.connection_folder={conns}"]) == 0
+    raw = root / "raw_mega"
+    assert convert_torch_weights.main([str(parity_dir / "mega_cvqmae_small.pt"), "--config",
+                                       str(parity_dir / "mega_cvqmae_small.json"), "--out", str(raw)]) == 0
+    variables, config = common.read_converted(raw)
+    variables = {k: dict(v) for k, v in variables.items()}
+    bias = np.array(variables["params"]["decoder"]["cam_predictor"]["bias"])
+    bias[0] += 0.3  # camera scale ~0.15: the mesh fits in the crop
+    variables["params"]["decoder"]["cam_predictor"]["bias"] = bias
+    ckpt = common.write_converted(root / "mega", variables, config, {"source": "test"})
+    return {"tok": str(tok), "ckpt": str(ckpt), "faces": str(reference_dir / "template.ply"), "conns": str(conns)}
+
+
+def walking_person(n: int = 24, h: int = 128, w: int = 192, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    """A rendered person walking from the left of the frame to the right: ``data_prep.synthetic``'s
+    stand-in body (swinging knees and elbows) shaded by :mod:`hmr_jax.render` over one of its random
+    backgrounds, seen by a fixed pinhole camera.
+
+    Returns:
+      ``(frames, boxes)``: n (h, w, 3) uint8 RGB frames and (n, 4) ``x1, y1, x2, y2`` pixel boxes of
+      the person (the projection's bounds).
+    """
+    from data_prep.synthetic import CANONICAL_TO_CAMERA_FACING, StandInBody, _rotation_xyz, random_background
+    from hmr_jax.render import PerspectiveCamera, rasterize, shade
+
+    rng = np.random.default_rng(seed)
+    body = StandInBody()
+    background = random_background(rng, max(h, w))[:h, :w].astype(np.float64) / 255.0
+    colors = np.where(body.vertex_regions[:, None] == 1, [0.85, 0.3, 0.25], [0.25, 0.45, 0.8])
+    focal = 1.2 * h
+    frames, boxes = [], []
+    for i in range(n):
+        swing = 30 * np.sin(2 * np.pi * i / 12)
+        bends = {"l_knee": _rotation_xyz(np.array([swing, 0, 0])), "r_knee": _rotation_xyz(np.array([-swing, 0, 0])),
+                 "l_elbow": _rotation_xyz(np.array([-swing, 0, 0])), "r_elbow": _rotation_xyz(np.array([swing, 0, 0]))}
+        v = body._pose(bends)
+        v = (v - v.mean(0)) @ CANONICAL_TO_CAMERA_FACING.T
+        x = -1.3 + 2.6 * i / max(n - 1, 1)                  # metres, left to right at 4.5 m
+        camera = PerspectiveCamera((focal, focal), (w / 2, h / 2), (x, 0.05, 4.5))
+        frags = rasterize(v, body.faces, camera, h, w)
+        shaded = shade(frags, v, body.faces, camera, color=colors)
+        image = np.where(frags.mask[..., None], shaded, background)
+        frames.append((image * 255).round().clip(0, 255).astype(np.uint8))
+        uv = camera.project(v)
+        boxes.append([*uv.min(0), *uv.max(0)])
+    return frames, np.asarray(boxes, np.float64)
+
+
+class NoisyModel:
+    """A stand-in image model (no JAX): its meshes are fixed ``vertices`` plus Gaussian noise
+    (``noise`` m), its weak-perspective camera ``(0.9, 0, 0.1)`` plus a quarter of that noise; it
+    records the batch sizes it is called with (``calls``). ``family``: ``"mega"`` (N hypotheses)
+    or ``"vqhps"`` (one)."""
+
+    def __init__(self, vertices, noise=0.02, batch_size=4, seed=0, family="mega"):
+        from hmr_jax.data.augment import BACKBONE_INPUTS
+
+        self.kind = f"{family}_hrnet"
+        self.family = family
+        self.vertices = np.asarray(vertices, np.float32)
+        self.num_vertices = len(vertices)
+        self.geometry = BACKBONE_INPUTS["hrnet"]
+        self.batch_size = batch_size
+        self.decoding = {"steps": 3}
+        self.noise = noise
+        self.rng = np.random.default_rng(seed)
+        self.calls = []
+
+    def mode(self, num_samples, mode=None):
+        if self.family == "vqhps":
+            return "single_pass"
+        return "deterministic" if num_samples == 1 else "stochastic"
+
+    def predict_crops(self, crops, num_samples=1, **kwargs):
+        b = len(crops)
+        self.calls.append(b)
+        v = self.vertices + self.noise * self.rng.standard_normal((b, num_samples) + self.vertices.shape)
+        cam = np.array([0.9, 0.0, 0.1]) + 0.25 * self.noise * self.rng.standard_normal((b, 3))
+        return {"vertices": v.astype(np.float32), "tokens": np.zeros((b, num_samples, 4), np.int32),
+                "rot6d": np.tile([1.0, 0, 0, 0, 1, 0], (b, 1)), "rotmat": np.tile(np.eye(3), (b, 1, 1)),
+                "cam": cam}
+
+
+def standin_predictor(noise=0.02, batch_size=4, seed=0, family="mega", vertices=None, faces=None):
+    """A :class:`~hmr_jax.inference.Predictor` over a :class:`NoisyModel` of ``data_prep.synthetic``'s
+    80-vertex box-person (camera-aligned axes) or of the given mesh."""
+    from data_prep.synthetic import CANONICAL_TO_CAMERA_FACING, StandInBody
+    from hmr_jax.inference import Predictor
+
+    if vertices is None:
+        body = StandInBody()
+        vertices = (body.template - body.template.mean(0)) @ CANONICAL_TO_CAMERA_FACING.T
+        faces = body.faces
+    return Predictor(NoisyModel(vertices, noise, batch_size, seed, family), faces)

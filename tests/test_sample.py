@@ -34,19 +34,8 @@ HW = (120, 160)
 @pytest.fixture(scope="module")
 def setup(parity_dir, reference_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("sample")
-    conns = reference_dir / "ConnectionMatrices"
-    tok = root / "tokenizer"
-    assert convert_torch_weights.main([str(parity_dir / "mesh_vqvae.pt"), "--config", str(parity_dir / "mesh_vqvae.json"),
-                                       "--out", str(tok), "--set", f"autoencoder.connection_folder={conns}"]) == 0
-    raw = root / "raw_mega"
-    assert convert_torch_weights.main([str(parity_dir / "mega_cvqmae_small.pt"), "--config",
-                                       str(parity_dir / "mega_cvqmae_small.json"), "--out", str(raw)]) == 0
-    variables, config = common.read_converted(raw)
-    variables = {k: dict(v) for k, v in variables.items()}
-    bias = np.array(variables["params"]["decoder"]["cam_predictor"]["bias"])
-    bias[0] += 0.3  # camera scale ~0.15: the mesh fits in the crop
-    variables["params"]["decoder"]["cam_predictor"]["bias"] = bias
-    ckpt = common.write_converted(root / "mega", variables, config, {"source": "test"})
+    mega = H.convert_fixture_mega(parity_dir, reference_dir, root)
+    tok, ckpt, conns = mega["tok"], mega["ckpt"], mega["conns"]
     vqhps = root / "vqhps"
     assert convert_torch_weights.main([str(parity_dir / "vqhps_regressor_small.pt"), "--model", "vqhps_hrnet",
                                        "--config", str(parity_dir / "vqhps_regressor_small.json"),
@@ -63,9 +52,9 @@ def setup(parity_dir, reference_dir, tmp_path_factory):
     (images / "broken.jpg").write_bytes(b"not an image")
     boxes = H.json_boxes(root / "boxes.json", {"scene.png": [[30, 10, 100, 110], [400, 300, 500, 400],
                                                              [60, 20, 150, 118]]})
-    return {"root": root, "tok": str(tok), "ckpt": str(ckpt), "vqhps": str(vqhps), "pretrained": str(pretrained),
+    return {"root": root, "tok": tok, "ckpt": ckpt, "vqhps": str(vqhps), "pretrained": str(pretrained),
             "images": images, "boxes": boxes, "faces": str(reference_dir / "template.ply"),
-            "conns": str(conns), "reg": str(root / "J_regressor_h36m.npy")}
+            "conns": conns, "reg": str(root / "J_regressor_h36m.npy")}
 
 
 def _common_args(s, out):

@@ -124,22 +124,49 @@ class ImagePrediction:
         Returns:
           (H, W, 3) uint8.
         """
-        from hmr_jax.render import MESH_COLOR, PerspectiveCamera, render_mesh
+        from hmr_jax.render import MESH_COLOR, render_mesh
 
         image = self.image if image is None else image
         if image is None:
             raise InferenceError("overlay needs the image: pass it, or predict with keep_images=True")
+        scene = self._scene(faces, hypothesis)
+        if scene is None:
+            return np.array(image, copy=True)
+        return render_mesh(image, *scene, color=MESH_COLOR if color is None else color)
+
+    def _scene(self, faces, hypothesis: int):
+        """``(vertices, faces, camera)`` of all persons with a valid camera in one mesh, in the
+        image's camera frame; None when there are none."""
+        from hmr_jax.render import PerspectiveCamera
+
         drawn = [p for p in self.persons if p.camera_valid]
         if not drawn:
-            return np.array(image, copy=True)
+            return None
         faces = np.asarray(faces)
         nv = drawn[0].vertices.shape[1]
         vertices = np.concatenate([p.vertices[min(hypothesis, p.num_hypotheses - 1)] + p.camera_translation
                                    for p in drawn])
         all_faces = np.concatenate([faces + i * nv for i in range(len(drawn))])
         p0 = drawn[0]
-        camera = PerspectiveCamera((p0.focal_length,) * 2, tuple(float(c) for c in p0.principal_point))
-        return render_mesh(image, vertices, all_faces, camera, color=MESH_COLOR if color is None else color)
+        return vertices, all_faces, PerspectiveCamera((p0.focal_length,) * 2,
+                                                      tuple(float(c) for c in p0.principal_point))
+
+    def side_view(self, faces: np.ndarray, hypothesis: int = 0, angle_deg: float = 90.0) -> np.ndarray:
+        """Every person's mesh seen from the side (turned ``angle_deg`` about the vertical axis
+        through the group's centre), the image's camera, on white; persons whose camera is
+        invalid are left out.
+
+        Args:
+          faces: (F, 3) mesh faces; hypothesis: which hypothesis of each person.
+        Returns:
+          (height, width, 3) uint8.
+        """
+        from hmr_jax.render import side_view
+
+        scene = self._scene(faces, hypothesis)
+        if scene is None:
+            return np.full((self.height, self.width, 3), 255, np.uint8)
+        return side_view(*scene, self.height, self.width, angle_deg=angle_deg)
 
 
 @dataclasses.dataclass
@@ -214,7 +241,7 @@ class Predictor:
     def predict_iter(self, images: Iterable, boxes: Sequence | None = None, num_samples: int = 1, *,
                      mode: str | None = None, steps: int | None = None, temperature: float | None = None,
                      seed: int = 0, key=None, faithful: bool | None = None, keep_images: bool = False,
-                     progress: bool = False) -> Iterator[ImagePrediction]:
+                     progress: bool = False, max_pending: int | None = None) -> Iterator[ImagePrediction]:
         """People in each image, yielded in input order as soon as all their persons are predicted.
 
         All persons of all images go through fixed-size batches (the model's ``batch_size``; the
@@ -231,11 +258,17 @@ class Predictor:
             ``fold_in(key, c)``: the same inputs and seed give the same hypotheses).
           keep_images: keep each image in its :class:`ImagePrediction` (for overlays).
           progress: tqdm bars for the images and for the batches.
+          max_pending: at most this many images are held waiting for their batch (None: no
+            limit); when reached, the persons waiting run as a partial (padded) batch, so a long
+            stream of images without people behind one with a person stays bounded in memory
+            (videos).
         Raises:
           InferenceError: a setting that fits no image (``num_samples`` for VQ-HPS, ``steps < 1``);
           problems of one image or person are reported in its ``errors`` instead.
         """
         self.model.mode(num_samples, mode)  # settings problems first, before any image is read
+        if max_pending is not None and max_pending < 1:
+            raise InferenceError(f"max_pending must be >= 1 (or None), got {max_pending}")
         if boxes is not None and hasattr(images, "__len__") and len(boxes) != len(images):
             raise InferenceError(f"boxes must hold one entry per image: {len(boxes)} for {len(images)} images")
         key = _as_key(key, seed)
@@ -258,6 +291,11 @@ class Predictor:
                 while len(waiting) >= batch:
                     self._run(waiting[:batch], chunk, settings)
                     waiting, chunk = waiting[batch:], chunk + 1
+                    if bar_batches is not None:
+                        bar_batches.update(1)
+                if max_pending is not None and waiting and len(queue) >= max_pending:
+                    self._run(waiting, chunk, settings)
+                    waiting, chunk = [], chunk + 1
                     if bar_batches is not None:
                         bar_batches.update(1)
                 while queue and all(r is not None for r in queue[0].results):

@@ -6,6 +6,10 @@
 * :mod:`hmr_jax.video.tracking` -- :class:`Tracker`: per-frame person boxes -> stable track ids.
 * :mod:`hmr_jax.video.smoothing` -- :class:`OneEuroFilter` and :func:`smooth_track` over
   vertices (T, V, 3) and cameras (T, 3).
+* :mod:`hmr_jax.video.pipeline` -- :func:`~hmr_jax.video.pipeline.track_video`: a video through
+  a :class:`~hmr_jax.inference.Predictor` into tracks, an overlay video and per-track meshes
+  (``sample.py --video``). It drives the model, so it is not imported here: the modules above
+  need neither JAX nor a model.
 """
 from hmr_jax.video.io import (Frame, VideoError, VideoInfo, VideoReader, VideoWriter, read_frames, selected_count,
                               write_video)

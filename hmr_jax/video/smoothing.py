@@ -111,12 +111,19 @@ class SmoothingParams:
     reset_after: float | None = None
 
 
-#: defaults for vertices in meters: 1 Hz at rest, +20 Hz per m/s. On a 0.5 Hz, 0.3 m sway with
-#: 1 cm noise at 30 fps this removes a third of the frame-to-frame jitter at the cost of ~1.1x
-#: the noise's error in lag; on a body at rest it halves the error and divides jitter by ~4.5
-VERTEX_SMOOTHING = SmoothingParams()
-#: defaults for the camera (the same; meters for a full-image camera translation)
-CAMERA_SMOOTHING = SmoothingParams()
+#: defaults for mesh vertices (meters, camera-aligned, centred): 1 Hz at rest, +20 Hz per m/s.
+#: Chosen with ``benchmarks/bench_smoothing.py`` (synthetic limbs swinging at ~1 Hz, the body
+#: turning, 1.5 cm whole-body + 0.6 cm per-vertex noise): at 30 fps the frame-to-frame jitter
+#: drops from 6.3 to 3.5 cm for an error of 2.6 cm against 2.8 cm unfiltered; settings of a
+#: slightly lower error (5 Hz) keep more jitter, slower ones (beta <= 3) lag behind the limbs.
+#: At 10 fps (``--every 3`` of 30 fps) it lags more than it removes (3.1 cm against 2.7 cm):
+#: there, raise ``min_cutoff`` (about 5 Hz) or leave the meshes unfiltered.
+VERTEX_SMOOTHING = SmoothingParams(min_cutoff=1.0, beta=20.0)
+#: defaults for the full-image camera translation (meters): 1 Hz at rest, +3 Hz per m/s. The
+#: depth is the noisiest output (10 cm noise in the benchmark), so a large beta would let its
+#: noise through as "speed": beta 3 gives the least error (7.2 cm against 10.6 cm unfiltered at
+#: 30 fps) and a third of the jitter, for a person walking at 1.2 m/s.
+CAMERA_SMOOTHING = SmoothingParams(min_cutoff=1.0, beta=3.0)
 
 
 def smooth_track(vertices: np.ndarray, cameras: np.ndarray, frames: np.ndarray, fps: float, *,
