@@ -79,7 +79,8 @@ from hmr_jax.checkpoints import is_train_workdir
 from hmr_jax import detection
 from hmr_jax.detection import (DEFAULT_YOLO_WEIGHTS, EXPORT_COMMAND, DetectionError, FullImageDetector,
                                yolo_unavailable_reason)
-from hmr_jax.files import atomic_open, atomic_write
+from hmr_jax.errors import UserError, command_line
+from hmr_jax.files import atomic_open, atomic_write, folder_lock
 from hmr_jax.inference import (InferenceError, Predictor, fit_body_params, load_faces, load_generator,
                                load_smpl_model)
 from hmr_jax.inference.export import framing_camera, person_record, write_mesh_files, write_smpl_params
@@ -93,7 +94,7 @@ DEFAULT_TOKENIZER = "converted/mesh_vqvae_54"
 GRID_TILE = 256  # pixels, one generated mesh in the --generate picture
 
 
-class SampleError(RuntimeError):
+class SampleError(UserError, RuntimeError):
     """A problem with the command line or the setup; the message names the fix."""
 
 
@@ -425,14 +426,20 @@ def run_video(args, predictor: Predictor | None = None) -> int:
     return 1 if results["errors"] else 0
 
 
+@command_line
 def main(argv=None, predictor: Predictor | None = None) -> int:
-    """Command-line entry point; ``predictor`` replaces the one ``--checkpoint`` names (tests)."""
+    """Command-line entry point; ``predictor`` replaces the one ``--checkpoint`` names (tests).
+
+    One run writes to an output folder at a time (``--out/.lock``): a second run on the same
+    folder stops with one error line naming the other process.
+    """
     args = _parse(argv)
-    if args.generate is not None:
-        return run_generate(args)
-    if args.video is not None:
-        return run_video(args, predictor)
-    return run_images(args, predictor)
+    with folder_lock(args.out, "sample.py"):
+        if args.generate is not None:
+            return run_generate(args)
+        if args.video is not None:
+            return run_video(args, predictor)
+        return run_images(args, predictor)
 
 
 if __name__ == "__main__":

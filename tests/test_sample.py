@@ -15,6 +15,7 @@ shifts the camera head's scale bias so that the (random, metres-wide) meshes lan
 from __future__ import annotations
 
 import json
+import os
 
 import jax
 import numpy as np
@@ -348,3 +349,15 @@ def test_generate_random_meshes(setup, capsys):
     grid = np.asarray(Image.open(out / "generated.png"))
     assert grid.shape[0] > sample.GRID_TILE and grid.shape[1] > 3 * sample.GRID_TILE
     assert (grid < 250).any()   # meshes drawn on the white tiles
+
+
+def test_second_run_on_a_busy_output_folder_is_one_error_line(tmp_path, capsys):
+    """Two sample.py runs never write into one folder at once: the second names the first."""
+    from hmr_jax.files import folder_lock
+
+    out = tmp_path / "out"
+    with folder_lock(out, "sample.py"):
+        rc = sample.main(["--checkpoint", str(tmp_path / "none"), "--images", str(tmp_path), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and f"pid {os.getpid()}" in err[0], err
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]   # nothing written

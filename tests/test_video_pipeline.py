@@ -134,8 +134,8 @@ def test_batches_across_frames_and_colours(clip, tmp_path, capsys):
         region[int(y1) + 4:int(y2) - 3, int(x1) + 4:int(x2) - 3] = True   # inside the box outline
         colour = overlay[5][changed & region].astype(float).mean(0)
         assert (changed & region).sum() > 30 and np.argmax(colour) == np.argmax(track_color(track_id)), track_id
-    assert sorted(p.name for p in out.iterdir()) == ["overlay.mp4", "results.json", "track_000.npz",
-                                                     "track_001.npz"]   # no spool left
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "overlay.mp4", "results.json", "track_000.npz",
+                                                     "track_001.npz"]   # no spool left (.lock: sample.py's writer lock)
 
 
 def test_detection_gaps_keep_the_id(clip, tmp_path, capsys):
