@@ -18,7 +18,7 @@ import json
 import pathlib
 import sys
 
-from hmr_jax.conversion import common, registry
+from hmr_jax.conversion import common, fixtures, registry
 from hmr_jax.errors import command_line
 
 
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     if args.verify:  # read before writing anything
         if conv.converter.verify is None:
             raise common.ConversionError(f"--verify is not available for {conv.name}")
-        io, fixture = common.load_fixture(args.verify)
+        io, fixture = fixtures.load_fixture(args.verify)
     if args.out:
         out = common.write_converted(args.out, conv.variables, config, conv.meta, overwrite=args.overwrite)
         result["out"] = str(out)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hmr_jax.body import JointRegressors, fit_to_vertices, load_body_model
-from hmr_jax.body.standin import write_standin_model
+from hmr_jax.testing.smpl_files import write_standin_model
 from hmr_jax.metrics import mesh_errors
 
 

@@ -71,7 +71,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = a.data
         if data is None:
-            from hmr_jax.data.toy import write_toy_image_dataset
+            from hmr_jax.testing.toy_data import write_toy_image_dataset
 
             data = os.path.join(tmp, "toy")
             write_toy_image_dataset(data, 256, seed=0, height=384, width=384, records_per_shard=64)

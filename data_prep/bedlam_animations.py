@@ -22,6 +22,7 @@ import sys
 from typing import Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from data_prep import common
 from hmr_jax.data.shards import ShardWriter
@@ -40,8 +41,6 @@ def convert(root: str | pathlib.Path, out: str | pathlib.Path, meshes: common.Bo
             gender_policy: str = "original", records_per_shard: int = 2000, overwrite: bool = False,
             progress: bool = True) -> pathlib.Path:
     """Converts every animation file under ``root`` (see the module docstring); returns the manifest."""
-    from tqdm import tqdm
-
     if stride < 1:
         raise ValueError("stride must be >= 1")
     if gender_policy not in ("original", "file"):

@@ -29,6 +29,7 @@ import sys
 from typing import Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from data_prep import common
 from hmr_jax.data.shards import ShardWriter
@@ -81,8 +82,6 @@ def convert(npz: str | pathlib.Path, out: str | pathlib.Path, meshes: common.Bod
             overwrite: bool = False, margin: float = 1.5, max_box: int = 448, chunk: int = 256,
             progress: bool = True) -> pathlib.Path:
     """Converts one annotation file (see the module docstring); returns the manifest path."""
-    from tqdm import tqdm
-
     npz = pathlib.Path(npz)
     ann = read_annotations(npz)
     names, pose, betas, j2d = ann["imgname"], ann["pose"], ann["betas"], ann["j2d"]

@@ -9,7 +9,8 @@
 * :func:`store_region`: cuts the square region around a person from the original image
   (with a margin for scale / rotation augmentation) and encodes it as JPEG; returns the
   affine map between stored and original pixels.
-* :func:`image_record`: assembles an ``image`` record (:mod:`hmr_jax.data.records`).
+* :func:`image_record`: assembles an ``image`` record (:mod:`hmr_jax.data.records`);
+  :func:`calibrated_frames`: the record fields of a person filmed by a calibrated camera.
 """
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from hmr_jax.body import load_body_model
 from hmr_jax.data.augment import FLIP_PERMUTATIONS, apply_affine, invert_affine
 from hmr_jax.errors import UserError
+from hmr_jax.geometry.rotations_np import axis_angle_to_matrix, matrix_to_axis_angle, mirror_axis_angle
 from hmr_jax.safe_read import RestrictedUnpickler, read_npz, restricted_pickle_load
 
 # The originals' selection of 17 joints from the 24-joint annotations of the BEDLAM / CLIFF
@@ -132,8 +135,7 @@ def flip_body_pose(body_pose: np.ndarray) -> np.ndarray:
     """``(..., 63)`` axis-angle body pose of the mirrored person (the originals' flip_pose)."""
     p = np.asarray(body_pose, np.float64).reshape(body_pose.shape[:-1] + (21, 3))
     full = np.concatenate([np.zeros(p.shape[:-2] + (1, 3)), p], axis=-2)[..., _FLIP22, :]
-    full = full * np.array([1.0, -1.0, -1.0])
-    return full[..., 1:, :].reshape(body_pose.shape)
+    return mirror_axis_angle(full)[..., 1:, :].reshape(body_pose.shape)
 
 
 class BodyMeshes:
@@ -155,8 +157,6 @@ class BodyMeshes:
     @classmethod
     def from_folder(cls, body_models: str | os.PathLike, chunk: int = 128) -> "BodyMeshes":
         """SMPL+H / SMPL models found under ``body_models`` (see ``hmr_jax.body.LAYOUT_HELP``)."""
-        from hmr_jax.body import load_body_model
-
         return cls(lambda g: load_body_model(body_models, gender=g), chunk)
 
     def model(self, gender: str) -> Callable:
@@ -284,20 +284,39 @@ def image_record(region: Mapping[str, Any], keypoints_2d: np.ndarray, keypoints_
     return rec
 
 
-def rotation_matrix_to_axis_angle(r: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) rotation matrices -> (..., 3) axis-angle, radians."""
-    from scipy.spatial.transform import Rotation
-
-    r = np.asarray(r, np.float64)
-    return Rotation.from_matrix(r.reshape(-1, 3, 3)).as_rotvec().reshape(r.shape[:-2] + (3,))
+def focal_and_principal(intrinsics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(3, 3) camera intrinsics -> focal lengths (fx, fy) and principal point (cx, cy), pixels."""
+    return np.array([intrinsics[0, 0], intrinsics[1, 1]]), np.array([intrinsics[0, 2], intrinsics[1, 2]])
 
 
-def axis_angle_to_matrix(aa: np.ndarray) -> np.ndarray:
-    """(..., 3) axis-angle -> (..., 3, 3) rotation matrices."""
-    from scipy.spatial.transform import Rotation
+def calibrated_frames(meshes: BodyMeshes, gender: str, betas: np.ndarray, body_pose: np.ndarray,
+                      root_orient: np.ndarray, transl: np.ndarray, extrinsics: np.ndarray,
+                      intrinsics: np.ndarray) -> list[dict[str, Any]]:
+    """The record fields of a person in T frames filmed by a calibrated camera (3DPW, EMDB).
 
-    aa = np.asarray(aa, np.float64)
-    return Rotation.from_rotvec(aa.reshape(-1, 3)).as_matrix().reshape(aa.shape[:-1] + (3, 3))
+    Args:
+      meshes: the body model meshes.
+      gender: the person's body model.
+      betas: (T, 10); body_pose: (T, 63) axis-angle, radians.
+      root_orient: (T, 3) axis-angle of the body in the world frame, radians; transl: (T, 3) m.
+      extrinsics: (T, 4, 4) world -> camera; intrinsics: (3, 3) pixels.
+    Returns:
+      Per frame, the keyword arguments of :func:`image_record` besides the region, keypoints and
+      names: ``meshes`` (canonical, :meth:`BodyMeshes.canonical`), ``global_orient`` (3,) in the
+      camera frame, ``betas``, ``body_pose``, ``gender``, ``camera_focal`` (2,),
+      ``camera_principal_point`` (2,) pixels and ``camera_translation`` (3,): the posed mesh's
+      vertex mean in the camera frame, m.
+    """
+    cam_r, cam_t = extrinsics[:, :3, :3], extrinsics[:, :3, 3]
+    mesh = meshes.canonical(gender, betas, body_pose)
+    orient = matrix_to_axis_angle(cam_r @ axis_angle_to_matrix(root_orient))
+    world_mean = meshes.posed_mean(gender, betas, body_pose, root_orient, transl)
+    translation = np.einsum("tij,tj->ti", cam_r, world_mean) + cam_t
+    focal, principal = focal_and_principal(intrinsics)
+    return [{"meshes": {k: v[i] for k, v in mesh.items()}, "global_orient": orient[i], "betas": betas[i],
+             "body_pose": body_pose[i], "gender": gender, "camera_focal": focal,
+             "camera_principal_point": principal, "camera_translation": translation[i]}
+            for i in range(len(betas))]
 
 
 def gender_name(value: Any, path=None) -> str:

@@ -23,6 +23,7 @@ import sys
 from typing import Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from data_prep import common
 from hmr_jax.data.shards import ShardWriter
@@ -75,8 +76,6 @@ def convert(root: str | pathlib.Path, out: str | pathlib.Path, meshes: common.Bo
             records_per_shard: int = 1000, overwrite: bool = False, margin: float = 1.5, max_box: int = 448,
             progress: bool = True) -> pathlib.Path:
     """Converts the EMDB sequences flagged ``subset`` (see the module docstring); returns the manifest."""
-    from tqdm import tqdm
-
     if subset not in ("emdb1", "emdb2"):
         raise ValueError(f"subset must be 'emdb1' or 'emdb2', got {subset!r}")
     root = pathlib.Path(root)
@@ -93,18 +92,10 @@ def convert(root: str | pathlib.Path, out: str | pathlib.Path, meshes: common.Bo
             if seq is None or not seq["frames"]:
                 continue
             frames = seq["frames"]
-            gender = seq["gender"]
             betas = np.repeat(seq["betas"].reshape(1, -1)[:, :10], len(frames), axis=0)
-            body_pose = seq["poses_body"][frames]
-            root_aa = seq["poses_root"][frames]
-            ext = seq["extrinsics"][frames]
-            k = seq["intrinsics"]
-            focal, principal = np.array([k[0, 0], k[1, 1]]), np.array([k[0, 2], k[1, 2]])
-            mesh = meshes.canonical(gender, betas, body_pose)
-            orient = common.rotation_matrix_to_axis_angle(ext[:, :3, :3] @ common.axis_angle_to_matrix(root_aa))
-            trans = seq["trans"][frames]
-            world_mean = meshes.posed_mean(gender, betas, body_pose, root_aa, trans)
-            cam_t = np.einsum("tij,tj->ti", ext[:, :3, :3], world_mean) + ext[:, :3, 3]
+            fields = common.calibrated_frames(meshes, seq["gender"], betas, seq["poses_body"][frames],
+                                              seq["poses_root"][frames], seq["trans"][frames],
+                                              seq["extrinsics"][frames], seq["intrinsics"])
             kp2d = seq["kp2d"][frames]
             boxes = seq["bboxes"][frames]
             for i, t in enumerate(frames):
@@ -115,10 +106,8 @@ def convert(root: str | pathlib.Path, out: str | pathlib.Path, meshes: common.Bo
                 scale = 1.2 * max(x1 - x0, y1 - y0) / 200.0
                 region = common.store_region(image, center, scale, margin=margin, max_box=max_box)
                 kp = np.concatenate([kp2d[i, :, :2], np.ones((kp2d.shape[1], 1))], axis=1)
-                w.write(common.image_record(
-                    region, kp, "smpl24", {k_: v[i] for k_, v in mesh.items()}, orient[i], "emdb",
-                    str(img_path.relative_to(root)), betas=betas[i], body_pose=body_pose[i], gender=gender,
-                    camera_focal=focal, camera_principal_point=principal, camera_translation=cam_t[i]))
+                w.write(common.image_record(region, kp, "smpl24", dataset="emdb",
+                                            image_name=str(img_path.relative_to(root)), **fields[i]))
         if w.num_records == 0:  # raised inside the writer: no manifest is written
             raise common.ConversionInputError(f"no {subset} frame found under {root}")
     return pathlib.Path(out) / "manifest.json"

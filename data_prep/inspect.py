@@ -17,13 +17,12 @@ import sys
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 
 from hmr_jax.data import augment as aug
 from hmr_jax.data.pipeline import image_pipeline
 from hmr_jax.data.shards import open_dataset
-from hmr_jax.render import PerspectiveCamera, contact_sheet, draw_points, render_mesh
 from hmr_jax.errors import command_line
+from hmr_jax.render import PerspectiveCamera, contact_sheet, draw_points, render_mesh, write_png
 
 
 def fit_weak_perspective(points_3d: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
@@ -97,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps({"records": len(d), "kind": d.kind, "sizes": d.sizes, "metadata": {
         k: v for k, v in d.metadata.items() if k != "topology"}}, indent=1))
     faces = np.load(a.faces) if a.faces else None
-    Image.fromarray(sheet(a.dataset, a.num, a.augment, a.backbone, faces, a.seed)).save(a.out)
+    write_png(a.out, sheet(a.dataset, a.num, a.augment, a.backbone, faces, a.seed))
     print(f"wrote {a.out}", file=sys.stderr)
     return 0
 

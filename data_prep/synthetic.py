@@ -32,11 +32,17 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from tqdm import tqdm
 
 from hmr_jax.data.shards import ShardWriter
-from hmr_jax.files import atomic_open
-from hmr_jax.render import PerspectiveCamera, contact_sheet, draw_points, rasterize, shade
 from hmr_jax.errors import command_line
+from hmr_jax.files import atomic_open
+from hmr_jax.geometry.rotations_np import euler_xyz_to_matrix, matrix_to_axis_angle
+from hmr_jax.mesh import build
+from hmr_jax.mesh import io as mesh_io
+from hmr_jax.mesh.symmetry import mirror_permutation
+from hmr_jax.render import PerspectiveCamera, contact_sheet, draw_points, rasterize, shade, write_png
+from hmr_jax.testing.box_person import StandInBody
 
 #: Anny's z-up, facing -y frame -> canonical (y up, facing +z): a proper rotation.
 ANNY_TO_CANONICAL = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
@@ -65,15 +71,6 @@ JOINT_LIMITS = {
 }
 _SKIN_TONES = np.array([[255, 224, 196], [241, 194, 160], [224, 172, 130], [198, 134, 96],
                         [161, 102, 70], [112, 72, 50], [87, 56, 38]]) / 255.0
-
-
-def _rotation_xyz(angles_deg: np.ndarray) -> np.ndarray:
-    """Rotation matrix R = Rx @ Ry @ Rz from three angles in degrees."""
-    x, y, z = np.deg2rad(angles_deg)
-    rx = np.array([[1, 0, 0], [0, np.cos(x), -np.sin(x)], [0, np.sin(x), np.cos(x)]])
-    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
-    rz = np.array([[np.cos(z), -np.sin(z), 0], [np.sin(z), np.cos(z), 0], [0, 0, 1]])
-    return rx @ ry @ rz
 
 
 def sample_bone_angles(rng: np.random.Generator, bone_labels: Sequence[str]) -> dict[int, np.ndarray]:
@@ -105,7 +102,7 @@ def sample_global_orient(rng: np.random.Generator, max_heading_deg: float = 180.
     uniform within ``max_heading_deg`` degrees of facing the camera (180: any heading)."""
     yaw = rng.uniform(-max_heading_deg, max_heading_deg)
     tilt = rng.normal(0.0, 5.0, size=2).clip(-12.0, 12.0)
-    body = _rotation_xyz(np.array([tilt[0], yaw, tilt[1]]))  # in the canonical frame (y up)
+    body = euler_xyz_to_matrix(np.deg2rad(np.array([tilt[0], yaw, tilt[1]])))  # in the canonical frame (y up)
     return CANONICAL_TO_CAMERA_FACING @ body
 
 
@@ -124,7 +121,7 @@ class AnnyBody:
     """
 
     def __init__(self, topology: str = "anny"):
-        try:
+        try:  # optional (the `synthetic` extra): only generating Anny bodies needs them
             import anny
             import torch
         except ImportError as e:
@@ -168,7 +165,7 @@ class AnnyBody:
             pheno["height"][i] = rng.uniform(0.1, 0.9)
             pheno["proportions"][i] = rng.uniform(0.2, 0.8)
             for bone, angles in sample_bone_angles(rng, self.bone_labels).items():
-                poses[i, bone, :3, :3] = _rotation_xyz(angles)
+                poses[i, bone, :3, :3] = euler_xyz_to_matrix(np.deg2rad(angles))
         with torch.no_grad():
             inputs = dict(pose_parameters=torch.tensor(poses),
                           phenotype_kwargs={k: torch.tensor(v) for k, v in pheno.items()})
@@ -192,97 +189,6 @@ def _regions_from_bones(names: Sequence[str]) -> np.ndarray:
             return 1
         return 0
     return np.array([region(n) for n in names], dtype=np.int32)
-
-
-def mirror_permutation(template: np.ndarray, tolerance: float = 2e-3) -> np.ndarray:
-    """Index of each vertex's mirror image across the x = 0 plane of a symmetric template.
-
-    Raises:
-      ValueError: the template is not left/right symmetric within ``tolerance`` meters.
-    """
-    from scipy.spatial import cKDTree
-
-    dist, perm = cKDTree(template).query(template * np.array([-1.0, 1.0, 1.0]))
-    if dist.max() > tolerance:
-        raise ValueError(f"template is not symmetric: a mirrored vertex is {dist.max():.4f} m from any vertex")
-    return perm.astype(np.int64)
-
-
-class StandInBody:
-    """A small box-person (10 boxes, 80 vertices) with random joint angles: for tests, no anny.
-
-    Same interface as :class:`AnnyBody`; the COCO keypoints are the box joints.
-    """
-
-    name = "standin"
-
-    # (parent point, child point) segments of a rest skeleton (canonical frame, meters)
-    _POINTS = {
-        "pelvis": (0.0, 0.95, 0.0), "neck": (0.0, 1.45, 0.0), "head": (0.0, 1.65, 0.0),
-        "l_shoulder": (0.18, 1.42, 0.0), "l_elbow": (0.42, 1.30, 0.0), "l_wrist": (0.62, 1.18, 0.0),
-        "l_hip": (0.1, 0.92, 0.0), "l_knee": (0.1, 0.5, 0.0), "l_ankle": (0.1, 0.08, 0.0),
-    }
-    _SEGMENTS = [("pelvis", "neck", 0.14), ("neck", "head", 0.1), ("l_shoulder", "l_elbow", 0.045),
-                 ("l_elbow", "l_wrist", 0.04), ("l_hip", "l_knee", 0.07), ("l_knee", "l_ankle", 0.055)]
-
-    def __init__(self):
-        pts = dict(self._POINTS)
-        for k, (x, y, z) in list(pts.items()):
-            if k.startswith("l_"):
-                pts["r_" + k[2:]] = (-x, y, z)
-        self.points = {k: np.array(v) for k, v in pts.items()}
-        segs = []
-        for a, b, r in self._SEGMENTS:
-            segs.append((a, b, r))
-            if a.startswith("l_"):
-                segs.append(("r_" + a[2:], "r_" + b[2:], r))
-        self.segments = segs
-        corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (0, 1) for sz in (-1, 1)], float)
-        quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
-        box_faces = np.array([t for a, b, c, d in quads for t in ((a, b, c), (a, c, d))])
-        self._corners = corners
-        self.faces = np.concatenate([box_faces + 8 * i for i in range(len(segs))]).astype(np.int32)
-        self.template = self._pose({})
-        self.vertex_regions = np.repeat([1 if s[0] in ("pelvis",) else 0 for s in segs], 8).astype(np.int32)
-        self.mirror = mirror_permutation(self.template)
-
-    @property
-    def num_vertices(self) -> int:
-        return len(self.template)
-
-    def _pose(self, bends: dict[str, np.ndarray]) -> np.ndarray:
-        pts = {k: v.copy() for k, v in self.points.items()}
-        for a, b, _ in self.segments:  # parents come first in the list
-            if b in bends:
-                pts[b] = pts[a] + bends[b] @ (self.points[b] - self.points[a])
-                for a2, b2, _ in self.segments:
-                    if a2 == b:
-                        pts[b2] = pts[b] + bends[b] @ (self.points[b2] - self.points[b])
-        out = []
-        for a, b, r in self.segments:
-            axis = pts[b] - pts[a]
-            length = np.linalg.norm(axis)
-            y = axis / length
-            x = np.cross(y, [0.0, 0.0, 1.0])
-            x = x / np.linalg.norm(x) if np.linalg.norm(x) > 1e-6 else np.array([1.0, 0.0, 0.0])
-            z = np.cross(x, y)
-            frame = np.stack([x * r, y * length, z * r], axis=1)
-            out.append(pts[a] + self._corners @ frame.T)
-        self._last_points = pts
-        return np.concatenate(out)
-
-    def sample(self, rngs):
-        verts, kps = [], []
-        for rng in rngs:
-            bends = {k: _rotation_xyz(rng.uniform(-40, 40, size=3)) for k in ("l_elbow", "r_elbow", "l_knee", "r_knee")}
-            v = self._pose(bends)
-            p = self._last_points
-            kp = np.stack([p["head"], p["head"], p["head"], p["head"], p["head"], p["l_shoulder"], p["r_shoulder"],
-                           p["l_elbow"], p["r_elbow"], p["l_wrist"], p["r_wrist"], p["l_hip"], p["r_hip"],
-                           p["l_knee"], p["r_knee"], p["l_ankle"], p["r_ankle"]])
-            verts.append(v)
-            kps.append(kp)
-        return np.stack(verts), np.stack(kps)
 
 
 def random_background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -364,8 +270,6 @@ def make_example(rng: np.random.Generator, vertices: np.ndarray, keypoints: np.n
     inside = np.all((kp_uv >= 0) & (kp_uv <= size - 1), axis=1)
     kp_cam = camera.to_camera_frame(kp_local @ rot.T)
     mirrored = local[body.mirror] * np.array([-1.0, 1.0, 1.0])
-    from scipy.spatial.transform import Rotation
-
     record = {
         "image_jpeg": buf.getvalue(),
         "center": center,
@@ -374,7 +278,7 @@ def make_example(rng: np.random.Generator, vertices: np.ndarray, keypoints: np.n
         "keypoints_kind": "coco17",
         "vertices": local,
         "vertices_flipped": mirrored,
-        "global_orient": Rotation.from_matrix(rot).as_rotvec(),
+        "global_orient": matrix_to_axis_angle(rot),
         "joints_3d": kp_local,
         "dataset": "synthetic",
         "image_name": f"synthetic_{index:07d}.jpg",
@@ -390,9 +294,6 @@ def make_example(rng: np.random.Generator, vertices: np.ndarray, keypoints: np.n
 
 def write_topology(out_dir: pathlib.Path, body, levels: Sequence[str] | None = None) -> dict:
     """Writes ``template.ply``, ``faces.npy`` and the connection hierarchy of the body's mesh."""
-    from hmr_jax.mesh import build
-    from hmr_jax.mesh import io as mesh_io
-
     out_dir.mkdir(parents=True, exist_ok=True)
     template = body.template - body.template.mean(axis=0)
     mesh_io.write_ply(out_dir / "template.ply", template.astype(np.float32), body.faces)
@@ -416,7 +317,8 @@ def generate(out: str | os.PathLike, num: int, seed: int = 0, size: int = 320, b
       num: number of examples.
       seed: master seed; example ``i`` draws from ``np.random.default_rng([seed, i])``.
       size: rendered image side, pixels.
-      body: the body (default :class:`AnnyBody` with ``topology``; :class:`StandInBody` for tests).
+      body: the body (default :class:`AnnyBody` with ``topology``; the box person
+        :class:`hmr_jax.testing.box_person.StandInBody` for tests).
       batch_size: bodies posed per call of the body model.
       records_per_shard: records per ArrayRecord shard.
       overwrite: replace an existing dataset in ``out``.
@@ -430,8 +332,6 @@ def generate(out: str | os.PathLike, num: int, seed: int = 0, size: int = 320, b
     Returns:
       the manifest path.
     """
-    from tqdm import tqdm
-
     if num < 1:
         raise ValueError("--num must be at least 1")
     if not 0.0 <= max_heading_deg <= 180.0:
@@ -458,7 +358,7 @@ def generate(out: str | os.PathLike, num: int, seed: int = 0, size: int = 320, b
                     sheet.append(draw_points(image, kp[kp[:, 2] > 0, :2], color=(255, 40, 40), radius=2))
                 bar.update(1)
     if sheet:
-        Image.fromarray(contact_sheet(sheet, columns=4)).save(contact_sheet_path)
+        write_png(contact_sheet_path, contact_sheet(sheet, columns=4))
     return out / "manifest.json"
 
 

@@ -35,6 +35,9 @@ import warnings
 from typing import Sequence
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
+from scipy.signal import medfilt
+from tqdm import tqdm
 
 from data_prep import common
 from hmr_jax.data.shards import ShardWriter
@@ -65,9 +68,6 @@ def smooth_boxes(keypoints: np.ndarray, vis_thresh: float = VIS_THRESH, kernel: 
       ``(params (T, 3) [cx, cy, scale], start, end)``: frames ``start <= t < end`` have a box
       (from the first to the last frame with keypoints; gaps interpolated linearly).
     """
-    from scipy.ndimage import gaussian_filter1d
-    from scipy.signal import medfilt
-
     raw = [_bbox_from_keypoints(k, vis_thresh) for k in keypoints]
     valid = [t for t, b in enumerate(raw) if b is not None]
     if not valid:
@@ -137,8 +137,6 @@ def convert(root: str | pathlib.Path, split: str, out: str | pathlib.Path, meshe
             records_per_shard: int = 1000, overwrite: bool = False, margin: float = 1.5, max_box: int = 448,
             progress: bool = True) -> pathlib.Path:
     """Converts one split of 3DPW (see the module docstring); returns the manifest path."""
-    from tqdm import tqdm
-
     root = pathlib.Path(root)
     seq_dir = root / "sequenceFiles" / split
     if not seq_dir.is_dir():
@@ -155,7 +153,7 @@ def convert(root: str | pathlib.Path, split: str, out: str | pathlib.Path, meshe
             seq = path.stem
             cam = data["cam_poses"]
             k = data["cam_intrinsics"]
-            focal, principal = np.array([k[0, 0], k[1, 1]]), np.array([k[0, 2], k[1, 2]])
+            focal, principal = common.focal_and_principal(k)
             for person in data["people"]:
                 poses = person["poses"]
                 n = len(poses)
@@ -167,18 +165,11 @@ def convert(root: str | pathlib.Path, split: str, out: str | pathlib.Path, meshe
                 if not frames:
                     continue
                 betas = np.repeat(person["betas"][None, :10], len(frames), axis=0)
-                body_pose = poses[frames, 3:66]
-                gender = person["gender"]
-                mesh = meshes.canonical(gender, betas, body_pose)
-                cam_r = cam[frames, :3, :3]
-                root_rot = cam_r @ common.axis_angle_to_matrix(poses[frames, :3])
-                orient = common.rotation_matrix_to_axis_angle(root_rot)
+                fields = common.calibrated_frames(meshes, person["gender"], betas, poses[frames, 3:66],
+                                                  poses[frames, :3], person["trans"][frames], cam[frames], k)
                 joints = person["jointPositions"].reshape(n, -1, 3)[frames]
-                cam_j = np.einsum("tij,tkj->tki", cam_r, joints) + cam[frames, None, :3, 3]
+                cam_j = np.einsum("tij,tkj->tki", cam[frames, :3, :3], joints) + cam[frames, None, :3, 3]
                 uv = cam_j[..., :2] / cam_j[..., 2:3] * focal + principal
-                trans = person["trans"][frames]
-                world_mean = meshes.posed_mean(gender, betas, body_pose, poses[frames, :3], trans)
-                cam_t = np.einsum("tij,tj->ti", cam_r, world_mean) + cam[frames, :3, 3]
                 for i, t in enumerate(frames):
                     img_path = root / "imageFiles" / seq / f"image_{t:05d}.jpg"
                     image = common.open_image(img_path)
@@ -186,10 +177,8 @@ def convert(root: str | pathlib.Path, split: str, out: str | pathlib.Path, meshe
                     region = common.store_region(image, (cx, cy), 1.0 / s, margin=margin, max_box=max_box)
                     kp = np.concatenate([uv[i], np.ones((uv.shape[1], 1))], axis=1)
                     w.write(common.image_record(
-                        region, kp, "smpl24", {k_: v[i] for k_, v in mesh.items()}, orient[i], "3dpw",
-                        str(img_path.relative_to(root)), betas=betas[i], body_pose=body_pose[i], gender=gender,
-                        camera_focal=focal, camera_principal_point=principal, camera_translation=cam_t[i],
-                        keypoints_3d=np.concatenate([cam_j[i], np.ones((cam_j.shape[1], 1))], axis=1)))
+                        region, kp, "smpl24", dataset="3dpw", image_name=str(img_path.relative_to(root)),
+                        keypoints_3d=np.concatenate([cam_j[i], np.ones((cam_j.shape[1], 1))], axis=1), **fields[i]))
         if w.num_records == 0:  # raised inside the writer: no manifest is written
             raise common.ConversionInputError(f"no usable frame in {seq_dir}")
     return pathlib.Path(out) / "manifest.json"

@@ -10,7 +10,10 @@ file.
 
 * :func:`atomic_open` -- a context manager yielding a file object (text or binary);
 * :func:`atomic_write` -- ``bytes`` / ``str`` in one call;
-* :func:`atomic_folder` -- a folder built in a temporary sibling, then renamed into place.
+* :func:`atomic_folder` -- a folder built in a temporary sibling, then renamed into place;
+* :func:`partial_folder` / :func:`rename_into` -- for writers that must write by name (ArrayRecord
+  shards): files built in a hidden folder inside the destination, then renamed into it, the one
+  that marks the set complete (a manifest) last.
 
 One writer per folder: :func:`exclusive_lock` / :func:`folder_lock` (see there for the rule
 that tells a live holder from a stale one).
@@ -34,8 +37,8 @@ from typing import IO, Iterator
 
 from hmr_jax.errors import UserError
 
-__all__ = ["DiskFullError", "is_disk_full", "atomic_open", "atomic_write", "atomic_folder",
-           "LockHeldError", "exclusive_lock", "folder_lock"]
+__all__ = ["DiskFullError", "is_disk_full", "atomic_open", "atomic_write", "atomic_folder", "partial_folder",
+           "rename_into", "LockHeldError", "exclusive_lock", "folder_lock"]
 
 
 class DiskFullError(UserError, OSError):
@@ -153,6 +156,29 @@ def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
         if _is_disk_full(e):
             raise DiskFullError(path, "folder") from e
         raise
+
+
+def partial_folder(parent: str | os.PathLike) -> pathlib.Path:
+    """A new hidden folder ``parent/.partial-XXXX`` to build files in (``parent`` is created).
+
+    Files written there by name (a library's own writer) are moved into ``parent`` by
+    :func:`rename_into` once complete; the caller removes the folder (``shutil.rmtree``) when done
+    or on an error, so ``parent`` never shows a half-written file.
+    """
+    parent = pathlib.Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    return pathlib.Path(tempfile.mkdtemp(prefix=".partial-", dir=parent))
+
+
+def rename_into(build: str | os.PathLike, dest: str | os.PathLike, names) -> None:
+    """Move the finished files ``names`` from ``build`` (a :func:`partial_folder`) into ``dest``.
+
+    One rename per file (no data copied), in the order given: name the file that marks the set
+    complete (a manifest) last, so a reader sees either the old set or the complete new one.
+    """
+    build, dest = pathlib.Path(build), pathlib.Path(dest)
+    for name in names:
+        os.replace(build / name, dest / name)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from hmr_jax.conversion import backbones as conv_bb
-from hmr_jax.conversion import common
+from hmr_jax.conversion import common, fixtures
 from hmr_jax.models.backbones import build_backbone
 from hmr_jax.models.backbones.layers import BatchNorm
 
@@ -52,7 +52,7 @@ def _round_bf16(tree):
 def hrnet(parity_dir):
     raw, io = _load(parity_dir, "hrnet_small")
     variables, cfg, state = _convert(raw, "hrnet")
-    got = conv_bb.hrnet_outputs(variables, cfg, io["in_images"])
+    got = fixtures.hrnet_outputs(variables, cfg, io["in_images"])
     return dict(raw=raw, io=io, variables=variables, cfg=cfg, state=state, got=got)
 
 
@@ -183,7 +183,7 @@ def resnet(parity_dir):
 
 def test_resnet_parity(resnet):
     io = resnet["io"]
-    got = conv_bb.resnet_outputs(resnet["variables"], resnet["cfg"], io["in_images"])
+    got = fixtures.resnet_outputs(resnet["variables"], resnet["cfg"], io["in_images"])
     assert resnet["cfg"]["layers"] == [1, 1, 1, 1]
     for name in ("out_features", "out_features_avgpool"):
         err = common.max_relative_error(got[name], io[name])
@@ -215,7 +215,7 @@ def test_resnet_torchvision_layout_gives_the_same_variables(resnet):
         raw[f"{names[head]}.{rest}"] = v
     raw["fc.weight"] = np.zeros((1000, 2048), np.float32)
     raw["fc.bias"] = np.zeros((1000,), np.float32)
-    assert conv_bb._detect_resnet(list(raw)) and conv_bb._detect_resnet(list(resnet["raw"]))
+    assert conv_bb.detect(list(raw), "resnet50") and conv_bb.detect(list(resnet["raw"]), "resnet50")
     variables, cfg, state = _convert(raw, "resnet50")
     assert "fc.weight" in state.ignored
     same = jax.tree.map(np.array_equal, variables, resnet["variables"])
@@ -250,7 +250,7 @@ def test_vit_parity_every_array(vit):
     io, cfg = vit["io"], vit["cfg"]
     assert (cfg["embed_dim"], cfg["depth"], cfg["num_heads"], cfg["pos_grid"]) == (64, 2, 4, [16, 12])
     assert cfg["input_size"] == [256, 192]
-    got = conv_bb.vit_outputs(vit["variables"], cfg, io["in_images"])
+    got = fixtures.vit_outputs(vit["variables"], cfg, io["in_images"])
     outs = sorted(k for k in io if k.startswith("out_"))
     assert len(outs) == 6
     for name in outs:

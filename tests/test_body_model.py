@@ -20,7 +20,7 @@ from hmr_jax.body import (
 )
 from hmr_jax.body.model_io import read_model_pickle
 from hmr_jax.body.regressors import write_smpl24_regressor
-from hmr_jax.body.standin import SMPL_PARENTS, SMPLH_PARENTS, write_standin_model
+from hmr_jax.testing.smpl_files import SMPL_PARENTS, SMPLH_PARENTS, write_standin_model
 from hmr_jax.geometry import axis_angle_to_matrix
 
 

@@ -2,7 +2,7 @@
 
 3DPW (sequenceFiles pickles + imageFiles), EMDB (per-sequence pickles with good-frames masks),
 BEDLAM/CLIFF annotation ``.npz`` with image folders, BEDLAM animation ``.npz``. The body model
-is the SMPL+H stand-in of ``hmr_jax.body.standin`` (6890 vertices, real kinematic tree).
+is the SMPL+H stand-in of ``hmr_jax.testing.smpl_files`` (6890 vertices, real kinematic tree).
 """
 from __future__ import annotations
 
@@ -17,13 +17,14 @@ from PIL import Image
 from data_prep import bedlam_animations, cliff_npz, common, emdb, threedpw
 from hmr_jax.data import augment as aug
 from hmr_jax.data import records, shards
+from hmr_jax.geometry import rotations_np
 from hmr_jax.data.pipeline import Source, image_pipeline, mesh_pipeline
 
 
 @pytest.fixture(scope="module")
 def body(tmp_path_factory):
     from hmr_jax.body import load_body_model
-    from hmr_jax.body.standin import write_standin_model
+    from hmr_jax.testing.smpl_files import write_standin_model
 
     path = tmp_path_factory.mktemp("body") / "smplh" / "neutral" / "model.npz"
     write_standin_model(path, kind="smplh")
@@ -117,8 +118,8 @@ def test_3dpw(tmp_path, body):
         np.testing.assert_array_equal(rec["keypoints_2d"][:, 2], 1.0)
         k3 = rec["keypoints_3d"].astype(np.float64)
         np.testing.assert_allclose(k3[:, :2] / k3[:, 2:3] * 300.0 + [160.0, 120.0], pp["uv"][t], atol=1e-3)
-        want = data["cam_poses"][t, :3, :3] @ aug.axis_angle_to_matrix(pp["poses"][t, :3])
-        np.testing.assert_allclose(aug.axis_angle_to_matrix(rec["global_orient"]), want, atol=1e-5)
+        want = data["cam_poses"][t, :3, :3] @ rotations_np.axis_angle_to_matrix(pp["poses"][t, :3])
+        np.testing.assert_allclose(rotations_np.axis_angle_to_matrix(rec["global_orient"]), want, atol=1e-5)
         mesh = body.canonical("male", pp["betas"][None, :10], pp["poses"][t:t + 1, 3:66])
         np.testing.assert_allclose(rec["vertices"], mesh["vertices"][0], atol=1e-5)
         np.testing.assert_allclose(rec["vertices_flipped"], mesh["vertices_flipped"][0], atol=1e-5)
@@ -188,7 +189,7 @@ def _write_emdb(root, name, flag, n=6, seed=0):
     boxes = np.concatenate([kp.min(1) - 5, kp.max(1) + 5], axis=1)
     ext = np.tile(np.eye(4), (n, 1, 1))
     ext[:, :3, 3] = [0, 0, 3.0]
-    ext[:, :3, :3] = aug.axis_angle_to_matrix(np.array([0.0, 0.3, 0.0]))
+    ext[:, :3, :3] = rotations_np.axis_angle_to_matrix(np.array([0.0, 0.3, 0.0]))
     data = {"emdb1": flag == "emdb1", "emdb2": flag == "emdb2", "gender": "female", "n_frames": n,
             "good_frames_mask": np.array([True, True, False, True, True, True][:n]),
             "smpl": {"betas": rng.normal(size=10), "poses_root": rng.normal(scale=0.5, size=(n, 3)),
@@ -215,8 +216,8 @@ def test_emdb(tmp_path, body):
         side = 200 * rec["scale"] * rec["stored_to_original"][0, 0]
         np.testing.assert_allclose(side, 1.2 * max(x1 - x0, y1 - y0), rtol=1e-5)
         np.testing.assert_allclose(_to_original(rec, rec["center"][None])[0], [(x0 + x1) / 2, (y0 + y1) / 2], atol=1e-3)
-        want = data["camera"]["extrinsics"][t, :3, :3] @ aug.axis_angle_to_matrix(data["smpl"]["poses_root"][t])
-        np.testing.assert_allclose(aug.axis_angle_to_matrix(rec["global_orient"]), want, atol=1e-5)
+        want = data["camera"]["extrinsics"][t, :3, :3] @ rotations_np.axis_angle_to_matrix(data["smpl"]["poses_root"][t])
+        np.testing.assert_allclose(rotations_np.axis_angle_to_matrix(rec["global_orient"]), want, atol=1e-5)
         assert rec["gender"] == "female" and rec["dataset"] == "emdb"
         _check_region(rec, images[t])
     assert len(_decode(emdb.convert(root, tmp_path / "out2", body, subset="emdb2", progress=False).parent)) == 4
@@ -281,7 +282,7 @@ def test_cliff_npz(tmp_path, body, alternative_keys):
 
 def test_cliff_npz_command_line(tmp_path, capsys):
     """``python -m data_prep.cliff_npz`` with the shared output options (--max-box, --margin...)."""
-    from hmr_jax.body.standin import write_standin_model
+    from hmr_jax.testing.smpl_files import write_standin_model
 
     write_standin_model(tmp_path / "bm" / "smplh" / "neutral" / "model.npz", kind="smplh")
     folder = tmp_path / "datasets" / "coco"

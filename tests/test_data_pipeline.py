@@ -6,8 +6,9 @@ import pytest
 
 from hmr_jax.data import augment as aug
 from hmr_jax.data import records, shards
+from hmr_jax.geometry import rotations_np
 from hmr_jax.data.pipeline import Source, image_pipeline, mesh_pipeline
-from hmr_jax.data.toy import toy_image_record, write_toy_image_dataset, write_toy_mesh_dataset
+from hmr_jax.testing.toy_data import toy_image_record, write_toy_image_dataset, write_toy_mesh_dataset
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_crop_keypoints_and_3d_agree(params):
     want = rec["vertices_flipped"] if params.flip else rec["vertices"]
     np.testing.assert_array_equal(out["vertices_canonical"], want)
     np.testing.assert_allclose(out["vertices"], want @ out["rotation_matrix"].T, atol=1e-6)
-    np.testing.assert_allclose(out["rotation_matrix"], aug.axis_angle_to_matrix(out["global_orient"]), atol=1e-6)
+    np.testing.assert_allclose(out["rotation_matrix"], rotations_np.axis_angle_to_matrix(out["global_orient"]), atol=1e-6)
     # The pixels agree with the keypoints: the toy image has a white dot at every joint.
     rgb = out["image"] * np.array(aug.IMAGENET_STD) + np.array(aug.IMAGENET_MEAN)
     xy = np.round(_pixel(out["keypoints_2d"][:, :2], s)).astype(int)
@@ -102,7 +103,7 @@ def test_rotation_factor_zero_augments_without_in_plane_rotation(toy_dirs):
             for orient, idx, verts in zip(b["global_orient"], b["dataset_index"], b["vertices_canonical"]):
                 assert idx == 0
                 plain = np.min(np.abs(stored - orient).max(-1))
-                mirrored = np.min(np.abs(np.stack([aug.mirror_axis_angle(o) for o in stored]) - orient).max(-1))
+                mirrored = np.min(np.abs(np.stack([rotations_np.mirror_axis_angle(o) for o in stored]) - orient).max(-1))
                 n_flip += mirrored < 1e-5 and plain > 1e-5
                 n_rot += min(plain, mirrored) > 1e-4
         assert n_flip > 0
@@ -170,7 +171,7 @@ def test_mesh_pipeline_reads_mesh_and_image_datasets(toy_dirs):
     canon = next(iter(mesh_pipeline(str(toy_dirs / "m"), batch_size=4, train=False,
                                     shard_index=0, shard_count=1)))
     assert canon["vertices"].shape == (4, 50, 3)
-    rot = np.stack([aug.axis_angle_to_matrix(a) for a in canon["global_orient"]])
+    rot = np.stack([rotations_np.axis_angle_to_matrix(a) for a in canon["global_orient"]])
     np.testing.assert_allclose(posed["vertices"], np.einsum("bij,bvj->bvi", rot, canon["vertices"]), atol=1e-5)
     from_images = next(iter(mesh_pipeline(str(toy_dirs / "a"), batch_size=3, seed=1, shard_index=0, shard_count=1)))
     assert from_images["vertices"].shape == (3, 24, 3)

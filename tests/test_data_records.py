@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hmr_jax.data import records, shards
-from hmr_jax.data.toy import toy_image_record, write_toy_image_dataset, write_toy_mesh_dataset
+from hmr_jax.testing.toy_data import toy_image_record, write_toy_image_dataset, write_toy_mesh_dataset
 
 
 def _record(seed=0):

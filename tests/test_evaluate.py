@@ -29,7 +29,7 @@ def _procrustes(pred, gt):
 
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
-    from hmr_jax.data.toy import write_toy_image_dataset
+    from hmr_jax.testing.toy_data import write_toy_image_dataset
 
     root = tmp_path_factory.mktemp("eval")
     write_toy_image_dataset(root / "toy_test", 10, seed=5)

@@ -57,7 +57,7 @@ def _convert(argv):
 def setup(parity_dir, reference_dir, tmp_path_factory):
     """Converted MEGA + tokenizer, random joint regressors, a 4-image split with real meshes."""
     from hmr_jax.data.shards import write_dataset
-    from hmr_jax.data.toy import toy_image_record
+    from hmr_jax.testing.toy_data import toy_image_record
 
     root = tmp_path_factory.mktemp("eval_converted")
     conns = reference_dir / "ConnectionMatrices"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hmr_jax.body import fit_to_vertices, load_body_model
-from hmr_jax.body.standin import write_standin_model
+from hmr_jax.testing.smpl_files import write_standin_model
 
 
 @pytest.fixture(scope="module")

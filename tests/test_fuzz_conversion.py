@@ -6,7 +6,7 @@ of another shape, rank or dtype, a value that is not a tensor, non-string keys, 
 in a container) or the bytes of the saved file, then runs the whole conversion
 (:func:`hmr_jax.conversion.registry.convert_checkpoint`): it must succeed or end in
 ``ConversionError`` naming the file. Fixtures ``NAME_io.npz`` are fuzzed through
-:func:`hmr_jax.conversion.common.load_fixture`.
+:func:`hmr_jax.conversion.fixtures.load_fixture`.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fuzz_harness as fz
-from hmr_jax.conversion import common, registry
+from hmr_jax.conversion import common, fixtures, registry
 
 torch = pytest.importorskip("torch")
 
@@ -141,4 +141,4 @@ def test_fuzz_verify_fixtures(parity_dir, tmp_path, data):
     blob = fz.mutated_file(data, f"{seed}_io.npz", raw, arrays, head=4096)
     with fz.fresh_dir(tmp_path) as d:
         path = fz.write(d, f"{seed}_io.npz", blob)
-        fz.check_reader("fixture _io.npz", common.load_fixture, path, common.ConversionError)
+        fz.check_reader("fixture _io.npz", fixtures.load_fixture, path, common.ConversionError)

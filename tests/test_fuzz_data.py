@@ -1,7 +1,7 @@
 """Fuzzing the dataset readers: records and shards read back from ArrayRecord, manifests, and the
 annotation files ``data_prep`` converts (3DPW and EMDB pickles, BEDLAM / CLIFF ``.npz``).
 
-Seeds come from the project's writers (``hmr_jax.data.toy``'s records and datasets) and from the
+Seeds come from the project's writers (``hmr_jax.testing.toy_data``'s records and datasets) and from the
 stand-ins of ``tests/test_data_converters.py`` written in the official layouts. Checks as in
 ``fuzz_harness.check_reader``: the reader's own error (``RecordError``, ``DatasetError``,
 ``ConversionInputError``) naming the file, no other exception, no hang, no memory blow-up,
@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 import fuzz_harness as fz
 from data_prep import cliff_npz, common, emdb, threedpw
-from hmr_jax.data import records, shards, toy
+from hmr_jax.data import records, shards
+from hmr_jax.testing import toy_data as toy
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import fuzz_harness as fz
 from hmr_jax.body import model_io
 from hmr_jax.body.regressors import JointRegressorError, load_joint_regressor
-from hmr_jax.body.standin import make_standin_arrays
+from hmr_jax.testing.smpl_files import make_standin_arrays
 from hmr_jax.detection.base import DetectionError, load_boxes
 from hmr_jax.mesh import connections as cn
 from hmr_jax.mesh.io import MeshFileError, read_mesh, write_obj, write_ply

@@ -338,7 +338,7 @@ def test_bad_images_are_reported_and_the_others_predicted(tiny, tmp_path):
 
 def test_smpl_fit_round_trip_within_5mm(tmp_path):
     from hmr_jax.body import load_body_model
-    from hmr_jax.body.standin import write_standin_model
+    from hmr_jax.testing.smpl_files import write_standin_model
 
     path = tmp_path / "smplh" / "neutral" / "model.npz"
     write_standin_model(path, "smplh", seed=3)
@@ -372,7 +372,7 @@ def test_demo_pictures_and_evaluation_load_through_the_api(tiny, tmp_path):
     """hmr_jax.demo's rendered hypotheses and evaluate.py's predictor read a workdir through the
     inference API (the toy image records hold 24-point meshes, the tiny tokenizer's size)."""
     from hmr_jax import demo
-    from hmr_jax.data.toy import write_toy_image_dataset
+    from hmr_jax.testing.toy_data import write_toy_image_dataset
     from hmr_jax.training import evaluation
 
     path, cfg, variables = tiny["mega_resnet"]

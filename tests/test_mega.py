@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hmr_jax.conversion import common
+from hmr_jax.conversion import common, fixtures
 from hmr_jax.conversion import mega as CM
 from hmr_jax.models import mega as M
 
@@ -24,7 +24,7 @@ RTOL = 1e-4
 def _load(parity_dir, name, kind):
     raw, _ = common.load_torch_state_dict(parity_dir / f"{name}.pt")
     fixture = json.loads((parity_dir / f"{name}.json").read_text())
-    found = [n for n in ("mega_pretrained", "mega_hrnet", "mega_resnet", "mega_vit") if CM._detector(n)(list(raw))]
+    found = [n for n in ("mega_pretrained", "mega_hrnet", "mega_resnet", "mega_vit") if CM.detect(list(raw), n)]
     assert found == [kind], f"{name} detected as {found}"
     state = common.StateDict(raw, what=name)
     variables, config = CM.convert(state, fixture, kind)
@@ -37,14 +37,14 @@ def _load(parity_dir, name, kind):
 @pytest.fixture(scope="module")
 def vqmae(parity_dir):
     variables, config, io, fixture = _load(parity_dir, "mega_vqmae_small", "mega_pretrained")
-    got = CM.fixture_outputs(variables, config, io, fixture, parity_dir)
+    got = fixtures.mega_outputs(variables, config, io, fixture, parity_dir)
     return variables, config, io, got
 
 
 @pytest.fixture(scope="module")
 def cvqmae(parity_dir, reference_dir):
     variables, config, io, fixture = _load(parity_dir, "mega_cvqmae_small", "mega_hrnet")
-    got = CM.fixture_outputs(variables, config, io, fixture, parity_dir,
+    got = fixtures.mega_outputs(variables, config, io, fixture, parity_dir,
                              connection_folder=reference_dir / "ConnectionMatrices")
     return variables, config, io, got
 

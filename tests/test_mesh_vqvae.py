@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hmr_jax.conversion import common
+from hmr_jax.conversion import common, fixtures
 from hmr_jax.conversion import mesh_vqvae as conv
 from hmr_jax.mesh import connections as cn
 from hmr_jax.models.fcae import FullyConvAE
@@ -41,14 +41,14 @@ def _converted(parity_dir, reference_dir, name):
 @pytest.fixture(scope="module")
 def vq(parity_dir, reference_dir):
     variables, config, io, fixture = _converted(parity_dir, reference_dir, "mesh_vqvae")
-    errors = conv.verify(variables, config, io, fixture, parity_dir)
+    errors = fixtures.verify_mesh_vqvae(variables, config, io, fixture, parity_dir)
     return variables, config, io, errors
 
 
 @pytest.fixture(scope="module")
 def rq(parity_dir, reference_dir):
     variables, config, io, fixture = _converted(parity_dir, reference_dir, "mesh_rqvae")
-    return conv.verify(variables, config, io, fixture, parity_dir), io
+    return fixtures.verify_mesh_vqvae(variables, config, io, fixture, parity_dir), io
 
 
 def _assert_all_close(errors, io):

@@ -25,7 +25,8 @@ import pytest
 
 from hmr_jax import files
 from stage_helpers import quick
-from hmr_jax.data import records, shards, toy
+from hmr_jax.data import records, shards
+from hmr_jax.testing import toy_data as toy
 from hmr_jax.data.pipeline import image_pipeline, mesh_pipeline
 from hmr_jax.training import checkpointing
 from hmr_jax.training.config import load_config

@@ -293,7 +293,7 @@ class _StandInModel:
 
 def test_smpl_fit_round_trip(tmp_path, capsys):
     from hmr_jax.body import load_body_model
-    from hmr_jax.body.standin import write_standin_model
+    from hmr_jax.testing.smpl_files import write_standin_model
     from hmr_jax.detection import BoxesDetector
     from hmr_jax.inference import Predictor
 

@@ -11,6 +11,7 @@ import optax
 import pytest
 import trimesh
 
+from hmr_jax.geometry.normals import vertex_normals
 from hmr_jax.mesh import build, connections
 from hmr_jax.mesh import io as mesh_io
 from hmr_jax.mesh import spiral as spiral_lib
@@ -64,7 +65,7 @@ def _meshes(vertices, n, seed):
 def test_first_ring_is_the_counter_clockwise_fan(sphere_setup):
     v, f = sphere_setup["vertices"], sphere_setup["faces"]
     adj = spiral_lib.mesh_adjacency(f, len(v))
-    spirals = spiral_lib.spiral_indices(adj, v, spiral_lib.vertex_normals(v, f), length=7)
+    spirals = spiral_lib.spiral_indices(adj, v, vertex_normals(v, f).astype(np.float32), length=7)
     oriented = {tuple(t) for face in f.tolist() for t in (face, face[1:] + face[:1], face[2:] + face[:2])}
     for i in range(len(v)):
         nb = adj.indices[adj.indptr[i] : adj.indptr[i + 1]]
@@ -129,7 +130,7 @@ def test_spiral_conv_equals_dense_over_concatenated_neighbours(channels_in, chan
     v = np.concatenate([ico.vertices, [[3, 0, 0], [3, 1, 0], [3, 0, 1]]]).astype(np.float32)
     f = np.concatenate([ico.faces, [[12, 13, 14]]])
     graph = spiral_lib.mesh_adjacency(f, len(v))
-    spirals = spiral_lib.spiral_indices(graph, v, spiral_lib.vertex_normals(v, f), length=9)
+    spirals = spiral_lib.spiral_indices(graph, v, vertex_normals(v, f).astype(np.float32), length=9)
     assert (spirals[12:, 3:] == len(v)).all() and (spirals[:12] < len(v)).all()
     level = spiral_lib.SpiralLevel(len(v), spirals, v, v, np.arange(len(v)), graph)
     conv = spiral_models.SpiralConv(level, channels_out)

@@ -9,8 +9,8 @@ from PIL import Image
 import io
 
 from data_prep import synthetic
-from hmr_jax.data import augment as aug
 from hmr_jax.data import records, shards
+from hmr_jax.geometry import rotations_np
 from hmr_jax.data.pipeline import image_pipeline
 from hmr_jax.render import PerspectiveCamera
 
@@ -41,7 +41,7 @@ def test_records_follow_the_format_and_the_camera(standin_set, standin):
         assert r["keypoints_kind"] == "coco17" and r["dataset"] == "synthetic"
         image = np.asarray(Image.open(io.BytesIO(r["image_jpeg"])))
         assert image.shape == (96, 96, 3)
-        rot = aug.axis_angle_to_matrix(r["global_orient"])
+        rot = rotations_np.axis_angle_to_matrix(r["global_orient"])
         cam = PerspectiveCamera(tuple(r["camera_focal"]), tuple(r["camera_principal_point"]),
                                 tuple(r["camera_translation"]), rotation=rot)
         # 2D keypoints are the projection of the 3D joints; 3D keypoints are their camera-frame position.

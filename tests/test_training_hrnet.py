@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow  # the HRNet train step compiles in ~1-2 min on a 
 def runs(tmp_path_factory):
     """A 4-step tokenizer run, then MEGA with a width-2 HRNet (returns both workdirs, the MEGA
     summary and its initial variables)."""
-    from hmr_jax.data.toy import write_toy_image_dataset, write_toy_mesh_dataset
+    from hmr_jax.testing.toy_data import write_toy_image_dataset, write_toy_mesh_dataset
     from hmr_jax.mesh.build import build_hierarchy, write_hierarchy
     from hmr_jax.models.mesh_vqvae import RELEASED_54
 

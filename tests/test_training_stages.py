@@ -41,7 +41,7 @@ def _write_structured_meshes(path, num, seed):
 def tiny(tmp_path_factory):
     """Connection files for a 4x6 grid (24 points -> 8 tokens), toy mesh and image sets, and
     random joint regressors for 24 points."""
-    from hmr_jax.data.toy import write_toy_image_dataset
+    from hmr_jax.testing.toy_data import write_toy_image_dataset
     from hmr_jax.mesh.build import build_hierarchy, write_hierarchy
 
     root = tmp_path_factory.mktemp("tiny")

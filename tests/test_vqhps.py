@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hmr_jax.conversion import common
+from hmr_jax.conversion import common, fixtures
 from hmr_jax.conversion import vqhps as CV
 from hmr_jax.models import vqhps as V
 
@@ -19,7 +19,7 @@ NAME = "vqhps_regressor_small"
 def loaded(parity_dir):
     raw, _ = common.load_torch_state_dict(parity_dir / f"{NAME}.pt")
     fixture = json.loads((parity_dir / f"{NAME}.json").read_text())
-    assert [n for n in ("vqhps_hrnet", "vqhps_resnet") if CV._detector(n)(list(raw))] == ["vqhps_hrnet"]
+    assert [n for n in ("vqhps_hrnet", "vqhps_resnet") if CV.detect(list(raw), n)] == ["vqhps_hrnet"]
     state = common.StateDict(raw, what=NAME)
     variables, config = CV.convert(state, fixture, "vqhps_hrnet")
     state.finish()
@@ -31,7 +31,7 @@ def loaded(parity_dir):
 @pytest.fixture(scope="module")
 def outputs(loaded, parity_dir, reference_dir):
     _, variables, config, io, fixture = loaded
-    return CV.fixture_outputs(variables, config, io, fixture, parity_dir,
+    return fixtures.vqhps_outputs(variables, config, io, fixture, parity_dir,
                               connection_folder=reference_dir / "ConnectionMatrices")
 
 

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hmr_jax.body.model import BodyModel, lbs, vertex_subset
-from hmr_jax.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from hmr_jax.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle, rotation_from_covariance
 
 
 class FitResult(NamedTuple):
@@ -43,14 +43,6 @@ class FitResult(NamedTuple):
     transl: jax.Array
     vertices: jax.Array
     vertex_error: jax.Array
-
-
-def _rotation_from_covariance(k: jax.Array) -> jax.Array:
-    """Rotation R maximising trace(R K) for K = sum (p - p_mean)(q - q_mean)^T, so q ~ R p."""
-    u, _, vh = jnp.linalg.svd(k)
-    d = jnp.sign(jnp.linalg.det(u @ vh))
-    z = jnp.ones(k.shape[:-1], k.dtype).at[..., -1].set(d)
-    return jnp.swapaxes(vh, -1, -2) @ (z[..., :, None] * jnp.swapaxes(u, -1, -2))
 
 
 def _full_rotations(model: BodyModel, fitted: jax.Array) -> jax.Array:
@@ -80,7 +72,7 @@ def initial_pose(model: BodyModel, target: jax.Array, min_part_vertices: int = 1
     k = jnp.einsum("vj,va,bvc->bjac", assign, p, target) - count[None, :, None, None] * jnp.einsum(
         "ja,bjc->bjac", p_mean, q_mean
     )
-    world = _rotation_from_covariance(k)  # (B, J, 3, 3): target part ~ world @ rest part
+    world = rotation_from_covariance(k)  # (B, J, 3, 3): target part ~ world @ rest part
     ok = count >= min_part_vertices
     rows = [world[:, 0]]
     for j in range(1, n_fit):

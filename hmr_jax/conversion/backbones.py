@@ -35,18 +35,19 @@ import math
 import re
 from typing import Any, Mapping
 
+import jax
 import numpy as np
 
-from hmr_jax.conversion.common import (
-    ConversionError,
-    StateDict,
-    conv_kernel,
-    dense_kernel,
-    fixture_errors,
-)
-from hmr_jax.conversion.registry import Converter, register
+from hmr_jax.conversion.common import ConversionError, StateDict, conv_kernel, dense_kernel, user_config
+from hmr_jax.models.backbones.hrnet import BLOCKS_PER_BRANCH, HEADS, STAGES
+from hmr_jax.models.backbones.vit import interpolate_pos_embed
 
-KINDS = ("hrnet", "resnet50", "vit")
+#: The bare backbone checkpoint kinds, with what each is.
+KINDS = {
+    "hrnet": "HRNet backbone state dict (MEGA / VQ-HPS variant, or upstream pose_hrnet_w48.pth)",
+    "resnet50": "ResNet-50 without classifier (torchvision state dict or the originals' Sequential layout)",
+    "vit": "ViTPose backbone (vitpose_backbone.pth: ViT-H, 256x192 inputs)",
+}
 
 _NBT_REASON = "BatchNorm num_batches_tracked: only used by PyTorch when momentum=None (not the case)"
 _FINAL_LAYER_REASON = "HRNet final_layer (joint heat-maps): built by the original but unused by its forward()"
@@ -118,8 +119,6 @@ class _Vars:
 
     def put_stacked(self, path: tuple[str, ...], parts: list["_Vars"]) -> None:
         """Put the trees of ``parts`` at ``path``, every leaf stacked on a new leading axis."""
-        import jax
-
         self._put(self.params, path, jax.tree.map(lambda *a: _stack(a), *[p.params for p in parts]))
         if parts[0].stats:
             self._put(self.stats, path, jax.tree.map(lambda *a: _stack(a), *[p.stats for p in parts]))
@@ -134,15 +133,6 @@ class _Vars:
         return out
 
 
-def _model_config(config: Mapping[str, Any] | None) -> dict:
-    """The model keys of a user config: a flat dict or a parity-fixture JSON (its ``config``)."""
-    if not config:
-        return {}
-    if "config" in config and isinstance(config["config"], Mapping):
-        return dict(config["config"])
-    return dict(config)
-
-
 def _strip(keys, prefix: str) -> list[str]:
     return [k[len(prefix):] for k in keys if k.startswith(prefix)]
 
@@ -151,9 +141,8 @@ def _strip(keys, prefix: str) -> list[str]:
 # HRNet
 
 
-def _hrnet(state: StateDict, prefix: str, config: Mapping[str, Any]) -> tuple[dict, dict]:
-    from hmr_jax.models.backbones.hrnet import BLOCKS_PER_BRANCH, HEADS, STAGES
-
+def _hrnet_head(state: StateDict, prefix: str, config: Mapping[str, Any]) -> tuple[int, str, bool]:
+    """The HRNet's width (from the weights), the head asked for, and whether the weights have it."""
     keys = _strip(state.keys(), prefix)
     wkey = prefix + "stage2.0.branches.0.0.conv1.weight"
     if wkey not in state:
@@ -161,7 +150,6 @@ def _hrnet(state: StateDict, prefix: str, config: Mapping[str, Any]) -> tuple[di
     width = int(state.state[wkey].shape[0])
     if "width" in config and int(config["width"]) != width:
         raise ConversionError(f"{state.what}: config width {config['width']} but the weights have width {width}")
-    has_head = any(k.startswith("downsample_stage_") for k in keys)
     if any(k.startswith("upsample_stage_") for k in keys):
         raise ConversionError(
             f"{state.what}: has upsample_stage_* layers (HRNet built with downsample=False, use_conv=True); "
@@ -175,6 +163,11 @@ def _hrnet(state: StateDict, prefix: str, config: Mapping[str, Any]) -> tuple[di
     head = config.get("head", "downsample_conv")
     if head not in HEADS:
         raise ConversionError(f"HRNet head must be one of {HEADS}, got {head!r}")
+    return width, head, any(k.startswith("downsample_stage_") for k in keys)
+
+
+def _hrnet(state: StateDict, prefix: str, config: Mapping[str, Any]) -> tuple[dict, dict]:
+    width, head, has_head = _hrnet_head(state, prefix, config)
     v = _Vars(state, prefix)
     v.conv("conv1", ("conv1",))
     v.bn("bn1", ("bn1",))
@@ -184,77 +177,85 @@ def _hrnet(state: StateDict, prefix: str, config: Mapping[str, Any]) -> tuple[di
     pre = [256]
     for s, (modules, branches) in enumerate(STAGES, start=2):
         channels = [width * 2**j for j in range(branches)]
-        for i, c in enumerate(channels):
-            t = f"transition{s - 1}.{i}"
-            if i < len(pre):
-                if c != pre[i]:
-                    v.conv(f"{t}.0", (f"transition{s - 1}_{i}", "conv"))
-                    v.bn(f"{t}.1", (f"transition{s - 1}_{i}", "bn"))
-            else:
-                for k in range(i + 1 - len(pre)):
-                    v.conv(f"{t}.{k}.0", (f"transition{s - 1}_{i}_{k}", "conv"))
-                    v.bn(f"{t}.{k}.1", (f"transition{s - 1}_{i}_{k}", "bn"))
-        module_vars = []
-        for m in range(modules):
-            sp, mv = f"stage{s}.{m}", v.sub()
-            for j in range(branches):
-                blocks = []
-                for k in range(BLOCKS_PER_BRANCH):
-                    bv = v.sub()
-                    for layer in ("conv1", "conv2"):
-                        bv.conv(f"{sp}.branches.{j}.{k}.{layer}", (layer,))
-                    for layer in ("bn1", "bn2"):
-                        bv.bn(f"{sp}.branches.{j}.{k}.{layer}", (layer,))
-                    blocks.append(bv)
-                mv.put_stacked((f"branch{j}",), blocks)
-            for i in range(branches):
-                for j in range(branches):
-                    f = f"{sp}.fuse_layers.{i}.{j}"
-                    if j > i:
-                        mv.conv(f"{f}.0", (f"fuse{i}_{j}", "conv"))
-                        mv.bn(f"{f}.1", (f"fuse{i}_{j}", "bn"))
-                    elif j < i:
-                        for k in range(i - j):
-                            mv.conv(f"{f}.{k}.0", (f"fuse{i}_{j}_{k}", "conv"))
-                            mv.bn(f"{f}.{k}.1", (f"fuse{i}_{j}_{k}", "bn"))
-            module_vars.append(mv)
+        _hrnet_transition(v, s, channels, pre)
         # The modules of a stage (and the 4 blocks of a branch) are scanned: stacked parameters.
-        v.put_stacked((f"stage{s}",), module_vars)
+        v.put_stacked((f"stage{s}",), [_hrnet_module(v, f"stage{s}.{m}", branches) for m in range(modules)])
         pre = channels
     state.ignore([prefix + "final_layer.weight", prefix + "final_layer.bias"], _FINAL_LAYER_REASON)
     out_config: dict[str, Any] = {"backbone": "hrnet", "width": width, "head": head}
-    if head == "downsample_conv":
-        if has_head:
-            for b in range(3):
-                for k in range(3 - b):
-                    v.conv(f"downsample_stage_{b + 1}.{3 * k}", (f"downsample_stage_{b + 1}_{k}", "conv"))
-                    v.bn(f"downsample_stage_{b + 1}.{3 * k + 1}", (f"downsample_stage_{b + 1}_{k}", "bn"))
-        else:
-            # Upstream pose_hrnet_w48.pth: the originals keep init_weights' values for these layers.
-            seed = int(config.get("seed", 0))
-            rng = np.random.default_rng(seed)
-            names = []
-            for b in range(3):
-                c = width * 2**b
-                for k in range(3 - b):
-                    name = f"downsample_stage_{b + 1}_{k}"
-                    names.append(name)
-                    v._put(v.params, (name, "conv", "kernel"), rng.normal(0.0, 0.001, (3, 3, c, c)).astype(np.float32))
-                    v._put(v.params, (name, "bn", "scale"), np.ones((c,), np.float32))
-                    v._put(v.params, (name, "bn", "bias"), np.zeros((c,), np.float32))
-                    v._put(v.stats, (name, "bn", "mean"), np.zeros((c,), np.float32))
-                    v._put(v.stats, (name, "bn", "var"), np.ones((c,), np.float32))
-            out_config["initialised_layers"] = names
-            out_config["initialisation"] = (
-                f"not in the checkpoint; conv N(0, 0.001^2) (numpy seed {seed}), BatchNorm 1/0, "
-                "running stats 0/1, as the original init_weights"
-            )
+    if head == "downsample_conv" and has_head:
+        for b in range(3):
+            for k in range(3 - b):
+                v.conv(f"downsample_stage_{b + 1}.{3 * k}", (f"downsample_stage_{b + 1}_{k}", "conv"))
+                v.bn(f"downsample_stage_{b + 1}.{3 * k + 1}", (f"downsample_stage_{b + 1}_{k}", "bn"))
+    elif head == "downsample_conv":
+        out_config.update(_init_downsample_head(v, width, int(config.get("seed", 0))))
     elif has_head:
         state.ignore(
-            [prefix + k for k in keys if k.startswith("downsample_stage_")],
+            [prefix + k for k in _strip(state.keys(), prefix) if k.startswith("downsample_stage_")],
             "head='none' was asked for: the strided-convolution head is not built",
         )
     return v.variables(), out_config
+
+
+def _hrnet_transition(v: _Vars, s: int, channels: list[int], pre: list[int]) -> None:
+    """``transition{s-1}``: from the previous stage's branch widths ``pre`` to ``channels``."""
+    for i, c in enumerate(channels):
+        t = f"transition{s - 1}.{i}"
+        if i < len(pre):
+            if c != pre[i]:
+                v.conv(f"{t}.0", (f"transition{s - 1}_{i}", "conv"))
+                v.bn(f"{t}.1", (f"transition{s - 1}_{i}", "bn"))
+        else:
+            for k in range(i + 1 - len(pre)):
+                v.conv(f"{t}.{k}.0", (f"transition{s - 1}_{i}_{k}", "conv"))
+                v.bn(f"{t}.{k}.1", (f"transition{s - 1}_{i}_{k}", "bn"))
+
+
+def _hrnet_module(v: _Vars, sp: str, branches: int) -> _Vars:
+    """One HighResolutionModule ``sp`` (``stage{s}.{m}``): its branches (blocks stacked) and fuse layers."""
+    mv = v.sub()
+    for j in range(branches):
+        blocks = []
+        for k in range(BLOCKS_PER_BRANCH):
+            bv = v.sub()
+            for layer in ("conv1", "conv2"):
+                bv.conv(f"{sp}.branches.{j}.{k}.{layer}", (layer,))
+            for layer in ("bn1", "bn2"):
+                bv.bn(f"{sp}.branches.{j}.{k}.{layer}", (layer,))
+            blocks.append(bv)
+        mv.put_stacked((f"branch{j}",), blocks)
+    for i in range(branches):
+        for j in range(branches):
+            f = f"{sp}.fuse_layers.{i}.{j}"
+            if j > i:
+                mv.conv(f"{f}.0", (f"fuse{i}_{j}", "conv"))
+                mv.bn(f"{f}.1", (f"fuse{i}_{j}", "bn"))
+            elif j < i:
+                for k in range(i - j):
+                    mv.conv(f"{f}.{k}.0", (f"fuse{i}_{j}_{k}", "conv"))
+                    mv.bn(f"{f}.{k}.1", (f"fuse{i}_{j}_{k}", "bn"))
+    return mv
+
+
+def _init_downsample_head(v: _Vars, width: int, seed: int) -> dict:
+    """The ``downsample_stage_*`` layers an upstream pose_hrnet_w48.pth lacks, initialised as the
+    originals' init_weights leaves them; returns what to record in the config."""
+    rng = np.random.default_rng(seed)
+    names = []
+    for b in range(3):
+        c = width * 2**b
+        for k in range(3 - b):
+            name = f"downsample_stage_{b + 1}_{k}"
+            names.append(name)
+            v._put(v.params, (name, "conv", "kernel"), rng.normal(0.0, 0.001, (3, 3, c, c)).astype(np.float32))
+            v._put(v.params, (name, "bn", "scale"), np.ones((c,), np.float32))
+            v._put(v.params, (name, "bn", "bias"), np.zeros((c,), np.float32))
+            v._put(v.stats, (name, "bn", "mean"), np.zeros((c,), np.float32))
+            v._put(v.stats, (name, "bn", "var"), np.ones((c,), np.float32))
+    return {"initialised_layers": names,
+            "initialisation": (f"not in the checkpoint; conv N(0, 0.001^2) (numpy seed {seed}), BatchNorm 1/0, "
+                               "running stats 0/1, as the original init_weights")}
 
 
 def _bottlenecks(v: _Vars, key: str, path: tuple[str, ...], n: int, name_fmt: str) -> None:
@@ -324,8 +325,6 @@ def _resnet(state: StateDict, prefix: str, config: Mapping[str, Any]) -> tuple[d
 
 
 def _vit(state: StateDict, prefix: str, config: Mapping[str, Any]) -> tuple[dict, dict]:
-    from hmr_jax.models.backbones.vit import interpolate_pos_embed
-
     pkey = prefix + "pos_embed"
     if pkey not in state or prefix + "patch_embed.proj.weight" not in state:
         raise ConversionError(f"{state.what}: no {pkey} / patch_embed: not a ViTPose backbone (prefix {prefix!r})")
@@ -425,132 +424,42 @@ def convert_backbone(
     Raises:
       ConversionError: unknown kind, or weights that do not match the architecture.
     """
-    cfg = _model_config(config)
+    cfg = user_config(config)
     if kind == "hrnet":
         return _hrnet(state, prefix, cfg)
     if kind == "resnet50":
         return _resnet(state, prefix, cfg)
     if kind == "vit":
         return _vit(state, prefix, cfg)
-    raise ConversionError(f"unknown backbone kind {kind!r}; one of {KINDS}")
+    raise ConversionError(f"unknown backbone kind {kind!r}; one of {tuple(KINDS)}")
 
 
 # ----------------------------------------------------------------------------------------
-# Detection, verification and registration.
+# Detection
 
 
-def _detect_hrnet(keys: list[str]) -> bool:
-    s = set(keys)
-    return "conv1.weight" in s and "stage4.0.fuse_layers.0.1.0.weight" in s
+def backbone_kind(keys, prefix: str = "") -> str | None:
+    """Which backbone a state dict holds under ``prefix`` (``""``: a bare backbone state dict).
 
-
-def _to_nhwc(x: np.ndarray) -> np.ndarray:
-    return np.transpose(np.asarray(x, np.float32), (0, 2, 3, 1))
-
-
-def _to_nchw(x) -> np.ndarray:
-    return np.transpose(np.asarray(x, np.float32), (0, 3, 1, 2))
-
-
-def _run(kind: str, variables, config: Mapping[str, Any], images_nchw: np.ndarray):
-    """Run the converted backbone on NCHW images; returns (output, intermediates).
-
-    Runs op by op (not jitted): for the ill-conditioned random HRNet fixture, XLA's fusions move
-    float32 results by ~5e-5 of the array maximum, as much as the reference's own rounding.
+    Returns:
+      ``"vit"``, ``"hrnet"``, ``"resnet50"`` (either ResNet layout), ``"unknown"`` when other
+      keys start with ``prefix``, None when none does.
     """
-    import jax
-
-    from hmr_jax.models.backbones import build_backbone
-
-    model = build_backbone(config)
-    with jax.default_matmul_precision("highest"):
-        out, state = model.apply(variables, _to_nhwc(images_nchw), train=False, mutable=["intermediates"])
-    return out, state.get("intermediates", {})
-
-
-def hrnet_outputs(variables, config, images_nchw: np.ndarray) -> dict[str, np.ndarray]:
-    """Every array the ``hrnet_small`` fixture records, NCHW, from NCHW ``images_nchw``."""
-    out, inter = _run("hrnet", variables, config, images_nchw)
-    got = {}
-    for s in (2, 3, 4):
-        (branches,) = inter[f"stage{s}_out"]
-        for j, b in enumerate(branches):
-            got[f"out_stage{s}_branch{j}"] = _to_nchw(b)
-    if config.get("head", "downsample_conv") == "downsample_conv":
-        for b in (1, 2, 3):
-            (z,) = inter[f"downsample_stage_{b}"]
-            got[f"out_downsample_stage_{b}"] = _to_nchw(z)
-        got["out_features"] = _to_nchw(out)
-    return got
-
-
-def _verify_hrnet(variables, config, io, fixture, fixture_dir) -> dict[str, float]:
-    return fixture_errors(hrnet_outputs(variables, config, io["in_images"]), io)
-
-
-register(
-    Converter(
-        name="hrnet",
-        detect=_detect_hrnet,
-        convert=lambda state, config=None: convert_backbone(state, "hrnet", "", config),
-        verify=_verify_hrnet,
-        description="HRNet backbone state dict (MEGA / VQ-HPS variant, or upstream pose_hrnet_w48.pth)",
-    )
-)
-
-
-def _detect_resnet(keys: list[str]) -> bool:
-    return _resnet_layout(keys, "") is not None and not any(k.startswith("stage2.") for k in keys)
-
-
-def _detect_vit(keys: list[str]) -> bool:
     s = set(keys)
-    return "pos_embed" in s and "patch_embed.proj.weight" in s and "last_norm.weight" in s
+    if prefix + "patch_embed.proj.weight" in s:
+        return "vit"
+    if prefix + "conv1.weight" in s and any(k.startswith(prefix + "stage4.") for k in s):
+        return "hrnet"
+    if _resnet_layout(s, prefix) is not None:
+        return "resnet50"
+    return "unknown" if any(k.startswith(prefix) for k in s) else None
 
 
-def resnet_outputs(variables, config, images_nchw: np.ndarray) -> dict[str, np.ndarray]:
-    """``out_features`` (B, 2048, h, w) and ``out_features_avgpool`` (B, 2048) from NCHW images."""
-    feats, _ = _run("resnet50", variables, dict(config, global_pool=False), images_nchw)
-    feats = np.asarray(feats, np.float32)
-    return {"out_features": _to_nchw(feats), "out_features_avgpool": feats.mean(axis=(1, 2))}
+def detect(keys, name: str) -> bool:
+    """Whether a state dict with these keys is a bare backbone of kind ``name`` (:data:`KINDS`)."""
+    return backbone_kind(keys) == name
 
 
-def vit_outputs(variables, config, images_nchw: np.ndarray) -> dict[str, np.ndarray]:
-    """Every array the ``vit_small`` fixture records (tokens (B, N, C), features (B, C, gh, gw))."""
-    out, inter = _run("vit", variables, config, images_nchw)
-    got = {f"out_{k}": np.asarray(v[0], np.float32) for k, v in inter.items()}
-    got["out_features"] = _to_nchw(out)
-    return got
-
-
-def _verify_resnet(variables, config, io, fixture, fixture_dir) -> dict[str, float]:
-    return fixture_errors(resnet_outputs(variables, config, io["in_images"]), io)
-
-
-def _verify_vit(variables, config, io, fixture, fixture_dir) -> dict[str, float]:
-    # num_heads is not visible in the weights: the fixture's JSON states the one it was run with.
-    fixture_cfg = _model_config(fixture)
-    if "num_heads" in fixture_cfg:
-        config = dict(config, num_heads=int(fixture_cfg["num_heads"]))
-    return fixture_errors(vit_outputs(variables, config, io["in_images"]), io)
-
-
-register(
-    Converter(
-        name="resnet50",
-        detect=_detect_resnet,
-        convert=lambda state, config=None: convert_backbone(state, "resnet50", "", config),
-        verify=_verify_resnet,
-        description="ResNet-50 without classifier (torchvision state dict or the originals' Sequential layout)",
-    )
-)
-
-register(
-    Converter(
-        name="vit",
-        detect=_detect_vit,
-        convert=lambda state, config=None: convert_backbone(state, "vit", "", config),
-        verify=_verify_vit,
-        description="ViTPose backbone (vitpose_backbone.pth: ViT-H, 256x192 inputs)",
-    )
-)
+def convert(state: StateDict, config: Mapping[str, Any] | None, name: str) -> tuple[dict, dict]:
+    """Convert a bare backbone state dict of kind ``name`` (:func:`convert_backbone` at prefix ``""``)."""
+    return convert_backbone(state, name, "", config)

@@ -1,4 +1,6 @@
-"""Pieces every converter shares: torch containers, key bookkeeping, layouts, checkpoint I/O.
+"""Pieces every converter shares: torch containers, key bookkeeping, layouts, the small key
+mappers (:func:`dense`, :func:`layer_norm`, :func:`count_blocks`), the user-config normaliser
+(:func:`user_config`) and the converted checkpoints on disk.
 
 Conventions: PyTorch conv kernels are (O, I, kH, kW) and become Flax HWIO (kH, kW, I, O);
 ``nn.Linear`` weights (out, in) become Dense kernels (in, out). Every float tensor is cast to
@@ -9,20 +11,20 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 from typing import Any, Iterable, Mapping
 
 import numpy as np
+import orbax.checkpoint as ocp
 
 from hmr_jax.errors import UserError
 from hmr_jax.files import atomic_folder, atomic_write
-from hmr_jax.safe_read import check_file_size, read_npz
+from hmr_jax.safe_read import check_file_size
 
 # Keys of the containers the original training scripts write around the state dict.
 _STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict")
 #: the largest checkpoint read (the released ViT-H MEGA is ~2.5 GB)
 MAX_CHECKPOINT_BYTES = 32 << 30
-#: the largest parity fixture read (``NAME_io.npz``)
-MAX_FIXTURE_BYTES = 4 << 30
 
 
 class ConversionError(UserError, RuntimeError):
@@ -48,7 +50,7 @@ def load_torch_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray
         raise ConversionError(f"checkpoint {path} does not exist (pass the path of the .pt/.pth file)")
     check_file_size(path, MAX_CHECKPOINT_BYTES, ConversionError, "checkpoint")
     try:
-        import torch
+        import torch  # optional (the `torch` extra): only reading .pt files needs it
     except ImportError as e:  # pragma: no cover - depends on the install
         raise ConversionError(
             "reading PyTorch checkpoints needs torch: pip install -e '.[torch]' "
@@ -99,42 +101,10 @@ def load_torch_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray
 
 
 def _is_state_dict(obj: Mapping) -> bool:
-    import torch
+    import torch  # optional (the `torch` extra); load_torch_state_dict checked that it imports
 
     values = list(obj.values())
     return bool(values) and all(isinstance(v, torch.Tensor) for v in values)
-
-
-def load_fixture(io_path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a parity fixture for ``--verify``: ``NAME_io.npz`` and, beside it, ``NAME.json``.
-
-    Returns:
-      ``(io, fixture)``: the ``in_*`` / ``out_*`` arrays and the JSON settings (``{}`` without one).
-    Raises:
-      ConversionError: missing or malformed file, an array that is not numeric, naming the file.
-    """
-    io_path = pathlib.Path(io_path)
-    if not io_path.is_file():
-        raise ConversionError(f"fixture {io_path} does not exist (give the NAME_io.npz of a parity fixture)")
-    io = read_npz(io_path, ConversionError, max_bytes=MAX_FIXTURE_BYTES)
-    for name, arr in io.items():
-        if not (name.startswith(("in_", "out_")) or name == "meta"):
-            continue
-        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise ConversionError(f"{io_path}: fixture array {name!r} has dtype {arr.dtype}, not numbers")
-    if not any(k.startswith("out_") for k in io):
-        raise ConversionError(f"{io_path}: no out_* array to compare with (has {sorted(io)[:10]})")
-    json_path = io_path.with_name(io_path.name.replace("_io.npz", ".json"))
-    fixture: dict[str, Any] = {}
-    if json_path != io_path and json_path.is_file():
-        check_file_size(json_path, 64 << 20, ConversionError, "fixture JSON")
-        try:
-            fixture = json.loads(json_path.read_bytes())
-        except (ValueError, RecursionError) as e:
-            raise ConversionError(f"{json_path}: not valid JSON ({e})") from None
-        if not isinstance(fixture, dict):
-            raise ConversionError(f"{json_path}: expected a JSON object, got {type(fixture).__name__}")
-    return io, fixture
 
 
 class StateDict:
@@ -212,8 +182,52 @@ def conv_kernel(w: np.ndarray) -> np.ndarray:
 
 
 def dense_kernel(w: np.ndarray) -> np.ndarray:
-    """PyTorch ``nn.Linear`` weight (out, in) -> Flax Dense kernel (in, out), as a view (no copy)."""
+    """PyTorch ``nn.Linear`` weight (out, in) -> Flax Dense kernel (in, out), as a view (no copy:
+    full-size manifests convert without allocating). Raises ConversionError unless ``w`` is 2-D."""
+    if w.ndim != 2:
+        raise ConversionError(f"expected a 2-D linear weight, got shape {w.shape}")
     return w.T
+
+
+def dense(state: StateDict, key: str, bias: bool = True) -> dict:
+    """``key.weight`` (out, in) [+ ``key.bias`` (out,)] -> Flax Dense params ``{"kernel", "bias"}``."""
+    out = {"kernel": dense_kernel(state.take(key + ".weight"))}
+    if bias:
+        out["bias"] = state.take(key + ".bias")
+    return out
+
+
+def layer_norm(state: StateDict, key: str) -> dict:
+    """LayerNorm ``key.weight`` / ``key.bias`` (C,) -> Flax LayerNorm params ``{"scale", "bias"}``."""
+    return {"scale": state.take(key + ".weight"), "bias": state.take(key + ".bias")}
+
+
+def count_blocks(state: StateDict, prefix: str) -> int:
+    """How many numbered blocks ``prefix{i}.*`` the state dict has (``i`` must run 0..n-1)."""
+    n = set()
+    for k in state.with_prefix(prefix):
+        m = re.match(re.escape(prefix) + r"(\d+)\.", k)
+        if m:
+            n.add(int(m.group(1)))
+    if n != set(range(len(n))):
+        raise ConversionError(f"{prefix}* blocks are not numbered 0..{len(n) - 1}: {sorted(n)}")
+    return len(n)
+
+
+def user_config(config: Mapping[str, Any] | None) -> dict:
+    """The model part of a user config (``--config``) as a dict; ``{}`` for None.
+
+    A parity fixture JSON holds the config its model was built with under ``"config"`` (beside
+    its description): that part is returned; any other mapping is returned as it is. The family
+    converters pick their sections (``mega``, ``backbone``, ``transformer`` ...) from the result.
+    """
+    if not config:
+        return {}
+    if not isinstance(config, Mapping):
+        raise ConversionError(f"the model config must be a JSON object, got {type(config).__name__}")
+    if isinstance(config.get("config"), Mapping):
+        return dict(config["config"])
+    return dict(config)
 
 
 def max_relative_error(got: np.ndarray, want: np.ndarray) -> float:
@@ -224,24 +238,6 @@ def max_relative_error(got: np.ndarray, want: np.ndarray) -> float:
     diff = np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))) if want.size else 0.0
     scale = np.max(np.abs(want.astype(np.float64))) if want.size else 0.0
     return float(diff / (scale if scale > 0 else 1.0))
-
-
-def fixture_errors(got: Mapping[str, np.ndarray], io: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """Max relative error of every ``out_*`` array of a parity fixture ``io``.
-
-    Float arrays: :func:`max_relative_error`; integer arrays (tokens): 0 if identical, inf
-    otherwise. Raises ``ConversionError`` if ``got`` lacks one of the fixture's outputs.
-    """
-    errors = {}
-    for name in sorted(k for k in io if k.startswith("out_")):
-        if name not in got:
-            raise ConversionError(f"this converter cannot produce fixture array {name}")
-        want, g = io[name], np.asarray(got[name])
-        if np.issubdtype(want.dtype, np.integer):
-            errors[name] = 0.0 if (g.shape == want.shape and np.array_equal(g, want)) else float("inf")
-        else:
-            errors[name] = max_relative_error(g, want)
-    return errors
 
 
 # ----------------------------------------------------------------------------------------
@@ -265,8 +261,6 @@ def write_converted(
     Returns:
       The final folder.
     """
-    import orbax.checkpoint as ocp
-
     out_dir = pathlib.Path(out_dir).resolve()
     if out_dir.exists() and not overwrite:
         raise ConversionError(f"{out_dir} already exists (use --overwrite to replace it)")
@@ -291,8 +285,6 @@ def read_converted(ckpt_dir: str | os.PathLike, expected_model: str | None = Non
     Raises:
       ConversionError: missing folder / files, or a checkpoint of another model kind.
     """
-    import orbax.checkpoint as ocp
-
     ckpt_dir = pathlib.Path(ckpt_dir).resolve()
     cfg_path = ckpt_dir / "config.json"
     if not cfg_path.is_file() or not (ckpt_dir / "variables").is_dir():

@@ -1,6 +1,6 @@
 """Registry of model converters, used by ``convert_torch_weights.py``.
 
-A converter describes one checkpoint kind (``mesh_vqvae``, ``hrnet``, ``mega_cvqmae``, ...):
+A converter describes one checkpoint kind (``mesh_vqvae``, ``hrnet``, ``mega_hrnet``, ...):
 
 * ``name``: the kind, also written as ``config["model"]`` of the converted checkpoint;
 * ``detect(keys) -> bool``: whether a state dict with these keys is of this kind;
@@ -11,23 +11,16 @@ A converter describes one checkpoint kind (``mesh_vqvae``, ``hrnet``, ``mega_cvq
   dict[str, float]``: runs the converted model on the fixture's ``in_*`` arrays and returns the
   maximum relative error of every ``out_*`` array (each one present must be produced).
 
-Model families register themselves by adding their module to ``_MODULES``.
+The table below is the one list of kinds: the family modules (``backbones``, ``mesh_vqvae``,
+``mega``, ``vqhps``) map the keys, :mod:`hmr_jax.conversion.fixtures` runs the fixtures.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import functools
 from typing import Any, Callable
 
-CONVERTERS: dict[str, "Converter"] = {}
-
-# Modules that call ``register`` on import, one per model family.
-_MODULES: list[str] = [
-    "hmr_jax.conversion.backbones",
-    "hmr_jax.conversion.mesh_vqvae",
-    "hmr_jax.conversion.mega",
-    "hmr_jax.conversion.vqhps",
-]
+from hmr_jax.conversion import backbones, common, fixtures, mega, mesh_vqvae, vqhps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,35 +34,31 @@ class Converter:
     description: str = ""
 
 
-def register(converter: Converter) -> Converter:
-    """Add a converter to the registry (called at import time by each family module)."""
-    CONVERTERS[converter.name] = converter
-    return converter
+def _family(module, verify) -> list[Converter]:
+    """One converter per kind of a family module (its ``KINDS``, ``detect(keys, name)``,
+    ``convert(state, config, name)``)."""
+    return [Converter(name=name, detect=functools.partial(module.detect, name=name),
+                      convert=functools.partial(module.convert, name=name), verify=verify, description=description)
+            for name, description in module.KINDS.items()]
 
 
-def register_variants(variants, detector: Callable[[str], Callable[[list[str]], bool]],
-                      convert: Callable[..., tuple[Any, dict]],
-                      verify: Callable[..., dict[str, float]] | None = None) -> None:
-    """Register one converter per ``(name, description)`` of a family sharing its functions.
-
-    ``detector(name)`` gives the key test of that kind; ``convert(state, config, name)`` converts.
-    """
-    for name, description in variants:
-        register(Converter(name=name, detect=detector(name),
-                           convert=(lambda n: lambda state, config=None: convert(state, config, n))(name),
-                           verify=verify, description=description))
+CONVERTERS: dict[str, Converter] = {c.name: c for c in [
+    *_family(backbones, fixtures.verify_backbone),
+    Converter(name=mesh_vqvae.NAME, detect=mesh_vqvae.detect, convert=mesh_vqvae.convert,
+              verify=fixtures.verify_mesh_vqvae, description=mesh_vqvae.DESCRIPTION),
+    *_family(mega, fixtures.verify_mega),
+    *_family(vqhps, fixtures.verify_vqhps),
+]}
 
 
 def load_all() -> dict[str, Converter]:
-    """Import every family module and return the registry."""
-    for mod in _MODULES:
-        importlib.import_module(mod)
+    """The registry: checkpoint kind -> converter."""
     return CONVERTERS
 
 
 def detect(keys: list[str]) -> list[str]:
     """Names of the converters whose ``detect`` accepts these state-dict keys."""
-    return [name for name, c in load_all().items() if c.detect(keys)]
+    return [name for name, c in CONVERTERS.items() if c.detect(keys)]
 
 
 @dataclasses.dataclass
@@ -96,20 +85,17 @@ def convert_checkpoint(path, name: str | None = None, config: dict | None = None
     Raises:
       ConversionError: unreadable file, unknown / ambiguous kind, keys or shapes that do not fit.
     """
-    from hmr_jax.conversion import common
-
-    converters = load_all()
     raw, info = common.load_torch_state_dict(path)
     if name is None:
         found = detect(list(raw))
         if len(found) != 1:
             what = f"several kinds ({', '.join(found)})" if found else "no known kind"
             raise common.ConversionError(f"{path} matches {what}; name it with --model "
-                                         f"(one of {', '.join(sorted(converters))})")
+                                         f"(one of {', '.join(sorted(CONVERTERS))})")
         name = found[0]
-    if name not in converters:
-        raise common.ConversionError(f"unknown --model {name!r}; known: {', '.join(sorted(converters))}")
-    conv = converters[name]
+    if name not in CONVERTERS:
+        raise common.ConversionError(f"unknown --model {name!r}; known: {', '.join(sorted(CONVERTERS))}")
+    conv = CONVERTERS[name]
     state = common.StateDict(raw, what=f"{path} as {name}")
     try:
         variables, model_config = conv.convert(state, config)

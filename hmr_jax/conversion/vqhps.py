@@ -22,6 +22,7 @@ nothing is dropped silently.
 The number of heads and the dropout rate are not in the weights: from the config (a parity
 fixture JSON works: ``config.transformer``) or the release presets (:data:`PRESETS`, from
 ``configs/vqhps_*.py``, the original ``configs/transformer.txt``: 8 heads, dropout 0.2).
+The ``--verify`` run on the ``vqhps_regressor_*`` fixtures is in :mod:`hmr_jax.conversion.fixtures`.
 """
 from __future__ import annotations
 
@@ -30,10 +31,23 @@ from typing import Any, Mapping
 import numpy as np
 
 from configs import vqhps_hrnet, vqhps_resnet
-from hmr_jax.conversion.common import ConversionError, StateDict, fixture_errors
-from hmr_jax.conversion.mega import _count, _dense, _kernel, _ln
-from hmr_jax.conversion.registry import register_variants
+from hmr_jax.conversion.backbones import backbone_kind, convert_backbone
+from hmr_jax.conversion.common import (
+    ConversionError,
+    StateDict,
+    conv_kernel,
+    count_blocks,
+    dense,
+    dense_kernel,
+    layer_norm,
+    user_config,
+)
 
+#: The checkpoint kinds of this family, with what each is.
+KINDS = {
+    "vqhps_hrnet": "VQ-HPS mesh regressor with two HRNet-w48 backbones (checkpoint/MESH_REGRESSOR/vqhps_hrnet)",
+    "vqhps_resnet": "VQ-HPS mesh regressor with two ResNet-50 backbones (checkpoint/MESH_REGRESSOR/vqhps_resnet)",
+}
 #: Release presets per kind, from ``configs/vqhps_*.py`` (the originals' configs/transformer.txt):
 #: what the weights do not say.
 PRESETS = {c.model: {"num_heads": c.vqhps.num_heads, "dropout": c.vqhps.dropout, "seq_len": c.vqhps.seq_len,
@@ -41,16 +55,9 @@ PRESETS = {c.model: {"num_heads": c.vqhps.num_heads, "dropout": c.vqhps.dropout,
            for c in (vqhps_hrnet.get_config(), vqhps_resnet.get_config())}
 _BACKBONE_OF = {"hrnet": "vqhps_hrnet", "resnet50": "vqhps_resnet"}
 ROTCAM_FEAT_REASON = "contains 'rotcam_feat': dropped by the original MeshRegressor.load (no module uses it)"
-
-
-def backbone_kind(keys, prefix: str = "backbone_pose.") -> str | None:
-    """``"hrnet"`` / ``"resnet50"`` for the backbone under ``prefix`` (None if absent)."""
-    s = set(keys)
-    if prefix + "conv1.weight" in s and any(k.startswith(prefix + "stage4.") for k in s):
-        return "hrnet"
-    if prefix + "0.weight" in s and prefix + "1.running_mean" in s:
-        return "resnet50"
-    return "unknown" if any(k.startswith(prefix) for k in s) else None
+# Names of the original configs/transformer.txt -> ours.
+_TRANSFORMER_KEYS = (("nhead", "num_heads"), ("dropout", "dropout"), ("model_dim", "model_dim"),
+                     ("feedforward_dim", "feedforward_dim"), ("dict_size", "dict_size"))
 
 
 def _is_vqhps(keys) -> bool:
@@ -58,10 +65,9 @@ def _is_vqhps(keys) -> bool:
     return "mesh_token_embed.weight" in s and "transformer.encoder.layers.0.self_attn.in_proj_weight" in s
 
 
-def _detector(name: str):
-    def detect(keys) -> bool:
-        return _is_vqhps(keys) and _BACKBONE_OF.get(backbone_kind(keys)) == name
-    return detect
+def detect(keys, name: str) -> bool:
+    """Whether a state dict with these keys is a VQ-HPS checkpoint of kind ``name`` (:data:`KINDS`)."""
+    return _is_vqhps(keys) and _BACKBONE_OF.get(backbone_kind(keys, "backbone_pose.")) == name
 
 
 def _mha(state: StateDict, prefix: str) -> dict:
@@ -72,23 +78,19 @@ def _mha(state: StateDict, prefix: str) -> dict:
         raise ConversionError(f"{prefix}in_proj_weight / bias have shapes {w.shape} / {bias.shape}")
     out = {}
     for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
-        out[name] = {"kernel": _kernel(w[j * d:(j + 1) * d]), "bias": bias[j * d:(j + 1) * d]}
-    out["out_proj"] = _dense(state, prefix + "out_proj")
+        out[name] = {"kernel": dense_kernel(w[j * d:(j + 1) * d]), "bias": bias[j * d:(j + 1) * d]}
+    out["out_proj"] = dense(state, prefix + "out_proj")
     return out
 
 
-def _user_config(config: Mapping[str, Any] | None) -> dict:
-    if not config:
-        return {}
-    cfg = dict(config)
-    if isinstance(cfg.get("config"), Mapping):
-        cfg = dict(cfg["config"])
+def _user_sizes(config: Mapping[str, Any] | None) -> dict:
+    """VQ-HPS's keys of a user config: ours (``vqhps`` or flat) or the original layout
+    (``transformer`` of configs/transformer.txt, ``regressor.autoreg``)."""
+    cfg = user_config(config)
     out = {}
     if isinstance(cfg.get("transformer"), Mapping):  # fixture / configs/transformer.txt layout
         t = cfg["transformer"]
-        out.update({k2: t[k1] for k1, k2 in (("nhead", "num_heads"), ("dropout", "dropout"),
-                                             ("model_dim", "model_dim"), ("feedforward_dim", "feedforward_dim"),
-                                             ("dict_size", "dict_size")) if k1 in t})
+        out.update({ours: t[theirs] for theirs, ours in _TRANSFORMER_KEYS if theirs in t})
     if isinstance(cfg.get("regressor"), Mapping) and "autoreg" in cfg["regressor"]:
         out["autoreg"] = bool(cfg["regressor"]["autoreg"])
     if isinstance(cfg.get("vqhps"), Mapping):
@@ -97,74 +99,68 @@ def _user_config(config: Mapping[str, Any] | None) -> dict:
     return out
 
 
-def convert(state: StateDict, config: Mapping[str, Any] | None, name: str) -> tuple[dict, dict]:
-    """Convert a VQ-HPS state dict of kind ``name`` -> (variables, config)."""
+def _check_kind(state: StateDict, name: str) -> str:
+    """The backbone kind of ``backbone_pose`` (and ``backbone_rot``), checked against ``name``."""
     if not _is_vqhps(state.keys()):
         raise ConversionError(f"{state.what}: not a VQ-HPS checkpoint (no mesh_token_embed / transformer.encoder)")
-    kind = backbone_kind(state.keys())
+    kind = backbone_kind(state.keys(), "backbone_pose.")
     if _BACKBONE_OF.get(kind) != name:
         raise ConversionError(f"{state.what}: backbone_pose is {kind}, which is not a {name} checkpoint")
     if backbone_kind(state.keys(), "backbone_rot.") != kind:
         raise ConversionError(f"{state.what}: backbone_rot is not a {kind} like backbone_pose")
-    state.ignore([k for k in state.keys() if "rotcam_feat" in k], ROTCAM_FEAT_REASON)
-    user = _user_config(config)
+    return kind
 
-    p: dict[str, Any] = {}
-    n_enc = _count(state, "transformer.encoder.layers.")
-    n_dec = _count(state, "transformer.decoder.layers.")
+
+def _transformer(state: StateDict, p: dict) -> tuple[int, int]:
+    """torch ``nn.Transformer`` encoder / decoder layers into ``p``; returns their numbers."""
+    n_enc = count_blocks(state, "transformer.encoder.layers.")
+    n_dec = count_blocks(state, "transformer.decoder.layers.")
     for i in range(n_enc):
         pre = f"transformer.encoder.layers.{i}."
         p[f"encoder_layers_{i}"] = {
-            "self_attn": _mha(state, pre + "self_attn."), "linear1": _dense(state, pre + "linear1"),
-            "linear2": _dense(state, pre + "linear2"), "norm1": _ln(state, pre + "norm1"),
-            "norm2": _ln(state, pre + "norm2")}
-    p["encoder_norm"] = _ln(state, "transformer.encoder.norm")
+            "self_attn": _mha(state, pre + "self_attn."), "linear1": dense(state, pre + "linear1"),
+            "linear2": dense(state, pre + "linear2"), "norm1": layer_norm(state, pre + "norm1"),
+            "norm2": layer_norm(state, pre + "norm2")}
+    p["encoder_norm"] = layer_norm(state, "transformer.encoder.norm")
     for i in range(n_dec):
         pre = f"transformer.decoder.layers.{i}."
         p[f"decoder_layers_{i}"] = {
             "self_attn": _mha(state, pre + "self_attn."), "cross_attn": _mha(state, pre + "multihead_attn."),
-            "linear1": _dense(state, pre + "linear1"), "linear2": _dense(state, pre + "linear2"),
-            **{f"norm{j}": _ln(state, pre + f"norm{j}") for j in (1, 2, 3)}}
-    p["decoder_norm"] = _ln(state, "transformer.decoder.norm")
-    autoreg = "transformer.dec_head.head.weight" in state
-    num_tokens, model_dim = state.take("mesh_token_embed.weight").shape
-    p["mesh_token_embed"] = state.take("mesh_token_embed.weight")
-    if autoreg:
-        n_head = _count(state, "transformer.dec_head.blocks.")
-        if n_head != n_dec:
-            raise ConversionError(f"dec_head has {n_head} blocks but the decoder {n_dec} layers (the original ties them)")
-        for i in range(n_head):
-            pre = f"transformer.dec_head.blocks.{i}."
-            mask = state.take(pre + "attn.mask")
-            t = mask.shape[-1]
-            if not np.array_equal(mask.reshape(t, t), np.tril(np.ones((t, t), mask.dtype))):
-                raise ConversionError(f"{pre}attn.mask is not the causal (lower-triangular) mask")
-            if t < num_tokens:
-                raise ConversionError(f"{pre}attn.mask covers {t} tokens, fewer than the {num_tokens} mesh tokens")
-            q, k, v = (state.take(pre + f"attn.{n}.weight") for n in ("query", "key", "value"))
-            qb, kb, vb = (state.take(pre + f"attn.{n}.bias") for n in ("query", "key", "value"))
-            p[f"head_blocks_{i}"] = {
-                "norm1": _ln(state, pre + "ln1"), "norm2": _ln(state, pre + "ln2"),
-                "attn": {"qkv": {"kernel": _kernel(np.concatenate([q, k, v], 0)),
-                                 "bias": np.concatenate([qb, kb, vb])},
-                         "proj": _dense(state, pre + "attn.proj")},
-                "mlp": {"fc1": _dense(state, pre + "mlp.0"), "fc2": _dense(state, pre + "mlp.2")}}
-        p["head_norm"] = _ln(state, "transformer.dec_head.ln_f")
-        p["head"] = _dense(state, "transformer.dec_head.head", bias=False)
-        dict_size = p["head"]["kernel"].shape[1]
-    else:
-        p["indices_regressor"] = _dense(state, "indices_regressor")
-        dict_size = p["indices_regressor"]["kernel"].shape[1]
-    p["conv_1x1"] = {"kernel": np.transpose(state.take("conv_1x1.weight"), (2, 3, 1, 0)), "bias": state.take("conv_1x1.bias")}
-    for n in ("fc1", "fc2", "rot_predictor", "cam_predictor"):
-        p[n] = _dense(state, n)
-    ff = p["encoder_layers_0"]["linear1"]["kernel"].shape[1] if n_enc else p["decoder_layers_0"]["linear1"]["kernel"].shape[1]
+            "linear1": dense(state, pre + "linear1"), "linear2": dense(state, pre + "linear2"),
+            **{f"norm{j}": layer_norm(state, pre + f"norm{j}") for j in (1, 2, 3)}}
+    p["decoder_norm"] = layer_norm(state, "transformer.decoder.norm")
+    return n_enc, n_dec
 
-    from hmr_jax.conversion.backbones import convert_backbone
 
-    bb_user = None
-    if config and isinstance(config.get("config"), Mapping) and "hrnet_width" in config["config"]:
-        bb_user = {"width": config["config"]["hrnet_width"]}
+def _dec_head(state: StateDict, p: dict, n_dec: int, num_tokens: int) -> None:
+    """The autoregressive ``transformer.dec_head`` (minGPT blocks with their causal masks) into ``p``."""
+    n_head = count_blocks(state, "transformer.dec_head.blocks.")
+    if n_head != n_dec:
+        raise ConversionError(f"dec_head has {n_head} blocks but the decoder {n_dec} layers (the original ties them)")
+    for i in range(n_head):
+        pre = f"transformer.dec_head.blocks.{i}."
+        mask = state.take(pre + "attn.mask")
+        t = mask.shape[-1]
+        if not np.array_equal(mask.reshape(t, t), np.tril(np.ones((t, t), mask.dtype))):
+            raise ConversionError(f"{pre}attn.mask is not the causal (lower-triangular) mask")
+        if t < num_tokens:
+            raise ConversionError(f"{pre}attn.mask covers {t} tokens, fewer than the {num_tokens} mesh tokens")
+        q, k, v = (state.take(pre + f"attn.{n}.weight") for n in ("query", "key", "value"))
+        qb, kb, vb = (state.take(pre + f"attn.{n}.bias") for n in ("query", "key", "value"))
+        p[f"head_blocks_{i}"] = {
+            "norm1": layer_norm(state, pre + "ln1"), "norm2": layer_norm(state, pre + "ln2"),
+            "attn": {"qkv": {"kernel": dense_kernel(np.concatenate([q, k, v], 0)),
+                             "bias": np.concatenate([qb, kb, vb])},
+                     "proj": dense(state, pre + "attn.proj")},
+            "mlp": {"fc1": dense(state, pre + "mlp.0"), "fc2": dense(state, pre + "mlp.2")}}
+    p["head_norm"] = layer_norm(state, "transformer.dec_head.ln_f")
+    p["head"] = dense(state, "transformer.dec_head.head", bias=False)
+
+
+def _backbones(state: StateDict, p: dict, kind: str, config: Mapping[str, Any] | None) -> tuple[dict, dict]:
+    """``backbone_pose`` / ``backbone_rot`` params into ``p``; returns their batch stats and (one) config."""
+    original = config.get("config") if config else None  # a parity fixture's original layout
+    bb_user = {"width": original["hrnet_width"]} if isinstance(original, Mapping) and "hrnet_width" in original else None
     stats = {}
     bb_cfg = None
     for branch in ("backbone_pose", "backbone_rot"):
@@ -175,6 +171,30 @@ def convert(state: StateDict, config: Mapping[str, Any] | None, name: str) -> tu
         if bb_cfg is not None and bc != bb_cfg:
             raise ConversionError(f"backbone_pose and backbone_rot differ: {bb_cfg} vs {bc}")
         bb_cfg = bc
+    return stats, bb_cfg
+
+
+def convert(state: StateDict, config: Mapping[str, Any] | None, name: str) -> tuple[dict, dict]:
+    """Convert a VQ-HPS state dict of kind ``name`` -> (variables, config)."""
+    kind = _check_kind(state, name)
+    state.ignore([k for k in state.keys() if "rotcam_feat" in k], ROTCAM_FEAT_REASON)
+    user = _user_sizes(config)
+    p: dict[str, Any] = {}
+    n_enc, n_dec = _transformer(state, p)
+    autoreg = "transformer.dec_head.head.weight" in state
+    num_tokens, model_dim = state.take("mesh_token_embed.weight").shape
+    p["mesh_token_embed"] = state.take("mesh_token_embed.weight")
+    if autoreg:
+        _dec_head(state, p, n_dec, num_tokens)
+        dict_size = p["head"]["kernel"].shape[1]
+    else:
+        p["indices_regressor"] = dense(state, "indices_regressor")
+        dict_size = p["indices_regressor"]["kernel"].shape[1]
+    p["conv_1x1"] = {"kernel": conv_kernel(state.take("conv_1x1.weight")), "bias": state.take("conv_1x1.bias")}
+    for n in ("fc1", "fc2", "rot_predictor", "cam_predictor"):
+        p[n] = dense(state, n)
+    ff = p["encoder_layers_0"]["linear1"]["kernel"].shape[1] if n_enc else p["decoder_layers_0"]["linear1"]["kernel"].shape[1]
+    stats, bb_cfg = _backbones(state, p, kind, config)
     img_dim = p["conv_1x1"]["kernel"].shape[2]
     pose_dim = p["fc1"]["kernel"].shape[0] - img_dim
     sizes = {"model_dim": int(model_dim), "feedforward_dim": int(ff), "num_enc_layers": n_enc,
@@ -192,62 +212,3 @@ def convert(state: StateDict, config: Mapping[str, Any] | None, name: str) -> tu
         variables["batch_stats"] = stats
     return variables, {"vqhps": cfg, "backbone": bb_cfg,
                        "image_size": list(user.get("image_size", PRESETS[name]["image_size"]))}
-
-
-# ------------------------------------------------------------------------------------------
-# Verification against the vqhps_regressor_* fixtures
-
-
-def fixture_outputs(variables, config, io, fixture, fixture_dir, connection_folder=None) -> dict[str, np.ndarray]:
-    """Every ``out_*`` array of a ``vqhps_regressor_*`` fixture (sequence-first / NCHW like the original)."""
-    import jax
-    import jax.numpy as jnp
-
-    from hmr_jax.conversion.mega import mesh_decoder_for_fixture
-    from hmr_jax.geometry.rotations import rotation_6d_to_matrix
-    from hmr_jax.models import vqhps as V
-
-    model = V.build_vqhps(config)
-    images = jnp.asarray(np.transpose(io["in_images"], (0, 2, 3, 1)))
-    b = images.shape[0]
-    joints_reg = jnp.asarray(io["in_joints_regressor"])
-    pose_init = jnp.broadcast_to(V.pose_from_mesh(joints_reg, jnp.asarray(io["in_tpose"])), (b, 51))
-    nchw = lambda x: np.transpose(np.asarray(x), (0, 3, 1, 2))  # noqa: E731
-    with jax.default_matmul_precision("highest"):
-        out, state = jax.jit(lambda v, x, p: model.apply(v, x, p, faithful=True, mutable=["intermediates"]))(
-            variables, images, pose_init)
-    inter = state["intermediates"]
-    got = {"out_pose_init": pose_init, "out_prob_indices": out["logits"], "out_pred_rot": out["rot6d"],
-           "out_pred_cam": out["cam"]}
-    got["out_backbone_rot_features"] = nchw(inter["backbone_rot_features"][0])
-    got["out_backbone_pose_features"] = nchw(inter["backbone_pose_features"][0])
-    got["out_conv1x1_out"] = nchw(inter["conv1x1_out"][0])
-    got["out_fc2_out"] = inter["fc2_out"][0]
-    pos = np.asarray(inter["pos_enc"][0])
-    h = int(round(np.sqrt(pos.shape[0])))
-    got["out_pos_enc"] = np.broadcast_to(pos.reshape(h, -1, pos.shape[-1]).transpose(2, 0, 1)[None], (b,) + (pos.shape[-1], h, pos.shape[0] // h))
-    got["out_transformer_encoder_out"] = np.transpose(np.asarray(inter["transformer_encoder_out"][0]), (1, 0, 2))
-    got["out_transformer_decoder_out"] = np.transpose(np.asarray(inter["transformer_decoder_out"][0]), (1, 0, 2))
-    ids = np.argmax(np.asarray(out["logits"]), axis=-1)
-    got["out_pred_indices"] = ids
-    rotmat = np.asarray(rotation_6d_to_matrix(out["rot6d"]))
-    got["out_pred_rotmat"] = rotmat
-    if any(k in io for k in ("out_pred_mesh_canonical", "out_pred_mesh", "out_next_pose_init")):
-        decode = mesh_decoder_for_fixture(fixture, fixture_dir, connection_folder)
-        canonical = np.asarray(decode(jnp.asarray(ids, jnp.int32)))
-        mesh = np.einsum("bij,bvj->bvi", rotmat, canonical)
-        got["out_pred_mesh_canonical"] = canonical
-        got["out_pred_mesh"] = mesh
-        got["out_next_pose_init"] = V.pose_from_mesh(joints_reg, jnp.asarray(mesh))
-    return {k: np.asarray(v) for k, v in got.items()}
-
-
-def verify(variables, config, io, fixture, fixture_dir) -> dict[str, float]:
-    """Max relative error of every ``out_*`` array (integers: 0 if identical, inf otherwise)."""
-    return fixture_errors(fixture_outputs(variables, config, io, fixture, fixture_dir), io)
-
-
-register_variants((
-    ("vqhps_hrnet", "VQ-HPS mesh regressor with two HRNet-w48 backbones (checkpoint/MESH_REGRESSOR/vqhps_hrnet)"),
-    ("vqhps_resnet", "VQ-HPS mesh regressor with two ResNet-50 backbones (checkpoint/MESH_REGRESSOR/vqhps_resnet)"),
-), _detector, convert, verify)

@@ -27,6 +27,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from hmr_jax.geometry.rotations_np import axis_angle_to_matrix, matrix_to_axis_angle, mirror_axis_angle, rotation_about_z
+
 #: ImageNet statistics, used by every backbone of the originals (HRNet, ResNet-50, ViTPose).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -157,26 +159,9 @@ def decode_jpeg(data: bytes, min_size: tuple[int, int] | None = None) -> tuple[I
     return im, im.size[0] / full_w
 
 
-def mirror_axis_angle(aa: np.ndarray) -> np.ndarray:
-    """Axis-angle of a rotation mirrored in the x (left/right) axis: ``M R M``, M = diag(-1, 1, 1)."""
-    return np.asarray(aa) * np.array([1.0, -1.0, -1.0], dtype=np.asarray(aa).dtype)
-
-
 def rotate_about_camera_axis(aa: np.ndarray, rotation_deg: float) -> np.ndarray:
-    """Axis-angle of ``R_z(-rotation) @ R(aa)``: the body turned with the image crop."""
-    from scipy.spatial.transform import Rotation
-
-    t = np.deg2rad(-rotation_deg)
-    rz = np.array([[np.cos(t), -np.sin(t), 0.0], [np.sin(t), np.cos(t), 0.0], [0.0, 0.0, 1.0]])
-    r = rz @ Rotation.from_rotvec(np.asarray(aa, np.float64)).as_matrix()
-    return Rotation.from_matrix(r).as_rotvec()
-
-
-def axis_angle_to_matrix(aa: np.ndarray) -> np.ndarray:
-    """``(3,)`` axis-angle (radians) -> ``(3, 3)`` rotation matrix (float64)."""
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_rotvec(np.asarray(aa, np.float64)).as_matrix()
+    """(3,) axis-angle (radians) of ``R_z(-rotation) @ R(aa)``: the body turned with the image crop."""
+    return matrix_to_axis_angle(rotation_about_z(np.deg2rad(-rotation_deg)) @ axis_angle_to_matrix(aa))
 
 
 def process_image_record(record: dict, params: AugmentParams, backbone: BackboneInput) -> dict[str, np.ndarray]:

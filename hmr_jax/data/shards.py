@@ -10,24 +10,29 @@ A dataset is a folder::
 the sizes every record shares (vertex count, keypoint count and kind), the total count and,
 per shard, its file name, record count, byte size and SHA-256. Each shard is written under a
 temporary name and renamed when complete; the manifest is written (temp name, then rename)
-only after every shard is closed. A folder without a manifest, or whose shards do not match
+only after every shard is closed (:func:`hmr_jax.files.partial_folder` / :func:`~hmr_jax.files.rename_into`). A folder without a manifest, or whose shards do not match
 it, is refused by :func:`open_dataset` with the reason and the fix.
 """
 from __future__ import annotations
 
 import datetime
 import hashlib
+import io
 import json
 import os
 import pathlib
 import re
 import shutil
-import tempfile
 from typing import Any, Iterable, Mapping
+
+import grain
+import numpy as np
+from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
+from PIL import Image, UnidentifiedImageError
 
 from hmr_jax.data import records
 from hmr_jax.errors import UserError
-from hmr_jax.files import DiskFullError, atomic_write, is_disk_full
+from hmr_jax.files import DiskFullError, atomic_write, is_disk_full, partial_folder, rename_into
 from hmr_jax.safe_read import check_file_size
 
 MANIFEST = "manifest.json"
@@ -49,10 +54,6 @@ def _sha256(path: pathlib.Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _write_text_atomic(path: pathlib.Path, text: str) -> None:
-    atomic_write(path, text)
 
 
 class ShardWriter:
@@ -96,7 +97,7 @@ class ShardWriter:
         self._in_shard = 0
         self._sizes: dict[str, Any] | None = None
         self._closed = False
-        self._build = pathlib.Path(tempfile.mkdtemp(prefix=".partial-", dir=self.out_dir))
+        self._build = partial_folder(self.out_dir)
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -118,8 +119,6 @@ class ShardWriter:
 
     def write(self, record: Mapping[str, Any]) -> None:
         """Validates, serialises and appends one record."""
-        from array_record.python.array_record_module import ArrayRecordWriter
-
         if self._closed:
             raise DatasetError("write() after close()")
         data = records.encode_record(record, self.kind)
@@ -169,7 +168,7 @@ class ShardWriter:
                 "metadata": self.metadata,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             }
-            _write_text_atomic(self._build / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+            atomic_write(self._build / MANIFEST, json.dumps(manifest, indent=1) + "\n")
         except Exception as e:  # noqa: BLE001
             if is_disk_full(e):
                 raise self._disk_full(e) from e
@@ -180,9 +179,7 @@ class ShardWriter:
         (self.out_dir / MANIFEST).unlink(missing_ok=True)
         for p in self.out_dir.glob("data-*.array_record*"):
             p.unlink()
-        for shard in self._shards:
-            os.replace(self._build / shard["file"], self.out_dir / shard["file"])
-        os.replace(self._build / MANIFEST, self.out_dir / MANIFEST)
+        rename_into(self._build, self.out_dir, [shard["file"] for shard in self._shards] + [MANIFEST])
         shutil.rmtree(self._build, ignore_errors=True)
         self._closed = True
         return self.out_dir / MANIFEST
@@ -235,8 +232,6 @@ class Dataset:
 
     def locate(self, index: int) -> tuple[str, int]:
         """``(shard file name, index inside that shard)`` of the dataset's record ``index``."""
-        import numpy as np
-
         if getattr(self, "_starts", None) is None:
             self._starts = np.cumsum([0] + [s["num_records"] for s in self.manifest["shards"]])
         if not 0 <= index < self._starts[-1]:
@@ -250,9 +245,6 @@ class Dataset:
         Raises:
           DatasetError: a shard holds another number of records than the manifest says.
         """
-        import grain
-        from array_record.python.array_record_module import ArrayRecordReader
-
         for shard, path in zip(self.manifest["shards"], self.shard_paths):
             try:
                 reader = ArrayRecordReader(path)
@@ -333,10 +325,6 @@ class CheckedSource:
 
 def _check_jpeg_header(data: bytes) -> None:
     """RecordError unless ``data`` starts a JPEG whose header gives a non-empty size."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size

@@ -1,9 +1,11 @@
-"""Geometry shared by every model: rotation representations (and, later, cameras)."""
+"""Geometry shared by every model: rotations (JAX: :mod:`~hmr_jax.geometry.rotations`; NumPy float64 for
+host code: :mod:`~hmr_jax.geometry.rotations_np`), cameras, vertex normals (:mod:`~hmr_jax.geometry.normals`)."""
 from hmr_jax.geometry.rotations import (
     axis_angle_to_matrix,
     matrix_to_axis_angle,
     matrix_to_rotation_6d,
     rotation_6d_to_matrix,
+    rotation_from_covariance,
 )
 from hmr_jax.geometry.cameras import (
     CROP_SIZE,
@@ -22,6 +24,7 @@ __all__ = [
     "matrix_to_axis_angle",
     "matrix_to_rotation_6d",
     "rotation_6d_to_matrix",
+    "rotation_from_covariance",
     "CROP_SIZE",
     "FOCAL_LENGTH",
     "cam_crop_to_full",

@@ -15,6 +15,7 @@ with the box (:func:`cam_crop_to_full`).
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 CROP_SIZE = 224  # pixels, the square crop MEGA / VQ-HPS images are resized to
 FOCAL_LENGTH = 1000.0  # pixels, for a CROP_SIZE crop (demo renderer: Renderer(1000, 224))
@@ -40,14 +41,16 @@ def weak_perspective_to_translation(cam: jnp.ndarray, focal_length: float = FOCA
     """Camera translation of the perspective camera equivalent to ``cam`` for the crop.
 
     Args:
-      cam: (..., 3) (s, tx, ty).
+      cam: (..., 3) (s, tx, ty): a NumPy array (computed in NumPy, its dtype kept: the
+        renderer's float64 cameras) or a JAX array.
       focal_length: pixels, for the crop.
       crop_size: crop side in pixels.
     Returns:
       (..., 3) translation (tx, ty, tz) in meters with ``tz = 2 f / (crop_size * s)``.
     """
+    xp = np if isinstance(cam, np.ndarray) else jnp
     s, tx, ty = cam[..., 0], cam[..., 1], cam[..., 2]
-    return jnp.stack([tx, ty, 2.0 * focal_length / (crop_size * s)], axis=-1)
+    return xp.stack([tx, ty, 2.0 * focal_length / (crop_size * s)], axis=-1)
 
 
 def perspective_projection(points: jnp.ndarray, translation: jnp.ndarray, focal_length: float | jnp.ndarray,

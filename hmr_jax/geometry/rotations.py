@@ -34,6 +34,21 @@ def rotation_6d_to_matrix(d6: jnp.ndarray) -> jnp.ndarray:
     return jnp.stack([b1, b2, b3], axis=-2)
 
 
+def rotation_from_covariance(k: jnp.ndarray) -> jnp.ndarray:
+    """The rotation ``R`` maximising ``trace(R K)`` (Kabsch / Umeyama), reflections excluded.
+
+    Args:
+      k: (..., 3, 3) covariance ``sum_n (p_n - mean p)(q_n - mean q)^T`` of corresponding points.
+    Returns:
+      (..., 3, 3) ``R = V Z U^T`` from ``U S V^T = svd(K)``, ``Z = diag(1, 1, sign(det(U V^T)))``:
+      the best rotation with ``q ~ R p``.
+    """
+    u, _, vh = jnp.linalg.svd(k)
+    sign = jnp.sign(jnp.linalg.det(u @ vh))
+    z = jnp.ones(k.shape[:-1], k.dtype).at[..., -1].set(sign)
+    return jnp.swapaxes(vh, -1, -2) @ (z[..., :, None] * jnp.swapaxes(u, -1, -2))
+
+
 def matrix_to_rotation_6d(matrix: jnp.ndarray) -> jnp.ndarray:
     """Rotation matrices to the 6D representation (first two rows, flattened).
 

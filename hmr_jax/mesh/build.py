@@ -43,7 +43,6 @@ import argparse
 import collections
 import dataclasses
 import hashlib
-import io as _io
 import json
 import os
 import pathlib
@@ -53,7 +52,7 @@ from typing import Sequence
 
 import numpy as np
 
-from hmr_jax.files import atomic_write
+from hmr_jax.files import atomic_open, atomic_write
 from hmr_jax.mesh import io as mesh_io
 
 __all__ = [
@@ -406,12 +405,6 @@ def build_from_file(
 # ---------------------------------------------------------------------------------------------
 
 
-def _save_npy_atomic(path: pathlib.Path, array: np.ndarray) -> None:
-    buf = _io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    atomic_write(path, buf.getvalue())
-
-
 
 def _suggested_model(h: Hierarchy) -> dict:
     """Per-layer convolution / pooling pattern of the released configs, for this hierarchy."""
@@ -490,7 +483,8 @@ def write_hierarchy(
     for k, lv in enumerate(h.levels):
         files = ((f"_pool{k}.npy", lv.pool), (f"_unpool{k}.npy", lv.unpool), (f"_center_lst{k}.npy", lv.centers))
         for name, arr in files:
-            _save_npy_atomic(out_dir / name, arr)
+            with atomic_open(out_dir / name, "wb") as f:
+                np.save(f, arr, allow_pickle=False)
             sums[name] = hashlib.sha256((out_dir / name).read_bytes()).hexdigest()
     meta = describe(h, template, sums)
     path = out_dir / "hierarchy.json"

@@ -123,6 +123,24 @@ def parse_connection_array(
             )
         in_points = int(pads.max())
     in_points = int(in_points)
+    _check_ids(ids, real, counts, in_points, source)
+    _check_distances(dists, real, source)
+    layer = ConnectionLayer(
+        name=source,
+        neighbor_ids=ids.astype(np.int32),
+        mask=real.astype(np.float32),
+        distances=dists.astype(np.int32),
+        neighbor_counts=counts.astype(np.int32),
+        in_points=in_points,
+        out_points=int(out_points),
+    )
+    for arr in (layer.neighbor_ids, layer.mask, layer.distances, layer.neighbor_counts):
+        arr.setflags(write=False)
+    return layer
+
+
+def _check_ids(ids: np.ndarray, real: np.ndarray, counts: np.ndarray, in_points: int, source: str) -> None:
+    """Padding slots hold the padding id ``in_points``; real neighbours ids in 0..in_points-1."""
     bad_pad = ~real & (ids != in_points)
     if bad_pad.any():
         p, j = (int(v) for v in np.argwhere(bad_pad)[0])
@@ -141,6 +159,10 @@ def parse_connection_array(
             f"{in_points} input points (ids must be in 0..{in_points - 1}; the count column says "
             f"{int(counts[p])} real neighbours)"
         )
+
+
+def _check_distances(dists: np.ndarray, real: np.ndarray, source: str) -> None:
+    """Real neighbours have distances >= 0 (hops), padding slots -1."""
     if (dists[real] < 0).any():
         p, j = (int(v) for v in np.argwhere(real & (dists < 0))[0])
         raise ConnectionFileError(f"{source}: row {p} neighbour {j} has a negative distance {int(dists[p, j])}")
@@ -149,18 +171,6 @@ def parse_connection_array(
         raise ConnectionFileError(
             f"{source}: padding slot {j} of row {p} has distance {int(dists[p, j])}, expected -1"
         )
-    layer = ConnectionLayer(
-        name=source,
-        neighbor_ids=ids.astype(np.int32),
-        mask=real.astype(np.float32),
-        distances=dists.astype(np.int32),
-        neighbor_counts=counts.astype(np.int32),
-        in_points=in_points,
-        out_points=int(out_points),
-    )
-    for arr in (layer.neighbor_ids, layer.mask, layer.distances, layer.neighbor_counts):
-        arr.setflags(write=False)
-    return layer
 
 
 def connection_path(folder: str | os.PathLike, name: str) -> pathlib.Path:

@@ -92,13 +92,6 @@ def _fan(polygons: list[list[int]], path, where: Callable[[int], str]) -> np.nda
     return np.asarray(tris, dtype=np.int64).reshape(-1, 3)
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[object], None], binary: bool) -> pathlib.Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    with atomic_open(path, "wb" if binary else "w") as f:
-        write(f)
-    return pathlib.Path(path)
-
-
 def _check_arrays(vertices, faces, colors=None):
     v = np.asarray(vertices)
     f = np.asarray(faces)
@@ -380,34 +373,30 @@ def write_ply(
         c8 = np.clip(np.round(c * 255.0), 0, 255).astype(np.uint8)
     header += [f"element face {len(f)}", "property list uchar int vertex_indices", "end_header"]
     head = ("\n".join(header) + "\n").encode("ascii")
-
-    def write(fh):
-        if binary:
-            fh.write(head)
-            vfields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if binary:
+        vfields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+        if c is not None:
+            vfields += [("r", "u1"), ("g", "u1"), ("b", "u1")]
+        va = np.empty(len(v), dtype=vfields)
+        va["x"], va["y"], va["z"] = v[:, 0], v[:, 1], v[:, 2]
+        if c is not None:
+            va["r"], va["g"], va["b"] = c8[:, 0], c8[:, 1], c8[:, 2]
+        fa = np.empty(len(f), dtype=[("n", "u1"), ("i", "<i4", (3,))])
+        fa["n"] = 3
+        fa["i"] = f
+        body = va.tobytes() + fa.tobytes()
+    else:
+        lines = []
+        for i in range(len(v)):
+            s = f"{v[i, 0]:.9g} {v[i, 1]:.9g} {v[i, 2]:.9g}"
             if c is not None:
-                vfields += [("r", "u1"), ("g", "u1"), ("b", "u1")]
-            va = np.empty(len(v), dtype=vfields)
-            va["x"], va["y"], va["z"] = v[:, 0], v[:, 1], v[:, 2]
-            if c is not None:
-                va["r"], va["g"], va["b"] = c8[:, 0], c8[:, 1], c8[:, 2]
-            fh.write(va.tobytes())
-            fa = np.empty(len(f), dtype=[("n", "u1"), ("i", "<i4", (3,))])
-            fa["n"] = 3
-            fa["i"] = f
-            fh.write(fa.tobytes())
-        else:
-            fh.write(head)
-            lines = []
-            for i in range(len(v)):
-                s = f"{v[i, 0]:.9g} {v[i, 1]:.9g} {v[i, 2]:.9g}"
-                if c is not None:
-                    s += f" {c8[i, 0]} {c8[i, 1]} {c8[i, 2]}"
-                lines.append(s)
-            lines += [f"3 {a} {b} {d}" for a, b, d in f.tolist()]
-            fh.write(("\n".join(lines) + "\n").encode("ascii"))
-
-    return _atomic_write(path, write, binary=True)
+                s += f" {c8[i, 0]} {c8[i, 1]} {c8[i, 2]}"
+            lines.append(s)
+        lines += [f"3 {a} {b} {d}" for a, b, d in f.tolist()]
+        body = ("\n".join(lines) + "\n").encode("ascii")
+    with atomic_open(path, "wb") as fh:
+        fh.write(head + body)
+    return pathlib.Path(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,7 +480,9 @@ def write_obj(
               for (a, b, d), (r, g, bl) in zip(v.tolist(), c.tolist())]  # fmt: skip
     fl = [f"f {a + 1} {b + 1} {d + 1}" for a, b, d in f.tolist()]
     text = "\n".join(["# hmr_jax"] + vl + fl) + "\n"
-    return _atomic_write(path, lambda fh: fh.write(text), binary=False)
+    with atomic_open(path, "w") as fh:
+        fh.write(text)
+    return pathlib.Path(path)
 
 
 def write_glb(
@@ -523,7 +514,9 @@ def write_glb(
     mesh = trimesh.Trimesh(vertices=np.asarray(v, np.float32), faces=np.asarray(f, np.int64), process=False,
                            vertex_colors=None if c is None else np.round(np.asarray(c) * 255).astype(np.uint8))
     data = mesh.export(file_type="glb")
-    return _atomic_write(path, lambda fh: fh.write(data), binary=True)
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
+    return pathlib.Path(path)
 
 
 # ---------------------------------------------------------------------------------------------

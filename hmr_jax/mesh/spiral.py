@@ -27,10 +27,11 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
+from hmr_jax.geometry.normals import vertex_normals
+
 __all__ = [
     "SpiralLevel",
     "SpiralHierarchy",
-    "vertex_normals",
     "mesh_adjacency",
     "coarse_graph",
     "spiral_indices",
@@ -78,26 +79,6 @@ class SpiralHierarchy:
                 return lv
         counts = [lv.num_points for lv in self.levels]
         raise ValueError(f"no level of the hierarchy has {num_points} points (levels have {counts})")
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals.
-
-    Args:
-      vertices: (V, 3) positions.
-      faces: (F, 3) vertex ids, counter-clockwise seen from outside.
-    Returns:
-      (V, 3) float32 unit normals (+z for vertices in no face or with a zero-area fan).
-    """
-    v = np.asarray(vertices, np.float64)
-    f = np.asarray(faces, np.int64)
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # length = 2 * area
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, f[:, k], fn)
-    norm = np.linalg.norm(n, axis=1, keepdims=True)
-    n = np.where(norm > 1e-12, n / np.maximum(norm, 1e-12), np.array([0.0, 0.0, 1.0]))
-    return n.astype(np.float32)
 
 
 def mesh_adjacency(faces: np.ndarray, num_vertices: int) -> sp.csr_matrix:
@@ -255,7 +236,7 @@ def build_spiral_hierarchy(
     vertices = np.asarray(vertices, np.float32)
     num = vertices.shape[0]
     graph = mesh_adjacency(faces, num)
-    normals = vertex_normals(vertices, faces)
+    normals = vertex_normals(vertices, faces).astype(np.float32)
     axes = _reference_axes(vertices)
     template_ids = np.arange(num, dtype=np.int64)
     levels_raw = [(graph, template_ids)]

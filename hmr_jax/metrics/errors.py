@@ -11,10 +11,15 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from hmr_jax.geometry.rotations import rotation_from_covariance
 
-def _check_pair(pred: jax.Array, gt: jax.Array, name: str) -> None:
+
+def _per_example_error(pred: jax.Array, gt: jax.Array, name: str, align: bool = False) -> jax.Array:
+    """Shapes checked (the error names ``name``), ``pred`` aligned onto ``gt`` if asked, then
+    :func:`mean_point_error`: (B, N, 3) x (B, N, 3) meters -> (B,) meters."""
     if pred.ndim != 3 or pred.shape[-1] != 3 or pred.shape != gt.shape:
         raise ValueError(f"{name}: pred {pred.shape} and gt {gt.shape} must both be (B, N, 3) in meters")
+    return mean_point_error(similarity_align(pred, gt) if align else pred, gt)
 
 
 def mean_point_error(pred: jax.Array, gt: jax.Array) -> jax.Array:
@@ -30,28 +35,14 @@ def mean_point_error(pred: jax.Array, gt: jax.Array) -> jax.Array:
 
 @jax.jit
 def mpjpe(pred: jax.Array, gt: jax.Array) -> jax.Array:
-    """Mean per-joint position error, no alignment.
-
-    Args:
-      pred, gt: (B, J, 3) joints, meters.
-    Returns:
-      (B,) meters.
-    """
-    _check_pair(pred, gt, "mpjpe")
-    return mean_point_error(pred, gt)
+    """Mean per-joint position error, no alignment: (B, J, 3) joints, meters -> (B,) meters."""
+    return _per_example_error(pred, gt, "mpjpe")
 
 
 @jax.jit
 def pve(pred: jax.Array, gt: jax.Array) -> jax.Array:
-    """Per-vertex error (a.k.a. V2V / PVE), no alignment.
-
-    Args:
-      pred, gt: (B, V, 3) vertices, meters.
-    Returns:
-      (B,) meters.
-    """
-    _check_pair(pred, gt, "pve")
-    return mean_point_error(pred, gt)
+    """Per-vertex error (a.k.a. V2V / PVE), no alignment: (B, V, 3) vertices, meters -> (B,) meters."""
+    return _per_example_error(pred, gt, "pve")
 
 
 def similarity_align(pred: jax.Array, gt: jax.Array) -> jax.Array:
@@ -74,10 +65,7 @@ def similarity_align(pred: jax.Array, gt: jax.Array) -> jax.Array:
     x1, x2 = pred - mu1, gt - mu2
     var1 = jnp.sum(x1**2, axis=(-2, -1))
     k = jnp.einsum("...na,...nb->...ab", x1, x2)
-    u, _, vh = jnp.linalg.svd(k)
-    sign = jnp.sign(jnp.linalg.det(u @ vh))
-    z = jnp.ones(k.shape[:-1], k.dtype).at[..., -1].set(sign)
-    r = jnp.swapaxes(vh, -1, -2) @ (z[..., :, None] * jnp.swapaxes(u, -1, -2))
+    r = rotation_from_covariance(k)
     scale = jnp.trace(r @ k, axis1=-2, axis2=-1) / var1
     rotated = jnp.einsum("...ab,...nb->...na", r, pred)
     t = mu2 - scale[..., None, None] * jnp.einsum("...ab,...nb->...na", r, mu1)
@@ -86,15 +74,9 @@ def similarity_align(pred: jax.Array, gt: jax.Array) -> jax.Array:
 
 @jax.jit
 def pa_mpjpe(pred: jax.Array, gt: jax.Array) -> jax.Array:
-    """Procrustes-aligned MPJPE: MPJPE after :func:`similarity_align` (scale, rotation, translation).
-
-    Args:
-      pred, gt: (B, J, 3) joints, meters.
-    Returns:
-      (B,) meters.
-    """
-    _check_pair(pred, gt, "pa_mpjpe")
-    return mean_point_error(similarity_align(pred, gt), gt)
+    """Procrustes-aligned MPJPE, MPJPE after :func:`similarity_align` (scale, rotation,
+    translation): (B, J, 3) joints, meters -> (B,) meters."""
+    return _per_example_error(pred, gt, "pa_mpjpe", align=True)
 
 
 @functools.partial(jax.jit, static_argnames=("center",))

@@ -32,7 +32,7 @@ the released one)::
   spiral: {...}                 # only for conv == "spiral" (see below)
 
 With ``conv: "spiral"`` the encoder / decoder are ``SpiralEncoder(config)`` /
-``SpiralDecoder(config)`` from :mod:`hmr_jax.models.spiral` (imported only then). They receive
+``SpiralDecoder(config)`` from :mod:`hmr_jax.models.spiral`. They receive
 this whole config (as a plain nested dict) and must map ``(B, V, 3) -> (B, L, D)`` and back,
 with ``L`` the point count after ``autoencoder.layers[:n//2]`` and ``D =
 quantizer.embedding_dim``. They may use ``autoencoder.connection_folder`` /
@@ -48,6 +48,8 @@ import flax.struct
 import jax.numpy as jnp
 
 from hmr_jax.mesh import connections as conn_lib
+from hmr_jax.models import spiral
+from hmr_jax.models.config_dict import config_to_dict
 from hmr_jax.models.fcae import FullyConvAE
 from hmr_jax.models.quantizers import QuantizerOutput, ResidualVectorQuantizer, VectorQuantizerEMA
 
@@ -94,17 +96,6 @@ RELEASED_54: dict = {
         "shared_codebook": False,
     },
 }
-
-
-def config_to_dict(config: Any) -> dict:
-    """A plain nested dict (lists, no ConfigDict) from a mapping or ConfigDict."""
-    if hasattr(config, "to_dict"):
-        config = config.to_dict()
-    if isinstance(config, Mapping):
-        return {str(k): config_to_dict(v) for k, v in config.items()}
-    if isinstance(config, (list, tuple)):
-        return [config_to_dict(v) for v in config]
-    return config
 
 
 def load_connections(config: Mapping[str, Any]) -> tuple[conn_lib.ConnectionLayer, ...]:
@@ -180,8 +171,6 @@ class MeshVQVAE(nn.Module):
                 residual_rates=tuple(float(r) for r in ae["residual_rates"]),
             )
         elif conv == "spiral":
-            from hmr_jax.models import spiral  # written separately; imported only when used
-
             self.encoder = spiral.SpiralEncoder(cfg)
             self.decoder = spiral.SpiralDecoder(cfg)
         else:

@@ -42,7 +42,7 @@ import functools
 import json
 import math
 import os
-from typing import Any, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -52,18 +52,9 @@ import numpy as np
 from hmr_jax.mesh import connections as conn_lib
 from hmr_jax.mesh import io as mesh_io
 from hmr_jax.mesh import spiral as spiral_lib
+from hmr_jax.models.config_dict import config_to_dict
 
 __all__ = ["SpiralTopology", "spiral_topology", "SpiralConv", "SpiralEncoder", "SpiralDecoder"]
-
-
-def _plain(config: Any) -> Any:
-    if hasattr(config, "to_dict"):
-        config = config.to_dict()
-    if isinstance(config, Mapping):
-        return {str(k): _plain(v) for k, v in config.items()}
-    if isinstance(config, (list, tuple)):
-        return [_plain(v) for v in config]
-    return config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +129,7 @@ def spiral_topology(config: Any) -> SpiralTopology:
         whose vertex count differs from the hierarchy's, or a decoder level the encoder never
         reaches. ``ConnectionFileError`` / ``MeshFileError`` for bad files.
     """
-    return _topology_cached(_topology_key(_plain(config)))
+    return _topology_cached(_topology_key(config_to_dict(config)))
 
 
 @functools.lru_cache(maxsize=8)
@@ -266,9 +257,10 @@ def _resample(x: jnp.ndarray, ids: np.ndarray, weights: np.ndarray) -> jnp.ndarr
     return jax.lax.fori_loop(0, ids.shape[1], body, init)
 
 
-def _run(module: nn.Module, topo: SpiralTopology, x: jnp.ndarray, plans) -> jnp.ndarray:
-    """Apply layer plans to (P, B, C) features inside ``module``'s compact scope."""
+def _run(topo: SpiralTopology, x: jnp.ndarray, plans) -> jnp.ndarray:
+    """Apply layer plans to (B, P, C) features (inside the calling module's compact scope) -> (B, P', C')."""
     last = topo.layers[-1].name
+    x = jnp.transpose(x, (1, 0, 2))  # the layers work on (P, B, C)
     for plan in plans:
         h = x
         if plan.resample_ids is not None:
@@ -285,11 +277,11 @@ def _run(module: nn.Module, topo: SpiralTopology, x: jnp.ndarray, plans) -> jnp.
             res = res if r == 1 else res * math.sqrt(r)
             out = res if out is None else out + res
         x = out
-    return x
+    return jnp.transpose(x, (1, 0, 2))
 
 
-class SpiralEncoder(nn.Module):
-    """Spiral encoder: meshes (B, V, 3) in meters -> latent (B, L, D).
+class _SpiralHalf(nn.Module):
+    """What the spiral encoder and decoder share.
 
     Attributes:
       config: the Mesh-VQ-VAE config (module docstring).
@@ -299,41 +291,36 @@ class SpiralEncoder(nn.Module):
     config: Any
     topology: Any = None
 
+    def _topology(self) -> SpiralTopology:
+        return self.topology if self.topology is not None else spiral_topology(self.config)
+
+
+class SpiralEncoder(_SpiralHalf):
+    """Spiral encoder: meshes (B, V, 3) in meters -> latent (B, L, D) (attributes: ``config``, ``topology``)."""
+
     @nn.compact
     def __call__(self, meshes: jnp.ndarray) -> jnp.ndarray:
         """(B, V, 3) -> (B, L, D); any batch size."""
-        topo = self.topology if self.topology is not None else spiral_topology(self.config)
+        topo = self._topology()
         meshes = jnp.asarray(meshes)
         if meshes.ndim != 3 or meshes.shape[1:] != (topo.num_vertices, 3):
             raise ValueError(
                 f"meshes have shape {tuple(meshes.shape)}, expected (B, {topo.num_vertices}, 3): "
                 "vertex positions of the template's topology"
             )
-        x = jnp.transpose(meshes, (1, 0, 2))
-        x = _run(self, topo, x, topo.layers[: topo.num_encoder_layers])
-        return jnp.transpose(x, (1, 0, 2))
+        return _run(topo, meshes, topo.layers[: topo.num_encoder_layers])
 
 
-class SpiralDecoder(nn.Module):
-    """Spiral decoder: latent (B, L, D) -> meshes (B, V, 3) in meters.
-
-    Attributes:
-      config: the Mesh-VQ-VAE config (module docstring).
-      topology: a prebuilt :class:`SpiralTopology` (default: :func:`spiral_topology` (config)).
-    """
-
-    config: Any
-    topology: Any = None
+class SpiralDecoder(_SpiralHalf):
+    """Spiral decoder: latent (B, L, D) -> meshes (B, V, 3) in meters (attributes: ``config``, ``topology``)."""
 
     @nn.compact
     def __call__(self, z: jnp.ndarray) -> jnp.ndarray:
         """(B, L, D) -> (B, V, 3); any batch size."""
-        topo = self.topology if self.topology is not None else spiral_topology(self.config)
+        topo = self._topology()
         z = jnp.asarray(z)
         if z.ndim != 3 or z.shape[1:] != (topo.latent_points, topo.latent_channels):
             raise ValueError(
                 f"latent has shape {tuple(z.shape)}, expected (B, {topo.latent_points}, {topo.latent_channels})"
             )
-        x = jnp.transpose(z, (1, 0, 2))
-        x = _run(self, topo, x, topo.layers[topo.num_encoder_layers :])
-        return jnp.transpose(x, (1, 0, 2))
+        return _run(topo, z, topo.layers[topo.num_encoder_layers :])

@@ -34,6 +34,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from hmr_jax.models.backbones import build_backbone
 from hmr_jax.models.transformer import Block, Dtype, MultiheadAttention
 
 
@@ -61,6 +62,17 @@ def sine_position_encoding(h: int, w: int, dim: int, temperature: float = 10000.
     return np.concatenate([enc(y), enc(x)], axis=-1).reshape(h * w, dim).astype(np.float32)
 
 
+def _feedforward(x, norm: str, feedforward_dim: int, drop: nn.Dropout, dtype: Dtype, deterministic: bool):
+    """The layers' MLP sub-block ``x + Dense(drop(ReLU(Dense(LN(x)))))`` with dropout, (B, N, D) -> (B, N, D).
+
+    Creates ``norm``, ``linear1`` and ``linear2`` in the calling layer (call it from its compact ``__call__``).
+    """
+    h = nn.LayerNorm(1e-5, name=norm)(x)
+    h = nn.relu(nn.Dense(feedforward_dim, dtype=dtype, name="linear1")(h))
+    h = nn.Dense(x.shape[-1], dtype=dtype, name="linear2")(drop(h, deterministic=deterministic))
+    return x + drop(h, deterministic=deterministic)
+
+
 class EncoderLayer(nn.Module):
     """Pre-norm encoder layer: self-attention (positions on queries / keys), ReLU MLP."""
 
@@ -77,10 +89,7 @@ class EncoderLayer(nn.Module):
         qk = h + pos
         h = MultiheadAttention(self.num_heads, self.dropout, self.dtype, name="self_attn")(qk, qk, h, None, deterministic)
         src = src + drop(h, deterministic=deterministic)
-        h = nn.LayerNorm(1e-5, name="norm2")(src)
-        h = nn.relu(nn.Dense(self.feedforward_dim, dtype=self.dtype, name="linear1")(h))
-        h = nn.Dense(src.shape[-1], dtype=self.dtype, name="linear2")(drop(h, deterministic=deterministic))
-        return src + drop(h, deterministic=deterministic)
+        return _feedforward(src, "norm2", self.feedforward_dim, drop, self.dtype, deterministic)
 
 
 class DecoderLayer(nn.Module):
@@ -105,10 +114,7 @@ class DecoderLayer(nn.Module):
         h = MultiheadAttention(self.num_heads, self.dropout, self.dtype, name="cross_attn")(
             h, memory + pos, memory, None, deterministic)
         tgt = tgt + drop(h, deterministic=deterministic)
-        h = nn.LayerNorm(1e-5, name="norm3")(tgt)
-        h = nn.relu(nn.Dense(self.feedforward_dim, dtype=self.dtype, name="linear1")(h))
-        h = nn.Dense(tgt.shape[-1], dtype=self.dtype, name="linear2")(drop(h, deterministic=deterministic))
-        return tgt + drop(h, deterministic=deterministic)
+        return _feedforward(tgt, "norm3", self.feedforward_dim, drop, self.dtype, deterministic)
 
 
 class VQHPSRegressor(nn.Module):
@@ -164,8 +170,22 @@ class VQHPSRegressor(nn.Module):
         b = pose_init.shape[0]
         if pose_init.shape != (b, self.pose_dim):
             raise ValueError(f"pose_init must be (B, {self.pose_dim}), got {pose_init.shape}")
-        # rotation / camera branch
         rot_features = self.backbone_rot(images, train=train) if features is None else features[0]
+        rot6d, cam = self._rotation_camera(rot_features, pose_init, det)
+        fmap = self.backbone_pose(images, train=train) if features is None else features[1]
+        memory, pos = self._encode_image(fmap, faithful, det)
+        queries = self.param("mesh_token_embed", nn.initializers.normal(1.0), (self.num_tokens, self.model_dim))
+        x = jnp.broadcast_to(queries.astype(memory.dtype), (b, self.num_tokens, self.model_dim))
+        for i in range(self.num_dec_layers):
+            x = DecoderLayer(self.num_heads, self.feedforward_dim, self.dropout, self.dtype,
+                             name=f"decoder_layers_{i}")(x, memory, pos, det)
+        x = nn.LayerNorm(1e-5, name="decoder_norm")(x)
+        self.sow("intermediates", "transformer_decoder_out", x)
+        return {"logits": self._token_logits(x, rot6d, cam, faithful, det).astype(jnp.float32), "rot6d": rot6d,
+                "cam": cam}
+
+    def _rotation_camera(self, rot_features, pose_init, det: bool):
+        """The rotation / camera branch: pooled (B, h, w, C) features + (B, 51) pose -> (B, 6), (B, 3)."""
         self.sow("intermediates", "backbone_rot_features", rot_features)
         pooled = jnp.mean(rot_features.astype(jnp.float32), axis=(1, 2))
         h = jnp.concatenate([pooled, pose_init.astype(jnp.float32)], axis=-1)
@@ -173,14 +193,14 @@ class VQHPSRegressor(nn.Module):
         h = drop(nn.Dense(1024, name="fc1")(h), deterministic=det)
         h = drop(nn.Dense(1024, name="fc2")(h), deterministic=det)
         self.sow("intermediates", "fc2_out", h)
-        rot6d = nn.Dense(6, name="rot_predictor")(h)
-        cam = nn.Dense(3, name="cam_predictor")(h)
-        # token branch
-        fmap = self.backbone_pose(images, train=train) if features is None else features[1]
+        return nn.Dense(6, name="rot_predictor")(h), nn.Dense(3, name="cam_predictor")(h)
+
+    def _encode_image(self, fmap, faithful: bool, det: bool):
+        """The token branch's encoder: (B, h, w, C) features -> memory (B, h*w, D), positions (h*w, D)."""
         self.sow("intermediates", "backbone_pose_features", fmap)
         fmap = nn.Conv(self.model_dim, (1, 1), dtype=self.dtype, name="conv_1x1")(fmap)
         self.sow("intermediates", "conv1x1_out", fmap)
-        _, fh, fw, _ = fmap.shape
+        b, fh, fw, _ = fmap.shape
         if faithful:
             side = int(math.sqrt(self.seq_len))
             if (fh, fw) != (side, side):
@@ -194,37 +214,33 @@ class VQHPSRegressor(nn.Module):
                                   name=f"encoder_layers_{i}")(memory, pos, det)
         memory = nn.LayerNorm(1e-5, name="encoder_norm")(memory)
         self.sow("intermediates", "transformer_encoder_out", memory)
-        queries = self.param("mesh_token_embed", nn.initializers.normal(1.0), (self.num_tokens, self.model_dim))
-        x = jnp.broadcast_to(queries.astype(memory.dtype), (b, self.num_tokens, self.model_dim))
-        for i in range(self.num_dec_layers):
-            x = DecoderLayer(self.num_heads, self.feedforward_dim, self.dropout, self.dtype,
-                             name=f"decoder_layers_{i}")(x, memory, pos, det)
-        x = nn.LayerNorm(1e-5, name="decoder_norm")(x)
-        self.sow("intermediates", "transformer_decoder_out", x)
-        if self.autoreg:
-            # The original feeds the sequence-first (54, B, D) decoder output to a head written
-            # for (B, T, D): its causal attention runs over the *batch* axis. Faithful: the same
-            # (image b attends to images 0..b of the batch); corrected: every image alone (what
-            # the original computes for a batch of one), so results do not depend on the batch.
-            if faithful:
-                if b > self.num_tokens:
-                    raise ValueError(f"faithful mode: the original's causal mask covers {self.num_tokens} "
-                                     f"batch entries, the batch has {b}")
-                x = jnp.swapaxes(x, 0, 1)
-            else:
-                x = x.reshape(b * self.num_tokens, 1, self.model_dim)
-            for i in range(self.num_dec_layers):
-                x = Block(self.num_heads, self.feedforward_dim, qkv_bias=True, causal=True,
-                          dropout_rate=self.dropout, dtype=self.dtype, name=f"head_blocks_{i}")(x, None, det)
-            x = jnp.swapaxes(x, 0, 1) if faithful else x.reshape(b, self.num_tokens, self.model_dim)
-            x = nn.LayerNorm(1e-5, name="head_norm")(x)
-            logits = nn.Dense(self.dict_size, use_bias=False, dtype=self.dtype, name="head")(x)
-        else:
+        return memory, pos
+
+    def _token_logits(self, x, rot6d, cam, faithful: bool, det: bool):
+        """(B, 54, D) decoder output -> (B, 54, dict_size) token logits (causal head or regressor)."""
+        b = x.shape[0]
+        if not self.autoreg:
             extra = jnp.concatenate([rot6d, cam], axis=-1)[:, None, :]
             extra = jnp.broadcast_to(extra, (b, self.num_tokens, 9)).astype(x.dtype)
-            logits = nn.Dense(self.dict_size, dtype=self.dtype, name="indices_regressor")(
+            return nn.Dense(self.dict_size, dtype=self.dtype, name="indices_regressor")(
                 jnp.concatenate([x, extra], axis=-1))
-        return {"logits": logits.astype(jnp.float32), "rot6d": rot6d, "cam": cam}
+        # The original feeds the sequence-first (54, B, D) decoder output to a head written
+        # for (B, T, D): its causal attention runs over the *batch* axis. Faithful: the same
+        # (image b attends to images 0..b of the batch); corrected: every image alone (what
+        # the original computes for a batch of one), so results do not depend on the batch.
+        if faithful:
+            if b > self.num_tokens:
+                raise ValueError(f"faithful mode: the original's causal mask covers {self.num_tokens} "
+                                 f"batch entries, the batch has {b}")
+            x = jnp.swapaxes(x, 0, 1)
+        else:
+            x = x.reshape(b * self.num_tokens, 1, self.model_dim)
+        for i in range(self.num_dec_layers):
+            x = Block(self.num_heads, self.feedforward_dim, qkv_bias=True, causal=True,
+                      dropout_rate=self.dropout, dtype=self.dtype, name=f"head_blocks_{i}")(x, None, det)
+        x = jnp.swapaxes(x, 0, 1) if faithful else x.reshape(b, self.num_tokens, self.model_dim)
+        x = nn.LayerNorm(1e-5, name="head_norm")(x)
+        return nn.Dense(self.dict_size, use_bias=False, dtype=self.dtype, name="head")(x)
 
 
 def pose_from_mesh(joint_regressor: jnp.ndarray, vertices: jnp.ndarray) -> jnp.ndarray:
@@ -246,8 +262,6 @@ def build_vqhps(config: Any, dtype: Dtype = jnp.float32) -> VQHPSRegressor:
       config: ``{"vqhps": {VQHPSRegressor attributes}, "backbone": {...}}`` (both backbones are
         built from the same backbone config, see :func:`hmr_jax.models.backbones.build_backbone`).
     """
-    from hmr_jax.models.backbones import build_backbone
-
     if "vqhps" not in config or not config.get("backbone"):
         raise ValueError("not a VQ-HPS config (needs 'vqhps' and 'backbone'); was it converted as vqhps_*?")
     fields = {"model_dim", "num_heads", "feedforward_dim", "num_enc_layers", "num_dec_layers", "dict_size",

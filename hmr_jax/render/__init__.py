@@ -9,7 +9,7 @@ from hmr_jax.render.rasterizer import (
     render_mesh,
     shade,
     side_view,
-    vertex_normals,
+    write_png,
 )
 
 __all__ = [
@@ -22,5 +22,5 @@ __all__ = [
     "render_mesh",
     "shade",
     "side_view",
-    "vertex_normals",
+    "write_png",
 ]

@@ -24,6 +24,12 @@ import dataclasses
 from typing import NamedTuple
 
 import numpy as np
+from PIL import Image
+
+from hmr_jax.files import atomic_open
+from hmr_jax.geometry.cameras import weak_perspective_to_translation
+from hmr_jax.geometry.normals import vertex_normals
+from hmr_jax.geometry.rotations_np import rotation_about_y
 
 #: Default mesh colour (RGB in 0..1): a light blue-grey, as in the originals' renderings.
 MESH_COLOR = (0.65, 0.74, 0.86)
@@ -79,7 +85,8 @@ class PerspectiveCamera:
         if s <= 0:
             raise ValueError(f"weak-perspective scale must be positive, got {s}")
         c = (crop_size - 1) / 2.0
-        return cls((focal, focal), (c, c), (tx, ty, 2.0 * keypoint_range * focal / (s * crop_size)), rotation)
+        translation = weak_perspective_to_translation(np.array([s, tx, ty]), keypoint_range * focal, crop_size)
+        return cls((focal, focal), (c, c), tuple(float(t) for t in translation), rotation)
 
     def to_camera_frame(self, points: np.ndarray) -> np.ndarray:
         """``(N, 3)`` mesh-frame points (m) -> ``(N, 3)`` camera-frame points (m)."""
@@ -138,6 +145,28 @@ def _check_mesh(vertices, faces):
     return vertices, faces.astype(np.int64)
 
 
+def _covered_pixels(t, px, py, inside_box, corners, area, tri_z, width: int):
+    """The pixel centres ``(px, py)`` (T, P) that triangles ``t`` (T,) cover: their flat pixel
+    ids, depths (m), triangle ids and perspective-correct barycentrics (N, 3); None if none."""
+    ta, tb, tc = (corner[t] for corner in corners)
+    inv = 1.0 / area[t]
+    # Edge functions -> screen-space barycentrics of the pixel centres.
+    w0 = ((tb[:, 0, None] - px) * (tc[:, 1, None] - py)
+          - (tb[:, 1, None] - py) * (tc[:, 0, None] - px)) * inv[:, None]
+    w1 = ((tc[:, 0, None] - px) * (ta[:, 1, None] - py)
+          - (tc[:, 1, None] - py) * (ta[:, 0, None] - px)) * inv[:, None]
+    w2 = 1.0 - w0 - w1
+    inside = inside_box & (w0 >= -1e-9) & (w1 >= -1e-9) & (w2 >= -1e-9)
+    rows, cols = np.nonzero(inside)
+    if rows.size == 0:
+        return None
+    tz = tri_z[t[rows]]
+    s0, s1, s2 = w0[rows, cols] / tz[:, 0], w1[rows, cols] / tz[:, 1], w2[rows, cols] / tz[:, 2]
+    inv_z = s0 + s1 + s2
+    return ((py[rows, cols] * width + px[rows, cols]).astype(np.int64), 1.0 / inv_z, t[rows],
+            np.stack([s0, s1, s2], axis=-1) / inv_z[:, None])
+
+
 def rasterize(vertices, faces, camera: PerspectiveCamera, height: int, width: int) -> Fragments:
     """Z-buffered rasterisation of a triangle mesh.
 
@@ -188,26 +217,11 @@ def rasterize(vertices, faces, camera: PerspectiveCamera, height: int, width: in
             t = group[start:start + chunk]
             px = x0[t, None] + ox[None, :]
             py = y0[t, None] + oy[None, :]
-            inside_box = (px <= x1[t, None]) & (py <= y1[t, None])
-            ta, tb, tc = a[t], b[t], c[t]
-            inv = 1.0 / area[t]
-            # Edge functions -> screen-space barycentrics of the pixel centres.
-            w0 = ((tb[:, 0, None] - px) * (tc[:, 1, None] - py)
-                  - (tb[:, 1, None] - py) * (tc[:, 0, None] - px)) * inv[:, None]
-            w1 = ((tc[:, 0, None] - px) * (ta[:, 1, None] - py)
-                  - (tc[:, 1, None] - py) * (ta[:, 0, None] - px)) * inv[:, None]
-            w2 = 1.0 - w0 - w1
-            inside = inside_box & (w0 >= -1e-9) & (w1 >= -1e-9) & (w2 >= -1e-9)
-            rows, cols = np.nonzero(inside)
-            if rows.size == 0:
-                continue
-            tz = tri_z[t[rows]]
-            s0, s1, s2 = w0[rows, cols] / tz[:, 0], w1[rows, cols] / tz[:, 1], w2[rows, cols] / tz[:, 2]
-            inv_z = s0 + s1 + s2
-            all_pix.append((py[rows, cols] * width + px[rows, cols]).astype(np.int64))
-            all_depth.append(1.0 / inv_z)
-            all_tri.append(t[rows])
-            all_bary.append(np.stack([s0, s1, s2], axis=-1) / inv_z[:, None])
+            found = _covered_pixels(t, px, py, (px <= x1[t, None]) & (py <= y1[t, None]), (a, b, c), area, tri_z,
+                                    width)
+            if found is not None:
+                for acc, value in zip((all_pix, all_depth, all_tri, all_bary), found):
+                    acc.append(value)
     if all_pix:
         pix = np.concatenate(all_pix)
         dep = np.concatenate(all_depth)
@@ -221,18 +235,6 @@ def rasterize(vertices, faces, camera: PerspectiveCamera, height: int, width: in
         bary[pix[win]] = np.concatenate(all_bary)[win]
     return Fragments(face_index.reshape(height, width), depth.reshape(height, width),
                      bary.reshape(height, width, 3))
-
-
-def vertex_normals(vertices, faces) -> np.ndarray:
-    """``(V, 3)`` unit vertex normals (area-weighted mean of the adjacent face normals)."""
-    vertices, faces = _check_mesh(vertices, faces)
-    tri = vertices[faces]
-    face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 * area
-    n_v = len(vertices)
-    normals = np.stack([sum(np.bincount(faces[:, k], weights=face_n[:, c], minlength=n_v) for k in range(3))
-                        for c in range(3)], axis=1)
-    norm = np.linalg.norm(normals, axis=1, keepdims=True)
-    return normals / np.maximum(norm, 1e-12)
 
 
 def shade(fragments: Fragments, vertices, faces, camera: PerspectiveCamera,
@@ -336,9 +338,7 @@ def side_view(vertices, faces, camera: PerspectiveCamera, height: int, width: in
     vertices, faces = _check_mesh(vertices, faces)
     cam = camera.to_camera_frame(vertices)
     centre = 0.5 * (cam.min(axis=0) + cam.max(axis=0))
-    t = np.deg2rad(angle_deg)
-    rot_y = np.array([[np.cos(t), 0.0, np.sin(t)], [0.0, 1.0, 0.0], [-np.sin(t), 0.0, np.cos(t)]])
-    turned = (cam - centre) @ rot_y.T + centre
+    turned = (cam - centre) @ rotation_about_y(np.deg2rad(angle_deg)).T + centre
     frame_camera = PerspectiveCamera(camera.focal, camera.principal_point)
     canvas = np.broadcast_to(np.asarray(background, dtype=np.float64), (height, width, 3)).copy()
     out = render_mesh(canvas, turned, faces, frame_camera, color=color)
@@ -375,3 +375,9 @@ def contact_sheet(images, columns: int = 4, pad: int = 2, background: int = 255)
         y, x = pad + r * (h + pad), pad + c * (w + pad)
         sheet[y:y + im.shape[0], x:x + im.shape[1]] = im
     return sheet
+
+
+def write_png(path, image) -> None:
+    """Write an ``(H, W, 3)`` uint8 image as PNG, atomically (:func:`hmr_jax.files.atomic_open`)."""
+    with atomic_open(path, "wb") as f:
+        Image.fromarray(np.asarray(image, np.uint8)).save(f, format="PNG")

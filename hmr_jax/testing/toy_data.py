@@ -14,8 +14,9 @@ import os
 import numpy as np
 from PIL import Image
 
-from hmr_jax.data import augment as aug
+from hmr_jax.data.augment import FLIP_PERMUTATIONS
 from hmr_jax.data.shards import write_dataset
+from hmr_jax.geometry.rotations_np import axis_angle_to_matrix
 
 NUM_JOINTS = 24
 
@@ -26,7 +27,7 @@ def toy_image_record(rng: np.random.Generator, height: int = 160, width: int = 1
     joints = rng.normal(scale=0.25, size=(NUM_JOINTS, 3))
     joints -= joints.mean(axis=0)
     orient = rng.normal(scale=0.6, size=3)
-    rot = aug.axis_angle_to_matrix(orient)
+    rot = axis_angle_to_matrix(orient)
     scale = min(height, width) / 200.0 * rng.uniform(0.7, 0.9)
     center = np.array([width * rng.uniform(0.45, 0.55), height * rng.uniform(0.45, 0.55)])
     pix_per_m = 200.0 * scale / 2.2
@@ -40,7 +41,7 @@ def toy_image_record(rng: np.random.Generator, height: int = 160, width: int = 1
             image[(xx - x) ** 2 + (yy - y) ** 2 <= 2.5 ** 2] = 255.0
     buf = io.BytesIO()
     Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=quality)
-    perm = list(aug.FLIP_PERMUTATIONS["smpl24"])
+    perm = list(FLIP_PERMUTATIONS["smpl24"])
     return {
         "image_jpeg": buf.getvalue(),
         "center": center.astype(np.float32),
@@ -64,7 +65,7 @@ def write_toy_image_dataset(path: str | os.PathLike, num: int, seed: int = 0, da
     rng = np.random.default_rng(seed)
     items = (toy_image_record(rng, dataset=dataset, name=f"{dataset}_{i:05d}.jpg", **kwargs) for i in range(num))
     return write_dataset(path, "image", items, records_per_shard=records_per_shard,
-                         metadata={"source": "hmr_jax.data.toy", "seed": seed})
+                         metadata={"source": "hmr_jax.testing.toy_data", "seed": seed})
 
 
 def write_toy_mesh_dataset(path: str | os.PathLike, num: int, seed: int = 0, num_vertices: int = 50,
@@ -80,4 +81,4 @@ def write_toy_mesh_dataset(path: str | os.PathLike, num: int, seed: int = 0, num
                    "dataset": dataset, "name": f"{dataset}_{i:05d}"}
 
     return write_dataset(path, "mesh", items(), records_per_shard=records_per_shard,
-                         metadata={"source": "hmr_jax.data.toy", "seed": seed})
+                         metadata={"source": "hmr_jax.testing.toy_data", "seed": seed})

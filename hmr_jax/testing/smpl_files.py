@@ -1,4 +1,4 @@
-"""Stand-in SMPL / SMPL+H model files for tests and benchmarks (the real ones are licensed).
+"""Stand-in SMPL / SMPL+H model files for tests, benchmarks and trying things out (the real ones are licensed).
 
 The stand-in has the real kinematic trees (24 SMPL joints, 52 SMPL+H joints), 6890 vertices
 and arrays of the real shapes and file layouts, but synthetic values: a stick figure with
@@ -14,6 +14,7 @@ import os
 import pickle
 
 import numpy as np
+import scipy.sparse
 
 from hmr_jax.files import atomic_open
 
@@ -104,7 +105,37 @@ def make_standin_arrays(kind: str = "smplh", num_betas: int | None = None, seed:
     while counts.sum() > NUM_VERTICES:
         counts[np.argmax(counts)] -= 1
     counts[np.argmax(counts)] += NUM_VERTICES - counts.sum()
+    v_template, weights = _skinned_tubes(rng, bones, counts, radius, parents)
+    j_reg = np.zeros((n_j, NUM_VERTICES))
+    for j in range(n_j):
+        near = np.argsort(np.linalg.norm(v_template - joints[j], axis=1))[:12]
+        j_reg[j, near] = rng.uniform(0.5, 1.5, near.size)
+    j_reg /= j_reg.sum(1, keepdims=True)
+    shapedirs = _shape_blend_shapes(rng, v_template, num_betas)
+    posedirs = rng.normal(0, 1e-3, (NUM_VERTICES, 3, 9 * (n_j - 1)))
+    if faces is None:
+        faces = rng.integers(0, NUM_VERTICES, (NUM_FACES, 3))
+    kintree = np.zeros((2, n_j), np.int64)
+    kintree[0] = parents
+    kintree[0, 0] = 4294967295  # the real files store -1 as uint32
+    kintree[1] = np.arange(n_j)
+    return {
+        "v_template": v_template,
+        "shapedirs": shapedirs,
+        "posedirs": posedirs,
+        "J_regressor": j_reg,
+        "weights": weights,
+        "kintree_table": kintree,
+        "f": np.asarray(faces).astype(np.uint32),
+        "J": j_reg @ v_template,
+    }
 
+
+def _skinned_tubes(rng: np.random.Generator, bones, counts: np.ndarray, radius: np.ndarray,
+                   parents: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices scattered in a tube around each bone (V, 3) and their skinning weights (V, J):
+    the bone's joint, blended with its parent's near the bone's start."""
+    n_j = len(parents)
     verts, weights = [], []
     for (owner, start, end), n, r in zip(bones, counts, radius):
         axis = end - start
@@ -128,15 +159,12 @@ def make_standin_arrays(kind: str = "smplh", num_betas: int | None = None, seed:
     extra = rng.integers(0, n_j, NUM_VERTICES)
     weights[np.arange(NUM_VERTICES), extra] += 0.02
     weights /= weights.sum(1, keepdims=True)
+    return v_template, weights
 
-    j_reg = np.zeros((n_j, NUM_VERTICES))
-    for j in range(n_j):
-        near = np.argsort(np.linalg.norm(v_template - joints[j], axis=1))[:12]
-        j_reg[j, near] = rng.uniform(0.5, 1.5, near.size)
-    j_reg /= j_reg.sum(1, keepdims=True)
 
-    # Smooth shape blend shapes (~1-2 cm per unit): per beta a few random Gaussian bumps plus
-    # a random scaling of the body (so that betas are not confused with a rigid motion).
+def _shape_blend_shapes(rng: np.random.Generator, v_template: np.ndarray, num_betas: int) -> np.ndarray:
+    """Smooth shape blend shapes (V, 3, S), ~1-2 cm per unit: per beta a few random Gaussian
+    bumps plus a random scaling of the body (so that betas are not confused with a rigid motion)."""
     centred = v_template - v_template.mean(0)
     shapedirs = np.zeros((NUM_VERTICES, 3, num_betas))
     for s in range(num_betas):
@@ -145,23 +173,7 @@ def make_standin_arrays(kind: str = "smplh", num_betas: int | None = None, seed:
             bump = np.exp(-np.sum((v_template - c) ** 2, axis=1) / (2 * 0.2**2))
             field += bump[:, None] * rng.normal(0, 0.02, 3)
         shapedirs[:, :, s] = field
-    posedirs = rng.normal(0, 1e-3, (NUM_VERTICES, 3, 9 * (n_j - 1)))
-    if faces is None:
-        faces = rng.integers(0, NUM_VERTICES, (NUM_FACES, 3))
-    kintree = np.zeros((2, n_j), np.int64)
-    kintree[0] = parents
-    kintree[0, 0] = 4294967295  # the real files store -1 as uint32
-    kintree[1] = np.arange(n_j)
-    return {
-        "v_template": v_template,
-        "shapedirs": shapedirs,
-        "posedirs": posedirs,
-        "J_regressor": j_reg,
-        "weights": weights,
-        "kintree_table": kintree,
-        "f": np.asarray(faces).astype(np.uint32),
-        "J": j_reg @ v_template,
-    }
+    return shapedirs
 
 
 def write_standin_model(path: str | os.PathLike, kind: str = "smplh", **kwargs) -> dict[str, np.ndarray]:
@@ -177,12 +189,8 @@ def write_standin_model(path: str | os.PathLike, kind: str = "smplh", **kwargs) 
     Returns:
       the arrays written (dense), for comparisons.
     """
-    import scipy.sparse
-
     arrays = make_standin_arrays(kind, **kwargs)
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     if not path.endswith((".npz", ".pkl")):
         raise ValueError(f"{path}: use a .npz or .pkl file name")
     with atomic_open(path, "wb") as fh:
