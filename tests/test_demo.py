@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from hmr_jax.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from hmr_jax.mesh.io import load_faces
 from hmr_jax.training import pictures
 
 CROP = 32
@@ -91,31 +92,28 @@ def test_mesh_prediction_grid_tiles_and_keypoints():
 def test_load_faces_npy_and_errors(tmp_path):
     _, f = _square()
     np.save(tmp_path / "faces.npy", f)
-    np.testing.assert_array_equal(pictures.load_faces(str(tmp_path / "faces.npy")), f)
+    np.testing.assert_array_equal(load_faces(str(tmp_path / "faces.npy"))[0], f)
     with pytest.raises(FileNotFoundError, match="faces"):
-        pictures.load_faces(str(tmp_path / "missing.npy"))
+        load_faces(str(tmp_path / "missing.npy"))
     np.save(tmp_path / "bad.npy", np.zeros((4, 2)))
     with pytest.raises(ValueError, match=r"\(F, 3\)"):
-        pictures.load_faces(str(tmp_path / "bad.npy"))
+        load_faces(str(tmp_path / "bad.npy"))
 
 
 class _FakeStage:
-    """A stage with the two picture hooks: posed square meshes and cameras / their projection."""
+    """An image stage's picture hooks (the stage contract's ``backbone`` and ``predict``): posed
+    square meshes and cameras."""
 
-    crop = "resnet"
+    backbone = "resnet"
 
     def __init__(self, faces_path=""):
         self.config = ml_collections.ConfigDict({"faces": faces_path})
         v, _ = _square(0.5)
         self._v = jnp.asarray(v, jnp.float32)
 
-    def mesh_and_camera(self, params, model_state, frozen, batch):
-        b = batch["image"].shape[0]
+    def predict(self, params, model_state, frozen, images):
+        b = images.shape[0]
         return jnp.broadcast_to(self._v, (b, 4, 3)) * params, jnp.tile(jnp.array([[1.0, 0.0, 0.0]]), (b, 1))
-
-    def project(self, params, model_state, frozen, batch):
-        v, cam = self.mesh_and_camera(params, model_state, frozen, batch)
-        return cam[:, None, :1] * (v[..., :2] + cam[:, None, 1:])
 
 
 def test_validation_picture_renders_mesh_when_faces_known(tmp_path):

@@ -4,8 +4,11 @@ Reading order: distributed set-up -> device mesh and shardings -> input pipeline
 optimizer, train state -> restore from ``WORKDIR/checkpoints`` -> one jit-compiled train step ->
 loop with logging, validation, checkpoints, preemption and NaN handling.
 
+* Stages: everything model-specific comes through the contract of
+  :class:`hmr_jax.training.stages.base.Stage` (data, variables, loss, validation, prediction).
 * Devices: one ``jax.sharding.Mesh`` over every device of every host, axis ``"data"``. The batch
-  is sharded on it (each host loads ``global_batch / process_count`` examples and
+  is sharded on it (each host loads ``global_batch / process_count`` examples, its share by the
+  multi-host rule of :mod:`hmr_jax.data.pipeline`, and
   ``jax.make_array_from_process_local_data`` assembles the global array); parameters and
   optimizer state are replicated (``config.sharding.params = "replicated"``) or sharded along
   their largest divisible axis (``"fsdp"``). jit inserts the gradient all-reduce.
@@ -43,6 +46,7 @@ from hmr_jax.errors import UserError
 from hmr_jax.files import atomic_write, folder_lock
 from hmr_jax.training import checkpointing, optim
 from hmr_jax.training.metric_writers import MetricWriter
+from hmr_jax.training.pictures import save_png, validation_picture
 from hmr_jax.training.stages import Stage, get_stage
 
 log = logging.getLogger(__name__)
@@ -111,10 +115,6 @@ def param_shardings(tree: Any, mesh: jax.sharding.Mesh, mode: str, min_size: int
 
 
 # ----------------------------------------------------------------------------- input pipeline
-def _as_map_dataset(source) -> grain.MapDataset:
-    return source if isinstance(source, grain.MapDataset) else grain.MapDataset.source(source)
-
-
 def local_batch_size(global_batch: int) -> int:
     """Examples this process loads per step; the global batch must split evenly over hosts
     and devices."""
@@ -122,42 +122,6 @@ def local_batch_size(global_batch: int) -> int:
         raise ValueError(f"config.batch_size={global_batch} must be divisible by the number of "
                          f"processes ({jax.process_count()}) and devices ({jax.device_count()})")
     return global_batch // jax.process_count()
-
-
-def train_dataset(stage: Stage, config) -> tuple[grain.IterDataset, int]:
-    """This process's infinite, shuffled, augmented, batched training stream and the number of
-    optimizer steps per epoch.
-
-    The global example stream (reshuffled every epoch with seed ``config.seed``, augmented by a
-    generator Grain seeds from the example's global position) does not depend on the number of
-    processes: global batch ``b`` is stream elements ``[b*B, (b+1)*B)`` and process ``i`` of ``n``
-    reads only its contiguous slice of it (``B/n`` examples), which
-    ``make_array_from_process_local_data`` places at the same offsets of the global array. So one
-    host and a pod see the same batches, and only the examples a host needs are decoded there.
-    """
-    ds = _as_map_dataset(stage.train_source())
-    n_total = len(ds)
-    global_batch = int(config.batch_size)
-    local = local_batch_size(global_batch)
-    steps_per_epoch = n_total // global_batch
-    if steps_per_epoch < 1:
-        raise ValueError(f"The training set has {n_total} examples, fewer than one batch "
-                         f"(config.batch_size={global_batch}).")
-    stream = ds.seed(config.seed).shuffle().repeat(None).random_map(stage.augment)
-    offset = jax.process_index() * local
-
-    def global_position(j: int) -> int:
-        return (j // local) * global_batch + offset + j % local
-
-    ds = grain.MapDataset.range(0, len(stream) // global_batch * local).map(
-        lambda j: stream[global_position(j)])
-    ds = ds.batch(local, drop_remainder=True)
-    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=config.data.get("read_threads", 0),
-                                                 prefetch_buffer_size=config.data.get("prefetch", 0)))
-    workers = config.data.get("workers", 0)
-    if workers:
-        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
-    return it_ds, steps_per_epoch
 
 
 def to_global(batch: dict, sharding: NamedSharding) -> dict:
@@ -269,7 +233,7 @@ def build_train_state(stage: Stage, config, mesh: jax.sharding.Mesh, example: di
                                 config.sharding.get("min_size", 2 ** 14)),
         model_state=jax.tree.map(lambda _: replicated, abstract_vars.model_state))
     variables = jax.jit(stage.init, out_shardings=var_shardings)(init_key, example)
-    variables = _load_pretrained(stage, variables)
+    variables = stage.load_pretrained(variables)
 
     tx, schedule = optim.make_optimizer(config.optim, config.batch_size, steps_per_epoch)
     # Optimizer moments are sharded like their parameters; counters are replicated.
@@ -314,10 +278,7 @@ def _train(config, workdir: str) -> dict:
     batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
 
     stage = get_stage(config)
-    if hasattr(stage, "train_pipeline"):
-        data, steps_per_epoch = stage.train_pipeline(local_batch_size(config.batch_size), config.seed)
-    else:
-        data, steps_per_epoch = train_dataset(stage, config)
+    data, steps_per_epoch = stage.train_pipeline(local_batch_size(config.batch_size), config.seed)
     train_iter = iter(data)
 
     # Variables from the shapes of one batch (a separate iterator: the real one is untouched).
@@ -347,8 +308,7 @@ def _train(config, workdir: str) -> dict:
         log.warning("Resumed from step %d in %s", resumed_from, checkpointer.directory)
 
     step_fn = setup.step_fn
-    has_val = hasattr(stage, "val_batches") or stage.val_source() is not None
-    val_fn = jax.jit(stage.validate) if has_val else None
+    val_fn = jax.jit(stage.validate)
 
     total = int(config.total_steps)
     step = int(jax.device_get(state["step"]))
@@ -398,12 +358,11 @@ def _train(config, workdir: str) -> dict:
                 summary["loss"] = host["loss"]
                 if bar is not None:
                     bar.set_postfix(loss=f"{host['loss']:.4g}", img_s=f"{host['images_per_s']:.1f}")
-            if eval_every and (step % eval_every == 0 or step == total) and val_fn is not None:
+            if eval_every and (step % eval_every == 0 or step == total):
                 val_metrics, picture = _validate(stage, val_fn, state, frozen, config, batch_sharding)
                 if val_metrics:
                     writer.write(step, val_metrics, prefix="val/")
                 if picture is not None and is_main:
-                    from hmr_jax.training.pictures import save_png
                     writer.write_image(step, "val/predictions", picture)
                     os.makedirs(os.path.join(workdir, "pictures"), exist_ok=True)
                     save_png(os.path.join(workdir, "pictures", f"val_{step:08d}.png"), picture)
@@ -450,15 +409,10 @@ def _host(tree):
 
 def _validate(stage: Stage, val_fn, state, frozen, config, batch_sharding):
     """Mean of the stage's per-sample validation metrics over ``config.eval_batches`` batches,
-    and (for stages with ``project``) a picture of the first batch's predictions, or None."""
-    if hasattr(stage, "val_batches"):
-        ds = stage.val_batches(local_batch_size(config.batch_size))
-        if ds is None:
-            return {}, None
-    else:
-        ds = _as_map_dataset(stage.val_source())
-        ds = ds[jax.process_index()::jax.process_count()]
-        ds = ds.batch(local_batch_size(config.batch_size), drop_remainder=True)
+    and (image stages) a picture of the first batch's predictions, or None."""
+    ds = stage.val_batches(local_batch_size(config.batch_size))
+    if ds is None:
+        return {}, None
     sums, count, picture = {}, 0, None
     for i, batch in enumerate(ds):
         if i >= config.get("eval_batches", 10):
@@ -468,14 +422,7 @@ def _validate(stage: Stage, val_fn, state, frozen, config, batch_sharding):
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(np.sum(v))
         count += config.batch_size
-        if i == 0 and hasattr(stage, "project") and "image" in batch:
-            from hmr_jax.training.pictures import validation_picture
+        if i == 0 and stage.backbone is not None:
             picture = validation_picture(stage, state["params"], state["model_state"], frozen,
                                          global_batch, batch, fetch=_host)
     return {k: v / max(count, 1) for k, v in sums.items()}, picture
-
-
-def _load_pretrained(stage: Stage, variables):
-    """Let the stage put converted pre-trained weights into freshly initialised variables."""
-    loader = getattr(stage, "load_pretrained", None)
-    return loader(variables) if loader is not None else variables
