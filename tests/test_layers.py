@@ -14,8 +14,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 #: (layer name, module prefixes). Lowest first; an import may go to its own layer or below.
 LAYERS = (
-    # files / errors / safe reading / XLA set-up: what every layer may use
-    ("base", ("hmr_jax.files", "hmr_jax.errors", "hmr_jax.safe_read", "hmr_jax.runtime")),
+    # files / errors / safe reading / XLA set-up / the command lines' flag style: what every layer may use
+    ("base", ("hmr_jax.files", "hmr_jax.errors", "hmr_jax.safe_read", "hmr_jax.runtime", "hmr_jax.cli")),
     ("geometry", ("hmr_jax.geometry",)),
     # meshes, body models and what is computed on meshes alone (drawing them, their errors)
     ("mesh / body", ("hmr_jax.mesh", "hmr_jax.body", "hmr_jax.render", "hmr_jax.metrics")),
