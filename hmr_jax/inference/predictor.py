@@ -30,6 +30,7 @@ from hmr_jax.inference.crops import InferenceError, PersonCrop, as_rgb_uint8, cr
 from hmr_jax.inference.model import (DEFAULT_BATCH_SIZE, ImageModel, _as_key, bucket_sizes, load_image_model,
                                      pad_rows)
 from hmr_jax.mesh.io import load_faces
+from hmr_jax.render import MESH_COLOR, PerspectiveCamera, render_mesh
 
 
 @dataclasses.dataclass
@@ -86,8 +87,6 @@ class Person:
 
     def camera(self):
         """The full image's :class:`~hmr_jax.render.PerspectiveCamera` for :attr:`vertices`."""
-        from hmr_jax.render import PerspectiveCamera
-
         return PerspectiveCamera((self.focal_length,) * 2, tuple(float(c) for c in self.principal_point),
                                  tuple(float(t) for t in self.camera_translation))
 
@@ -124,8 +123,6 @@ class ImagePrediction:
         Returns:
           (H, W, 3) uint8.
         """
-        from hmr_jax.render import MESH_COLOR, PerspectiveCamera, render_mesh
-
         image = self.image if image is None else image
         if image is None:
             raise InferenceError("overlay needs the image: pass it, or predict with keep_images=True")

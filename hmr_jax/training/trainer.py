@@ -35,12 +35,13 @@ import signal
 import time
 from typing import Any
 
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm import tqdm
 
 from hmr_jax.errors import UserError
 from hmr_jax.files import atomic_write, folder_lock
@@ -191,7 +192,6 @@ class _Preemption:
     def reached(self, step: int) -> bool:
         if jax.process_count() > 1:
             try:
-                from jax.experimental import multihost_utils
                 return bool(multihost_utils.reached_preemption_sync_point(step))
             except Exception:  # noqa: BLE001 - no preemption service: never preempted
                 return False
@@ -205,7 +205,6 @@ class _Preemption:
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1)
 
 
@@ -271,7 +270,6 @@ def train(config, workdir: str) -> dict:
 
 def _train(config, workdir: str) -> dict:
     is_main = jax.process_index() == 0
-
     mesh = make_mesh(config.get("num_devices", 0) or None)
     if mesh.devices.size != jax.device_count() and jax.process_count() > 1:
         raise ValueError("config.num_devices must be unset in multi-process runs")
@@ -280,34 +278,11 @@ def _train(config, workdir: str) -> dict:
     stage = get_stage(config)
     data, steps_per_epoch = stage.train_pipeline(local_batch_size(config.batch_size), config.seed)
     train_iter = iter(data)
-
     # Variables from the shapes of one batch (a separate iterator: the real one is untouched).
     example = to_global(next(iter(data)), batch_sharding)
     setup = build_train_state(stage, config, mesh, example, steps_per_epoch)
-    state, frozen = setup.state, setup.frozen
-    schedule = setup.schedule
-
-    ckpt_cfg = config.checkpoint
-    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                              save_every=ckpt_cfg.every_steps,
-                                              keep=ckpt_cfg.keep,
-                                              async_save=ckpt_cfg.get("async_save", True))
-    # Restore (or refuse a checkpoint of other shapes) before writing anything into the workdir.
-    try:
-        restored, resumed_from = checkpointer.restore_latest(checkpointing.abstract_like(state),
-                                                             train_iter)
-    except BaseException:
-        checkpointer.close()
-        raise
-    if is_main:
-        atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
-    writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.get("tensorboard", True))
-    if restored is not None:
-        state = restored
-        writer.truncate_after(resumed_from)
-        log.warning("Resumed from step %d in %s", resumed_from, checkpointer.directory)
-
-    step_fn = setup.step_fn
+    checkpointer, writer, state, resumed_from = _open_workdir(config, workdir, setup.state, train_iter)
+    frozen = setup.frozen
     val_fn = jax.jit(stage.validate)
 
     total = int(config.total_steps)
@@ -316,11 +291,9 @@ def _train(config, workdir: str) -> dict:
     eval_every = int(config.get("eval_every_steps", 0))
     preemption = _Preemption()
     bar = _progress(total, step, is_main and config.get("progress_bar", True))
+    meter = _Meter(step)
     summary = {"resumed_from": resumed_from, "preempted": False}
-    last_time, last_step = time.perf_counter(), step
-    metrics = None
     last_saved = resumed_from
-    skipped = 0
     failed = True
     try:
         while step < total:
@@ -333,39 +306,24 @@ def _train(config, workdir: str) -> dict:
                 break
             local = next(train_iter)
             if "skipped_records" in local:  # config.data.skip_bad_records: counted, not trained on
-                skipped += int(np.sum(local.pop("skipped_records")))
-            batch = to_global(local, batch_sharding)
-            state, metrics = step_fn(state, frozen, batch)
+                meter.skipped += int(np.sum(local.pop("skipped_records")))
+            state, metrics = setup.step_fn(state, frozen, to_global(local, batch_sharding))
             step += 1
             if bar is not None:
                 bar.update(1)
             do_log = step % log_every == 0 or step == total
-            do_save = step % ckpt_cfg.every_steps == 0 or step == total
+            do_save = step % config.checkpoint.every_steps == 0 or step == total
             if not (do_log or do_save):
                 continue
             _check_finite(state, checkpointer)
             if do_log:
-                now = time.perf_counter()
-                steps_per_s = (step - last_step) / max(now - last_time, 1e-9)
-                last_time, last_step = now, step
-                host = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                host.update(lr=float(schedule(step - 1)), steps_per_s=steps_per_s,
-                            images_per_s=steps_per_s * config.batch_size, epoch=(step - 1) / steps_per_epoch)
-                if config.data.get("skip_bad_records", False):
-                    host["skipped_records"] = skipped  # bad records replaced since the last log line
-                    skipped = 0
+                host = meter.line(step, metrics, setup.schedule, config, steps_per_epoch)
                 writer.write(step, host)
                 summary["loss"] = host["loss"]
                 if bar is not None:
                     bar.set_postfix(loss=f"{host['loss']:.4g}", img_s=f"{host['images_per_s']:.1f}")
             if eval_every and (step % eval_every == 0 or step == total):
-                val_metrics, picture = _validate(stage, val_fn, state, frozen, config, batch_sharding)
-                if val_metrics:
-                    writer.write(step, val_metrics, prefix="val/")
-                if picture is not None and is_main:
-                    writer.write_image(step, "val/predictions", picture)
-                    os.makedirs(os.path.join(workdir, "pictures"), exist_ok=True)
-                    save_png(os.path.join(workdir, "pictures", f"val_{step:08d}.png"), picture)
+                _write_validation(stage, val_fn, state, frozen, config, batch_sharding, writer, workdir, step)
             if do_save:
                 checkpointer.save(step, state, train_iter, force=step == total)
                 last_saved = step
@@ -380,10 +338,70 @@ def _train(config, workdir: str) -> dict:
             if not failed:
                 raise
         writer.close()
-    summary["step"] = step
-    summary["state"] = state
-    summary["frozen"] = frozen
+    summary.update(step=step, state=state, frozen=frozen)
     return summary
+
+
+def _open_workdir(config, workdir: str, state: dict, train_iter):
+    """``(checkpointer, metric writer, state to start from, step resumed from or None)``.
+
+    The latest checkpoint is restored (or one of other shapes refused) before anything is
+    written into the workdir; then ``config.json`` is written and ``metrics.jsonl`` cut back to
+    the restored step.
+    """
+    ckpt_cfg = config.checkpoint
+    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                              save_every=ckpt_cfg.every_steps,
+                                              keep=ckpt_cfg.keep,
+                                              async_save=ckpt_cfg.get("async_save", True))
+    try:
+        restored, resumed_from = checkpointer.restore_latest(checkpointing.abstract_like(state), train_iter)
+    except BaseException:
+        checkpointer.close()
+        raise
+    is_main = jax.process_index() == 0
+    if is_main:
+        atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+    writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.get("tensorboard", True))
+    if restored is not None:
+        state = restored
+        writer.truncate_after(resumed_from)
+        log.warning("Resumed from step %d in %s", resumed_from, checkpointer.directory)
+    return checkpointer, writer, state, resumed_from
+
+
+class _Meter:
+    """Throughput between log lines and the bad records skipped since the last one."""
+
+    def __init__(self, step: int):
+        self.time, self.step, self.skipped = time.perf_counter(), step, 0
+
+    def line(self, step: int, metrics, schedule, config, steps_per_epoch: int) -> dict:
+        """The ``metrics.jsonl`` entries of ``step``: the step's metrics on the host, lr,
+        steps / s and images / s since the last line, epoch, skipped records (if counted)."""
+        now = time.perf_counter()
+        steps_per_s = (step - self.step) / max(now - self.time, 1e-9)
+        self.time, self.step = now, step
+        host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        host.update(lr=float(schedule(step - 1)), steps_per_s=steps_per_s,
+                    images_per_s=steps_per_s * config.batch_size, epoch=(step - 1) / steps_per_epoch)
+        if config.data.get("skip_bad_records", False):
+            host["skipped_records"] = self.skipped  # bad records replaced since the last log line
+            self.skipped = 0
+        return host
+
+
+def _write_validation(stage: Stage, val_fn, state, frozen, config, batch_sharding, writer: MetricWriter,
+                      workdir: str, step: int) -> None:
+    """Validate (:func:`_validate`) and log the means; the picture goes to TensorBoard and
+    ``WORKDIR/pictures/val_STEP.png`` (main process)."""
+    val_metrics, picture = _validate(stage, val_fn, state, frozen, config, batch_sharding)
+    if val_metrics:
+        writer.write(step, val_metrics, prefix="val/")
+    if picture is not None and jax.process_index() == 0:
+        writer.write_image(step, "val/predictions", picture)
+        os.makedirs(os.path.join(workdir, "pictures"), exist_ok=True)
+        save_png(os.path.join(workdir, "pictures", f"val_{step:08d}.png"), picture)
 
 
 def _check_finite(state, checkpointer: checkpointing.Checkpointer) -> None:
@@ -402,7 +420,6 @@ def _check_finite(state, checkpointer: checkpointing.Checkpointer) -> None:
 def _host(tree):
     """Fetch globally sharded arrays to every host (all-gathered when there are several)."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
         return multihost_utils.process_allgather(tree, tiled=True)
     return jax.device_get(tree)
 

@@ -16,6 +16,7 @@ from hmr_jax import checkpoints
 from hmr_jax.body.regressors import (JointLayout, JointLayoutError, JointRegressors, joints17_layout,
                                      load_layout_regressor, regressor_path)
 from hmr_jax.data import Source, image_pipeline, mesh_pipeline, open_dataset
+from hmr_jax.geometry.rotations import rotation_6d_to_matrix
 from hmr_jax.training import losses
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,11 @@ def load_regressors(config) -> Regressors:
         raise JointLayoutError(f"the datasets hold smpl24 (SMPL-24) keypoints but {regressor_path(folder, 'smpl24')} "
                                "does not exist: put SMPL's 24-joint regressor there")
     return Regressors(layout17, joints17, smpl24)
+
+
+def posed_meshes(rot6d: jax.Array, canonical: jax.Array) -> jax.Array:
+    """Canonical meshes (B, V, 3) rotated by the predicted global rotations (B, 6) (6D), meters."""
+    return jnp.einsum("bij,bvj->bvi", rotation_6d_to_matrix(rot6d), canonical)
 
 
 def reprojection_loss(regressors: Regressors, frozen: Mapping, batch: Mapping, vertices: jax.Array,

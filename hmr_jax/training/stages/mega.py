@@ -24,7 +24,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from hmr_jax.geometry.rotations import rotation_6d_to_matrix
 from hmr_jax.metrics.protocols import mesh_errors
 from hmr_jax.models.backbones import build_backbone
 from hmr_jax.models.mega import CVQMAE, VQMAE, random_visible_mask, scheduled_visible_mask
@@ -175,7 +174,7 @@ class MegaStage(_TokenizerMixin, Stage):
         rot = losses.rotation_loss(rot6d, batch["global_orient"])
         pred_tokens = jnp.where(visible, tokens, jnp.argmax(logits, -1)).astype(jnp.int32)
         canonical = self._decode(frozen, pred_tokens)
-        pred_mesh = jnp.einsum("bij,bvj->bvi", rotation_6d_to_matrix(rot6d), canonical)
+        pred_mesh = common.posed_meshes(rot6d, canonical)
         reproj = common.reprojection_loss(self.regressors, frozen["regressors"], batch, pred_mesh, cam)
         w = self.config.get("loss_weights", {})
         loss = (w.get("cross_entropy", 1.0) * ce + w.get("rotation", 1.0) * rot
@@ -190,7 +189,7 @@ class MegaStage(_TokenizerMixin, Stage):
                                               jnp.zeros((b, t), jnp.int32), jnp.zeros((b, t), bool),
                                               images=images, train=False)
         canonical = self._decode(frozen, jnp.argmax(logits, -1).astype(jnp.int32))
-        return jnp.einsum("bij,bvj->bvi", rotation_6d_to_matrix(rot6d), canonical), cam
+        return common.posed_meshes(rot6d, canonical), cam
 
     def validate(self, params, model_state, frozen, batch):
         """Deterministic mode: per-sample errors in mm (protocol ``original``)."""

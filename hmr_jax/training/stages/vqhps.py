@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from hmr_jax.body.regressors import load_layout_regressor
-from hmr_jax.geometry.rotations import rotation_6d_to_matrix
 from hmr_jax.metrics.protocols import mesh_errors
 from hmr_jax.models.vqhps import build_vqhps, pose_from_mesh
 from hmr_jax.training import losses
@@ -97,7 +96,7 @@ class VQHPSStage(_TokenizerMixin, Stage):
         ce = losses.cross_entropy(out["logits"], tokens)
         rot = losses.rotation_loss(out["rot6d"], batch["global_orient"])
         canonical = self._decode(frozen, jnp.argmax(out["logits"], -1).astype(jnp.int32))
-        pred = jnp.einsum("bij,bvj->bvi", rotation_6d_to_matrix(out["rot6d"]), canonical)
+        pred = common.posed_meshes(out["rot6d"], canonical)
         reproj = common.reprojection_loss(self.regressors, frozen["regressors"], batch, pred, out["cam"])
         accuracy = jnp.mean(jnp.argmax(out["logits"], -1) == tokens)
         terms = {"cross_entropy": ce, "rotation": rot, "reprojection": reproj, "token_accuracy": accuracy}
@@ -107,7 +106,7 @@ class VQHPSStage(_TokenizerMixin, Stage):
         """Posed meshes (B, V, 3) m of the argmax tokens and weak-perspective cameras (B, 3)."""
         out, _ = self._forward(params, model_state, frozen, images, False)
         canonical = self._decode(frozen, jnp.argmax(out["logits"], -1).astype(jnp.int32))
-        return jnp.einsum("bij,bvj->bvi", rotation_6d_to_matrix(out["rot6d"]), canonical), out["cam"]
+        return common.posed_meshes(out["rot6d"], canonical), out["cam"]
 
     def validate(self, params, model_state, frozen, batch):
         """Per-sample errors in mm (protocol ``original``)."""
