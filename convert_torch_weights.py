@@ -3,6 +3,7 @@
 Usage:
   python convert_torch_weights.py CHECKPOINT.pt --out DIR [--model KIND] [--config CFG.json]
   python convert_torch_weights.py CHECKPOINT.pt --verify NAME_io.npz [--atol 1e-4] [--out DIR]
+  python convert_torch_weights.py --help      # every flag (absl flags, as train.py / evaluate.py)
 
 The kind is detected from the state-dict keys unless ``--model`` names it (``--list`` shows the
 kinds). What cannot be inferred from tensor shapes comes from a preset or ``--config`` (a JSON
@@ -13,35 +14,58 @@ exits with status 1 if any exceeds ``--atol``.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import pathlib
 import sys
 
+from absl import flags
+
+from hmr_jax.cli import parse_flags
 from hmr_jax.conversion import common, fixtures, registry
 from hmr_jax.errors import command_line
 
 
-def _parse(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", nargs="?", help="the original .pt/.pth file")
-    p.add_argument("--out", help="folder to write the converted checkpoint to")
-    p.add_argument("--model", help="checkpoint kind (default: detected from the keys)")
-    p.add_argument("--config", help="JSON file with the model config (or a parity fixture JSON)")
-    p.add_argument("--verify", help="NAME_io.npz fixture to compare the converted model against")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override an entry of the completed model config (dotted key as in the written "
+@dataclasses.dataclass
+class _Args:
+    checkpoint: str | None
+    out: str | None
+    model: str | None
+    config: str | None
+    verify: str | None
+    set: list
+    atol: float
+    overwrite: bool
+    list: bool
+
+
+def _define(fv: flags.FlagValues) -> None:
+    """This command's absl flags (parsed by :func:`hmr_jax.cli.parse_flags`)."""
+    flags.DEFINE_string("out", None, "Folder to write the converted checkpoint to.", flag_values=fv)
+    flags.DEFINE_string("model", None, "Checkpoint kind (default: detected from the keys; --list shows them).",
+                        flag_values=fv)
+    flags.DEFINE_string("config", None, "JSON file with the model config (or a parity fixture JSON).", flag_values=fv)
+    flags.DEFINE_string("verify", None, "NAME_io.npz fixture to compare the converted model against.",
+                        flag_values=fv)
+    flags.DEFINE_multi_string(
+        "set", [], "KEY=VALUE: override an entry of the completed model config (dotted key as in the written "
         "config.json; VALUE parsed as JSON, else kept as a string), e.g. "
-        "--set autoencoder.connection_folder=/data/ConnectionMatrices; repeatable",
-    )
-    p.add_argument("--atol", type=float, default=1e-4, help="max relative error allowed by --verify")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--list", action="store_true", help="list the checkpoint kinds and exit")
-    return p.parse_args(argv)
+        "--set autoencoder.connection_folder=/data/ConnectionMatrices; repeatable.", flag_values=fv)
+    flags.DEFINE_float("atol", 1e-4, "Max relative error allowed by --verify.", flag_values=fv)
+    flags.DEFINE_boolean("overwrite", False, "Replace --out if it exists.", flag_values=fv)
+    flags.DEFINE_boolean("list", False, "List the checkpoint kinds and exit.", flag_values=fv)
+
+
+def _parse(argv) -> _Args | None:
+    """The arguments (the checkpoint is the one positional argument), or None after ``--help``."""
+    parsed = parse_flags(argv, _define, "convert_torch_weights.py", __doc__)
+    if parsed is None:
+        return None
+    fv, rest = parsed
+    if len(rest) > 1:
+        raise ValueError(f"one checkpoint at a time, got {rest} (see --help)")
+    return _Args(rest[0] if rest else None, fv.out, fv.model, fv.config, fv.verify, list(fv.set), fv.atol,
+                 fv.overwrite, fv.list)
 
 
 def _apply_overrides(config: dict, overrides: list[str]) -> dict:
@@ -67,8 +91,11 @@ def _apply_overrides(config: dict, overrides: list[str]) -> dict:
 
 @command_line
 def main(argv=None) -> int:
-    """Command-line entry; returns the exit status (0 ok, 1 verification failed, 2 error)."""
-    args = _parse(argv)
+    """Command-line entry (``argv`` without the program name; default ``sys.argv[1:]``); returns
+    the exit status (0 ok, 1 verification failed, 2 error)."""
+    args = _parse(sys.argv[1:] if argv is None else list(argv))
+    if args is None:
+        return 0
     if args.list:
         for name, c in sorted(registry.load_all().items()):
             print(f"{name:24s} {c.description}")

@@ -1,27 +1,29 @@
 """Evaluate a model on a prepared split: a table of PVE, MPJPE, PA-MPJPE (mm), JSON and CSV.
 
     python evaluate.py --checkpoint runs/mega_hrnet --split 3dpw_test
-    python evaluate.py --checkpoint runs/mega_hrnet --split emdb --mode stochastic --num-samples 25
-    python evaluate.py --config configs/train_mega_hrnet.py --checkpoint converted/mega_hrnet \\
+    python evaluate.py --checkpoint runs/mega_hrnet --split emdb --mode stochastic --num_samples 25
+    python evaluate.py --config configs/train_mega.py:hrnet --checkpoint converted/mega_hrnet \\
         --split datasets/3dpw_test --protocol standard
-    python evaluate.py --mode mean_mesh --mean-mesh mean.npy --split 3dpw_test   # trivial baseline
+    python evaluate.py --mode mean_mesh --mean_mesh mean.npy --split 3dpw_test   # trivial baseline
 
 ``--checkpoint``: a ``train.py`` workdir (latest checkpoint; its config is reused) or a converted
 released checkpoint (then ``--config`` names the matching ``configs/train_*.py`` for the
 tokenizer, body models and crop). ``--split``: a dataset folder, or a name under
-``--data-root`` (default ``datasets``). Results go to ``--out`` (default
+``--data_root`` (default ``datasets``). Results go to ``--out`` (default
 ``CHECKPOINT/eval/SPLIT_MODE_PROTOCOL``): ``summary.json`` and ``per_image.csv``.
 """
 from __future__ import annotations
 
+import json
 import os
-import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from hmr_jax import evaluation
 from hmr_jax.errors import command_line
+from hmr_jax.safe_read import read_npy
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config (needed for converted checkpoints).",
@@ -49,7 +51,6 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     absl_logging.set_verbosity(absl_logging.WARNING)
-    from hmr_jax.training import evaluation
 
     split = FLAGS.split if os.path.isdir(FLAGS.split) else os.path.join(FLAGS.data_root, FLAGS.split)
     if not os.path.isdir(split):
@@ -61,7 +62,6 @@ def main(argv):
     if FLAGS.mode == "mean_mesh":
         if not FLAGS.mean_mesh:
             raise ValueError("--mode mean_mesh needs --mean_mesh MESH.npy")
-        from hmr_jax.safe_read import read_npy
         predictor = evaluation.mean_mesh_predictor(read_npy(FLAGS.mean_mesh, ValueError), FLAGS.backbone)
         base = os.path.dirname(os.path.abspath(FLAGS.mean_mesh))
     else:
@@ -72,7 +72,6 @@ def main(argv):
         base = FLAGS.checkpoint
     body_models = FLAGS.body_models or (config.get("body_models") if config else None)
     if not body_models and FLAGS.checkpoint and os.path.isfile(os.path.join(FLAGS.checkpoint, "config.json")):
-        import json
         body_models = json.load(open(os.path.join(FLAGS.checkpoint, "config.json"))).get("body_models")
     body_models = body_models or "body_models"
     out = FLAGS.out or os.path.join(base, "eval", f"{name}_{FLAGS.mode}_{FLAGS.protocol}")
@@ -82,16 +81,5 @@ def main(argv):
     print(f"written: {out}/summary.json, {out}/per_image.csv")
 
 
-def _hyphen_aliases(argv):
-    """Accept --num-samples / --data-root / --mean-mesh / --body-models as the underscore names."""
-    out = []
-    for a in argv:
-        if a.startswith("--") and "-" in a[2:].split("=")[0]:
-            head, eq, tail = a[2:].partition("=")
-            a = "--" + head.replace("-", "_") + eq + tail
-        out.append(a)
-    return out
-
-
 if __name__ == "__main__":
-    app.run(main, argv=_hyphen_aliases(sys.argv))
+    app.run(main)

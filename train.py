@@ -15,6 +15,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from hmr_jax.errors import command_line
+from hmr_jax.training.trainer import train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/train_*.py).",
@@ -29,7 +30,6 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes at INFO
-    from hmr_jax.training.trainer import train
     summary = train(FLAGS.config, FLAGS.workdir)
     state = "preempted, checkpoint saved" if summary["preempted"] else "done"
     print(f"train.py: {state} at step {summary['step']}; workdir {FLAGS.workdir}")

@@ -14,6 +14,7 @@ models through these functions.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -21,8 +22,16 @@ import os
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
 
+from hmr_jax.conversion.common import ConversionError, read_converted
+from hmr_jax.conversion.mesh_vqvae import load_converted
+from hmr_jax.data.augment import BACKBONE_INPUTS
 from hmr_jax.errors import UserError
+from hmr_jax.models.mega import build_mega
+from hmr_jax.models.mesh_vqvae import RELEASED_54, MeshVQVAE, load_connections
+from hmr_jax.models.vqhps import build_vqhps
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +87,6 @@ def restore_workdir(path: str | os.PathLike) -> tuple[dict, Mapping[str, Any]]:
     Raises:
       FileNotFoundError: the workdir holds no complete checkpoint.
     """
-    import orbax.checkpoint as ocp
-
     with open(os.path.join(path, "config.json")) as f:
         config = json.load(f)
     absl_logger = logging.getLogger("absl")
@@ -114,8 +121,6 @@ def model_config_of_workdir(train_config: Mapping[str, Any]) -> dict:
     ``image_size`` is the crop the stage trained on: ``(crop, width)`` of the backbone's input
     (:data:`hmr_jax.data.augment.BACKBONE_INPUTS`), with ``data.crop_size`` when it is set.
     """
-    from hmr_jax.data.augment import BACKBONE_INPUTS
-
     kind = workdir_kind(train_config)
     out: dict = {"model": kind, "train_config": dict(train_config)}
     if "decoding" in train_config:
@@ -150,8 +155,6 @@ def read_checkpoint(path: str | os.PathLike, kinds: tuple[str, ...] | None = Non
     Raises:
       CheckpointError: missing folder, no checkpoint inside, unreadable files, another kind.
     """
-    from hmr_jax.conversion.common import ConversionError, read_converted
-
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise CheckpointError(f"{path} is not a folder: give a converted checkpoint (convert_torch_weights.py "
@@ -188,17 +191,11 @@ def build_model(checkpoint: Checkpoint, dtype=None):
     Raises:
       CheckpointError: not a MEGA / VQ-HPS checkpoint.
     """
-    import jax.numpy as jnp
-
     if dtype is None:
         dtype = jnp.dtype(checkpoint.train_config.get("dtype", "float32"))
     if checkpoint.kind in MEGA_IMAGE_KINDS + (UNCONDITIONAL_KIND,):
-        from hmr_jax.models.mega import build_mega
-
         return build_mega(checkpoint.config, dtype=dtype)
     if checkpoint.kind in VQHPS_KINDS:
-        from hmr_jax.models.vqhps import build_vqhps
-
         return build_vqhps(checkpoint.config, dtype=dtype)
     raise CheckpointError(f"{checkpoint.path} holds a {checkpoint.kind!r} model, not a MEGA / VQ-HPS one")
 
@@ -215,20 +212,14 @@ def load_tokenizer(path: str, connection_folder: str = ""):
       :class:`~hmr_jax.conversion.common.ConversionError`: a converted folder of another kind or
       missing connection files.
     """
-    from hmr_jax.models.mesh_vqvae import MeshVQVAE, load_connections
-
     if path == "random":
-        import copy
-
-        from hmr_jax.models.mesh_vqvae import RELEASED_54
-
         log.warning("Using a RANDOM tokenizer (config.tokenizer.path='random'): for benchmarks only.")
         cfg = copy.deepcopy(RELEASED_54)
         if connection_folder:
             cfg["autoencoder"]["connection_folder"] = connection_folder
         conns = tuple(load_connections(cfg))
         model = MeshVQVAE(cfg, connections=conns)
-        variables = model.init(jax.random.key(0), jax.numpy.zeros((1, conns[0].in_points, 3)))
+        variables = model.init(jax.random.key(0), jnp.zeros((1, conns[0].in_points, 3)))
         return model, variables
 
     if not path:
@@ -245,6 +236,4 @@ def load_tokenizer(path: str, connection_folder: str = ""):
             model_cfg["autoencoder"] = {**model_cfg["autoencoder"], "connection_folder": connection_folder}
         model = MeshVQVAE(model_cfg, connections=tuple(load_connections(model_cfg)))
         return model, {"params": state["params"], **state["model_state"]}
-    from hmr_jax.conversion.mesh_vqvae import load_converted
-
     return load_converted(path, connection_folder or None)

@@ -5,37 +5,53 @@
    ``notoes_collapse5pc`` mesh (615 vertices, 1226 faces) and its connection hierarchy
    (``topology/``); a training and a held-out test split drawn with different seeds.
    Ground-truth 3D joints: the records' 17 COCO keypoints (Anny's keypoint regressor on its
-   full mesh). The metrics regress joints from meshes, so a linear (17, 615) regressor is fitted
-   by least squares on the training meshes to those keypoints (rows sum to 1) and saved where
-   the evaluation looks for the 17-joint regressor (``data/body_models/J_regressor_h36m.npy``;
-   it is COCO's 17 joints, not H36M's). MPJPE / PA-MPJPE are over those 17 joints, regressed
-   with the same matrix from the predicted and the ground-truth meshes.
+   full mesh; the records' ``keypoints_kind`` is ``coco17``). The losses and metrics regress
+   joints from meshes, so a linear (17, 615) regressor is fitted by least squares on the
+   training meshes to those keypoints (:func:`hmr_jax.body.regressors.fit_joint_regressor`,
+   rows sum to 1) and saved under its layout's name, ``data/body_models/J_regressor_coco17.npy``;
+   the training stage and the evaluation pick it for COCO-17 records. MPJPE / PA-MPJPE are over
+   those 17 joints, regressed with the same matrix from the predicted and the ground-truth meshes.
 2. The tokenizer: a small Mesh-VQ-VAE (``configs/train_demo_tokenizer.py``, 30 tokens) over that
    hierarchy, trained with ``train.py``'s loop.
 3. MEGA (``configs/train_demo_mega.py``): a small CVQMAE on a reduced ResNet, trained on the
    tokenizer's tokens with the paper's losses (its validation pictures are rendered meshes).
-4. Evaluation (:mod:`hmr_jax.training.evaluation`) on the test split: deterministic mode,
+4. Evaluation (:mod:`hmr_jax.evaluation`) on the test split: deterministic mode,
    stochastic mode (min of N hypotheses) and the mean-mesh baseline, same protocol.
 5. Rendered hypotheses over held-out images, side views, and ``demo_out/report.md``.
 
 The numbers are those of this small problem, not of the papers' benchmarks. Everything goes to
 ``demo_out/`` (``--out``); a second run reuses the data and resumes the trainings from their
-checkpoints (finished ones are not retrained).
+checkpoints (finished ones are not retrained). ``--standin`` uses the box-person of
+:class:`hmr_jax.testing.box_person.StandInBody` instead of Anny (no ``anny`` needed; the tokenizer's token
+count follows the topology).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 
 import numpy as np
+from absl import flags
+from absl import logging as absl_logging
+from PIL import Image
 
+from data_prep import synthetic
+from hmr_jax import evaluation
+from hmr_jax.body.regressors import fit_joint_regressor, regressor_path
+from hmr_jax.cli import parse_flags
+from hmr_jax.errors import command_line
+from hmr_jax.data import decode_record, image_pipeline, open_dataset
 from hmr_jax.files import atomic_open, atomic_write
+from hmr_jax.inference import load_image_model
+from hmr_jax.render import contact_sheet
+from hmr_jax.testing.box_person import StandInBody
 from hmr_jax.training.config import load_config
+from hmr_jax.training.metric_writers import read_metrics
+from hmr_jax.training.pictures import mesh_overlay, mesh_side_view, save_png, to_uint8
+from hmr_jax.training.trainer import train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Anny mesh of the demo (see ``data_prep.synthetic.TOPOLOGIES``) and its hierarchy levels
 #: (``hmr_jax.mesh.build`` syntax): 615 -> 615 -> 166 -> 166 -> 30 -> 30 points = 30 tokens.
 TOPOLOGY = "notoes_collapse5pc"
@@ -65,12 +81,10 @@ def prepare_data(out: str, num_train: int, num_test: int, size: int = IMAGE_SIZE
         a split must be generated; tests pass ``StandInBody``).
       max_heading_deg: people face the camera within this many degrees (:data:`MAX_HEADING_DEG`).
     Returns:
-      ``{"train", "test", "conn", "faces", "body_models"}`` paths, and ``"regressor_fit_mm"``:
-      the regressor's mean joint error on the test split (mm).
+      ``{"train", "test", "conn", "faces", "body_models"}`` paths, ``"regressor_fit_mm"``: the
+      regressor's mean joint error on the test split (mm), and ``"num_vertices"`` /
+      ``"num_tokens"``: the topology's vertex count and latent points (the tokenizer's tokens).
     """
-    sys.path.insert(0, ROOT)
-    from data_prep import synthetic
-
     data = os.path.join(out, "data")
     paths = {k: os.path.join(data, k) for k in ("train", "test", "body_models")}
     paths["conn"] = os.path.join(paths["train"], "topology")
@@ -87,93 +101,33 @@ def prepare_data(out: str, num_train: int, num_test: int, size: int = IMAGE_SIZE
         synthetic.generate(paths[split], num, seed=seed, size=size, body=body, overwrite=True,
                            levels=list(levels), progress=progress, max_heading_deg=max_heading_deg,
                            contact_sheet_path=os.path.join(data, f"{split}_contact_sheet.png"))
-    reg_path = os.path.join(paths["body_models"], "J_regressor_h36m.npy")
-    if not os.path.exists(reg_path):
+    reg_path = regressor_path(paths["body_models"], "coco17")
+    if not reg_path.exists():
         verts, joints = _meshes_and_joints(paths["train"])
         reg = fit_joint_regressor(verts, joints)
         os.makedirs(paths["body_models"], exist_ok=True)
         with atomic_open(reg_path, "wb") as f:
-            np.save(f, coco_as_h36m_rows(reg).astype(np.float32))
-        with open(os.path.join(paths["body_models"], "README.txt"), "w") as f:
-            f.write("J_regressor_h36m.npy here holds the 17 COCO keypoints of Anny's keypoint regressor, "
-                    "fitted linearly to the demo mesh by hmr_jax.demo.fit_joint_regressor, with its rows "
-                    "placed so that the losses' H36M_TO_J17 reordering gives COCO order; it is not the "
-                    "H36M regressor.\n")
-    from hmr_jax.body.regressors import H36M_TO_J17
-
-    reg = np.load(reg_path)[list(H36M_TO_J17)]
+            np.save(f, reg.astype(np.float32))
+        atomic_write(os.path.join(paths["body_models"], "README.txt"),
+                     f"{reg_path.name} here holds the 17 COCO keypoints (COCO order) of Anny's keypoint "
+                     "regressor, fitted linearly to the demo mesh by hmr_jax.body.regressors.fit_joint_regressor "
+                     "on the training split.\n")
+    reg = np.load(reg_path)
     verts, joints = _meshes_and_joints(paths["test"])
     paths["regressor_fit_mm"] = float(1000 * np.mean(np.linalg.norm(
         np.einsum("jv,nvc->njc", reg, verts) - joints, axis=-1)))
+    with open(os.path.join(paths["conn"], "hierarchy.json")) as f:
+        hierarchy = json.load(f)
+    paths["num_vertices"], paths["num_tokens"] = int(hierarchy["num_vertices"]), int(hierarchy["latent_points"])
     return paths
 
 
 def _meshes_and_joints(split_dir: str) -> tuple[np.ndarray, np.ndarray]:
     """Canonical vertices (N, V, 3) and 3D keypoints ``joints_3d`` (N, J, 3) of a split (m)."""
-    from hmr_jax.data import decode_record, open_dataset
-
     src = open_dataset(split_dir).data_source()
     recs = [decode_record(src[i]) for i in range(len(src))]
     return (np.stack([np.asarray(r["vertices"], np.float64) for r in recs]),
             np.stack([np.asarray(r["joints_3d"], np.float64) for r in recs]))
-
-
-def fit_joint_regressor(vertices: np.ndarray, joints: np.ndarray, ridge: float = 1e-3) -> np.ndarray:
-    """Linear joint regressor ``W`` (J, V) with ``W @ vertices ~ joints``, rows summing to 1.
-
-    Least squares over all examples and coordinates, with a ridge term (``ridge`` times the mean
-    diagonal of the normal matrix) and the affine constraint as a heavily weighted equation, so
-    that translating a mesh translates its joints.
-
-    Args:
-      vertices: (N, V, 3) meshes, m.
-      joints: (N, J, 3) joints of the same examples, same frame, m.
-    Returns:
-      (J, V) float64.
-    """
-    vertices = np.asarray(vertices, np.float64)
-    joints = np.asarray(joints, np.float64)
-    if vertices.ndim != 3 or joints.ndim != 3 or vertices.shape[0] != joints.shape[0]:
-        raise ValueError(f"need (N, V, 3) vertices and (N, J, 3) joints, got {vertices.shape}, {joints.shape}")
-    nv = vertices.shape[1]
-    a = np.transpose(vertices, (0, 2, 1)).reshape(-1, nv)     # (3N, V)
-    b = np.transpose(joints, (0, 2, 1)).reshape(-1, joints.shape[1])   # (3N, J)
-    ata = a.T @ a
-    lam = ridge * np.trace(ata) / nv
-    mu = 1e3 * np.trace(ata) / nv
-    ones = np.ones((nv, 1))
-    lhs = ata + lam * np.eye(nv) + mu * (ones @ ones.T)
-    rhs = a.T @ b + mu * ones @ np.ones((1, joints.shape[1]))
-    return np.linalg.solve(lhs, rhs).T
-
-
-def coco_as_h36m_rows(coco_regressor: np.ndarray) -> np.ndarray:
-    """(17, V) COCO-order regressor -> the (17, V) matrix ``R`` with ``R[H36M_TO_J17] ==
-    coco_regressor``: the training losses and metrics regress with a file named
-    ``J_regressor_h36m.npy`` and reorder its rows by ``H36M_TO_J17`` before comparing with the
-    17 dataset keypoints, which the synthetic records hold in COCO order."""
-    from hmr_jax.body.regressors import H36M_TO_J17
-
-    coco_regressor = np.asarray(coco_regressor)
-    if coco_regressor.shape[0] != len(H36M_TO_J17):
-        raise ValueError(f"need a (17, V) regressor, got {coco_regressor.shape}")
-    out = np.empty_like(coco_regressor)
-    out[list(H36M_TO_J17)] = coco_regressor
-    return out
-
-
-def mean_training_mesh(train_dir: str) -> np.ndarray:
-    """Mean posed, centred mesh (V, 3) of the training split (the trivial baseline), m."""
-    from hmr_jax.data import decode_record, open_dataset
-    from hmr_jax.data.augment import axis_angle_to_matrix
-
-    src = open_dataset(train_dir).data_source()
-    acc = None
-    for i in range(len(src)):
-        r = decode_record(src[i])
-        v = np.asarray(r["vertices"], np.float64) @ axis_angle_to_matrix(r["global_orient"]).T
-        acc = v if acc is None else acc + v
-    return (acc / len(src)).astype(np.float32)
 
 
 def sample_pictures(mega_dir: str, test_dir: str, faces: np.ndarray, out_dir: str, num_images: int,
@@ -184,13 +138,6 @@ def sample_pictures(mega_dir: str, test_dir: str, faces: np.ndarray, out_dir: st
     prediction's camera; the deterministic prediction; ``show_samples`` of the ``num_samples``
     stochastic hypotheses; side views of the ground truth and of the prediction.
     """
-    from PIL import Image
-
-    from hmr_jax.data import image_pipeline
-    from hmr_jax.inference import load_image_model
-    from hmr_jax.render import contact_sheet
-    from hmr_jax.training.pictures import mesh_overlay, mesh_side_view, save_png, to_uint8
-
     model = load_image_model(mega_dir)
     batch = next(iter(image_pipeline(test_dir, batch_size=num_images, backbone=model.backbone,
                                      train=False, crop_size=model.geometry.crop)))
@@ -238,8 +185,6 @@ def _finished(workdir: str, total_steps: int) -> bool:
 def _train(config, workdir: str) -> float:
     """``train.py``'s loop on ``config`` in ``workdir`` (resumes from its latest checkpoint; a
     finished run is skipped)."""
-    from hmr_jax.training.trainer import train
-
     t = time.time()
     if _finished(workdir, config.total_steps):
         _say(f"  already trained ({config.total_steps} steps in {workdir})")
@@ -248,28 +193,72 @@ def _train(config, workdir: str) -> float:
     return time.time() - t
 
 
+def _define(fv: flags.FlagValues) -> None:
+    """The demo's flags (absl, parsed by :func:`hmr_jax.cli.parse_flags`)."""
+    flags.DEFINE_string("out", "demo_out", "Folder of everything the demo writes.", flag_values=fv)
+    flags.DEFINE_boolean("quick", False, "Tiny data and step counts (a smoke test).", flag_values=fv)
+    flags.DEFINE_integer("num_train", None, "Training images (default 1536; 64 with --quick).", flag_values=fv)
+    flags.DEFINE_integer("num_test", None, "Held-out images (default 96; 16 with --quick).", flag_values=fv)
+    flags.DEFINE_integer("tokenizer_steps", None, "Tokenizer training steps (default: its config's).",
+                         flag_values=fv)
+    flags.DEFINE_integer("mega_steps", None, "MEGA training steps (default: its config's).", flag_values=fv)
+    flags.DEFINE_boolean("standin", False, "Use hmr_jax.testing.box_person.StandInBody (a box-person) instead of "
+                         "Anny (tests).", flag_values=fv)
+
+
+def _configs(args: flags.FlagValues, paths: dict, out: str):
+    """The tokenizer and MEGA training configs with the demo's paths and sizes filled in."""
+    variant = "quick" if args.quick else None   # the configs' short smoke-run step counts
+    tok = load_config("train_demo_tokenizer", variant)
+    tok.model.autoencoder.connection_folder = paths["conn"]
+    tok.data.train = paths["train"]
+    if args.tokenizer_steps:
+        tok.total_steps = args.tokenizer_steps
+    mega = load_config("train_demo_mega", variant)
+    mega.tokenizer.path = os.path.join(out, "tokenizer")
+    mega.body_models = paths["body_models"]
+    mega.data.train = paths["train"]
+    mega.data.val = paths["test"]
+    mega.faces = paths["faces"]
+    mega.num_vertices = paths["num_vertices"]
+    mega.mega.seq_length = paths["num_tokens"]   # 30 for Anny's mesh; the topology's own count
+    if args.mega_steps:
+        mega.total_steps = args.mega_steps
+    return tok, mega
+
+
+def _evaluate(mega, mega_dir: str, paths: dict, out: str, num_samples: int) -> dict:
+    """``{predictor name: metrics_mm}`` of MEGA (deterministic, stochastic) and the mean-mesh
+    baseline on the test split (tables printed, files under ``out/eval``)."""
+    baseline = evaluation.mean_mesh_predictor(evaluation.mean_training_mesh(paths["train"]), "resnet")
+    baseline.crop_size = mega.data.crop_size or None
+    results = {}
+    for key, name, predictor in (
+            ("deterministic", "MEGA deterministic", evaluation.load_predictor(mega_dir, "deterministic")),
+            ("stochastic", f"MEGA stochastic (min of {num_samples})",
+             evaluation.load_predictor(mega_dir, "stochastic", num_samples=num_samples)),
+            ("mean_mesh", "mean training mesh (baseline)", baseline)):
+        summary = evaluation.evaluate(predictor, paths["test"], os.path.join(out, "eval", key),
+                                      paths["body_models"], batch_size=16, progress=False)
+        print(evaluation.format_table(summary), flush=True)
+        results[name] = summary["metrics_mm"]
+    return results
+
+
 def main(argv=None) -> dict:
     """Run the whole demo (see the module docstring); ``--quick`` for a short smoke run.
 
     Returns the results (``{predictor: metrics_mm}``) also written to ``out/results.json``.
     """
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="demo_out")
-    parser.add_argument("--quick", action="store_true", help="tiny data and step counts (a smoke test)")
-    parser.add_argument("--num-train", type=int, default=None)
-    parser.add_argument("--num-test", type=int, default=None)
-    parser.add_argument("--tokenizer-steps", type=int, default=None)
-    parser.add_argument("--mega-steps", type=int, default=None)
-    parser.add_argument("--standin", action="store_true",
-                        help="use data_prep.synthetic.StandInBody instead of Anny (tests)")
-    args = parser.parse_args(argv)
-    from absl import flags
-    from absl import logging as absl_logging
-
-    if not flags.FLAGS.is_parsed():
+    parsed = parse_flags(sys.argv[1:] if argv is None else argv, _define, "python -m hmr_jax.demo", __doc__)
+    if parsed is None:
+        return {}
+    args, rest = parsed
+    if rest:
+        raise ValueError(f"unexpected arguments {rest} (see python -m hmr_jax.demo --help)")
+    if not flags.FLAGS.is_parsed():   # Grain's worker processes read absl flags
         flags.FLAGS.mark_as_parsed()
     absl_logging.set_verbosity(absl_logging.WARNING)
-    from hmr_jax.training import evaluation
 
     t_start = time.time()
     times = {}
@@ -278,56 +267,23 @@ def main(argv=None) -> dict:
     n_train = args.num_train or n_train
     n_test = args.num_test or n_test
     _say(f"1/5 synthetic data in {out}/data ({n_train} training, {n_test} test images)")
-    body = None
-    if args.standin:
-        sys.path.insert(0, ROOT)
-        from data_prep.synthetic import StandInBody
-        body = StandInBody()
     t = time.time()
-    paths = prepare_data(out, n_train, n_test, body=body)
+    paths = prepare_data(out, n_train, n_test, body=StandInBody() if args.standin else None)
     faces = np.load(paths["faces"])
     times["data"] = time.time() - t
     _say(f"  joint regressor fit on the test split: {paths['regressor_fit_mm']:.1f} mm mean joint error")
+    tok, mega = _configs(args, paths, out)
 
     _say("2/5 training the tokenizer (Mesh-VQ-VAE)")
-    variant = "quick" if args.quick else None   # the configs' short smoke-run step counts
-    tok = load_config("train_demo_tokenizer", variant)
-    tok.model.autoencoder.connection_folder = paths["conn"]
-    tok.data.train = paths["train"]
-    if args.tokenizer_steps:
-        tok.total_steps = args.tokenizer_steps
-    tok_dir = os.path.join(out, "tokenizer")
-    times["tokenizer"] = _train(tok, tok_dir)
-
+    times["tokenizer"] = _train(tok, mega.tokenizer.path)
     _say("3/5 training MEGA")
-    mega = load_config("train_demo_mega", variant)
-    mega.tokenizer.path = tok_dir
-    mega.body_models = paths["body_models"]
-    mega.data.train = paths["train"]
-    mega.data.val = paths["test"]
-    mega.faces = paths["faces"]
-    mega.num_vertices = int(faces.max()) + 1
-    if args.mega_steps:
-        mega.total_steps = args.mega_steps
     mega_dir = os.path.join(out, "mega")
     times["mega"] = _train(mega, mega_dir)
 
     _say("4/5 evaluation on the held-out split")
     t = time.time()
-    eval_dir = os.path.join(out, "eval")
-    results = {}
     n_samples = 4 if args.quick else 10
-    baseline = evaluation.mean_mesh_predictor(mean_training_mesh(paths["train"]), "resnet")
-    baseline.crop_size = mega.data.crop_size or None
-    for key, name, predictor in (
-            ("deterministic", "MEGA deterministic", evaluation.load_predictor(mega_dir, "deterministic")),
-            ("stochastic", f"MEGA stochastic (min of {n_samples})",
-             evaluation.load_predictor(mega_dir, "stochastic", num_samples=n_samples)),
-            ("mean_mesh", "mean training mesh (baseline)", baseline)):
-        summary = evaluation.evaluate(predictor, paths["test"], os.path.join(eval_dir, key),
-                                      paths["body_models"], batch_size=16, progress=False)
-        print(evaluation.format_table(summary), flush=True)
-        results[name] = summary["metrics_mm"]
+    results = _evaluate(mega, mega_dir, paths, out, n_samples)
     times["evaluation"] = time.time() - t
 
     _say("5/5 rendered hypotheses over held-out images and the report")
@@ -375,8 +331,6 @@ def baseline_comparison(results: dict, model: str = "MEGA deterministic",
 
 def write_report(out, results, pictures, times, tok, mega, paths, n_train, n_test) -> None:
     """``out/report.md``: what was run, the table, the times, the pictures; ``out/results.json``."""
-    from hmr_jax.training.metric_writers import read_metrics
-
     tok_last = read_metrics(os.path.join(out, "tokenizer"))[-1]
     mega_rows = read_metrics(os.path.join(out, "mega"))
     mega_last = [r for r in mega_rows if "loss" in r][-1]
@@ -392,7 +346,7 @@ def write_report(out, results, pictures, times, tok, mega, paths, n_train, n_tes
         f"clothes colours, camera and background; upright, facing the camera within "
         f"{MAX_HEADING_DEG:g} degrees; {IMAGE_SIZE} x {IMAGE_SIZE} px): "
         f"{n_train} training and {n_test} held-out images (other seed), Anny's `{TOPOLOGY}` mesh "
-        f"(615 vertices). Ground-truth joints: the 17 COCO keypoints of Anny's regressor; the "
+        f"({paths['num_vertices']} vertices). Ground-truth joints: the 17 COCO keypoints of Anny's regressor; the "
         f"metrics regress them from meshes with a linear regressor fitted to the training "
         f"meshes (its own error on the held-out meshes: {paths['regressor_fit_mm']:.1f} mm).", "",
         "## What was trained", "",
@@ -430,5 +384,12 @@ def write_report(out, results, pictures, times, tok, mega, paths, n_train, n_tes
                  json.dumps({"metrics_mm": results, "seconds": times, "load_average_1min": load}, indent=2))
 
 
+@command_line
+def _command_line() -> int:
+    """``python -m hmr_jax.demo``: a bad flag or input is one ``error:`` line and exit status 2."""
+    main()
+    return 0
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(_command_line())

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from hmr_jax.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from hmr_jax.mesh.io import load_faces
 from hmr_jax.training import pictures
 
 CROP = 32
@@ -91,31 +92,28 @@ def test_mesh_prediction_grid_tiles_and_keypoints():
 def test_load_faces_npy_and_errors(tmp_path):
     _, f = _square()
     np.save(tmp_path / "faces.npy", f)
-    np.testing.assert_array_equal(pictures.load_faces(str(tmp_path / "faces.npy")), f)
+    np.testing.assert_array_equal(load_faces(str(tmp_path / "faces.npy"))[0], f)
     with pytest.raises(FileNotFoundError, match="faces"):
-        pictures.load_faces(str(tmp_path / "missing.npy"))
+        load_faces(str(tmp_path / "missing.npy"))
     np.save(tmp_path / "bad.npy", np.zeros((4, 2)))
     with pytest.raises(ValueError, match=r"\(F, 3\)"):
-        pictures.load_faces(str(tmp_path / "bad.npy"))
+        load_faces(str(tmp_path / "bad.npy"))
 
 
 class _FakeStage:
-    """A stage with the two picture hooks: posed square meshes and cameras / their projection."""
+    """An image stage's picture hooks (the stage contract's ``backbone`` and ``predict``): posed
+    square meshes and cameras."""
 
-    crop = "resnet"
+    backbone = "resnet"
 
     def __init__(self, faces_path=""):
         self.config = ml_collections.ConfigDict({"faces": faces_path})
         v, _ = _square(0.5)
         self._v = jnp.asarray(v, jnp.float32)
 
-    def mesh_and_camera(self, params, model_state, frozen, batch):
-        b = batch["image"].shape[0]
+    def predict(self, params, model_state, frozen, images):
+        b = images.shape[0]
         return jnp.broadcast_to(self._v, (b, 4, 3)) * params, jnp.tile(jnp.array([[1.0, 0.0, 0.0]]), (b, 1))
-
-    def project(self, params, model_state, frozen, batch):
-        v, cam = self.mesh_and_camera(params, model_state, frozen, batch)
-        return cam[:, None, :1] * (v[..., :2] + cam[:, None, 1:])
 
 
 def test_validation_picture_renders_mesh_when_faces_known(tmp_path):
@@ -130,51 +128,6 @@ def test_validation_picture_renders_mesh_when_faces_known(tmp_path):
     point_changed = np.any(point_pic[:, :2 * CROP] != base, axis=-1).sum()
     # a filled square of half the crop's side vs four small discs at its corners
     assert mesh_changed > 0.2 * (2 * CROP) ** 2 > 5 * point_changed > 0
-
-
-def test_fit_joint_regressor_recovers_linear_joints():
-    from hmr_jax.demo import fit_joint_regressor
-
-    rng = np.random.default_rng(0)
-    n, nv, nj = 200, 40, 5
-    true = rng.uniform(0, 1, (nj, nv)) * (rng.uniform(size=(nj, nv)) < 0.2)
-    true[:, 0] += 0.1
-    true /= true.sum(1, keepdims=True)
-    verts = rng.normal(size=(n, nv, 3))
-    joints = np.einsum("jv,nvc->njc", true, verts)
-    reg = fit_joint_regressor(verts, joints, ridge=1e-6)
-    np.testing.assert_allclose(reg.sum(1), 1.0, atol=1e-6)
-    test_v = rng.normal(size=(10, nv, 3)) + 5.0  # shifted: translation must carry through
-    err = np.abs(np.einsum("jv,nvc->njc", reg, test_v) - np.einsum("jv,nvc->njc", true, test_v)).max()
-    assert err < 1e-3
-    with pytest.raises(ValueError, match="vertices"):
-        fit_joint_regressor(verts[0], joints)
-
-
-def test_coco_regressor_rows_meet_the_losses_order():
-    """The losses regress with the saved matrix and reorder by H36M_TO_J17: that must give
-    the COCO order of the synthetic keypoints, so the 2D term compares the same joints."""
-    from hmr_jax.body.regressors import H36M_TO_J17
-    from hmr_jax.demo import coco_as_h36m_rows
-    from hmr_jax.training import losses
-
-    rng = np.random.default_rng(1)
-    coco = rng.uniform(size=(17, 30))
-    coco /= coco.sum(1, keepdims=True)
-    saved = coco_as_h36m_rows(coco)
-    assert not np.allclose(saved, coco)
-    np.testing.assert_allclose(saved[list(H36M_TO_J17)], coco)
-    verts = rng.normal(size=(2, 30, 3)).astype(np.float32)
-    cam = np.array([[0.9, 0.1, -0.2], [1.1, 0.0, 0.05]], np.float32)
-    kp = np.einsum("jv,bvc->bjc", coco, verts)[..., :2]
-    kp = cam[:, None, :1] * (kp + cam[:, None, 1:])
-    gt = np.concatenate([kp, np.ones((2, 17, 1))], -1).astype(np.float32)
-    loss = losses.reprojection_loss_conf(jnp.asarray(gt), jnp.asarray(verts), jnp.asarray(cam),
-                                         jnp.asarray(saved, jnp.float32))
-    assert float(loss) < 1e-5
-    wrong = losses.reprojection_loss_conf(jnp.asarray(gt), jnp.asarray(verts), jnp.asarray(cam),
-                                          jnp.asarray(coco, jnp.float32))
-    assert float(wrong) > 1e-2
 
 
 def test_baseline_comparison_states_each_metric_and_the_verdict():
@@ -214,8 +167,8 @@ def test_demo_end_to_end_quick(tmp_path):
     from hmr_jax import demo
 
     out = tmp_path / "demo"
-    args = ["--out", str(out), "--quick", "--num-train", "32", "--num-test", "16", "--tokenizer-steps", "10",
-            "--mega-steps", "4"]
+    args = ["--out", str(out), "--quick", "--num_train", "32", "--num_test", "16", "--tokenizer_steps", "10",
+            "--mega_steps", "4"]
     results = demo.main(args)
     assert set(results) == {"MEGA deterministic", "MEGA stochastic (min of 4)", "mean training mesh (baseline)"}
     for m in results.values():
@@ -224,7 +177,7 @@ def test_demo_end_to_end_quick(tmp_path):
     pics = sorted((out / "pictures").glob("hypotheses_*.png"))
     assert len(pics) == 4 and all(f"pictures/{p.name}" in report for p in pics)
     assert any((out / "mega" / "pictures").glob("val_*.png"))
-    reg = np.load(out / "data" / "body_models" / "J_regressor_h36m.npy")
+    reg = np.load(out / "data" / "body_models" / "J_regressor_coco17.npy")   # named by its layout
     assert reg.shape == (17, 615)
     np.testing.assert_allclose(reg.sum(1), 1.0, atol=1e-4)
     saved = json.loads((out / "results.json").read_text())
@@ -233,3 +186,24 @@ def test_demo_end_to_end_quick(tmp_path):
     demo.main(args)  # resumes: data kept, trainings already finished
     assert os.path.getmtime(out / "data" / "train" / "manifest.json") == mtime
     assert json.loads((out / "results.json").read_text())["metrics_mm"] == results
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_with_the_standin_body(tmp_path):
+    """``--standin``: the box-person instead of Anny (no anny needed); its topology has other
+    token and vertex counts than Anny's mesh, which the demo takes from the written hierarchy."""
+    from hmr_jax import demo
+
+    out = tmp_path / "demo"
+    results = demo.main(["--out", str(out), "--quick", "--standin", "--num_train", "32", "--num_test", "16",
+                         "--tokenizer_steps", "4", "--mega_steps", "2"])
+    assert set(results) == {"MEGA deterministic", "MEGA stochastic (min of 4)", "mean training mesh (baseline)"}
+    for m in results.values():
+        assert all(np.isfinite(m[k]) and m[k] > 0 for k in ("pve", "mpjpe", "pa_mpjpe"))
+    hierarchy = json.loads((out / "data" / "train" / "topology" / "hierarchy.json").read_text())
+    saved = json.loads((out / "mega" / "config.json").read_text())
+    assert saved["mega"]["seq_length"] == hierarchy["latent_points"] != 30
+    assert saved["num_vertices"] == hierarchy["num_vertices"] != 615
+    reg = np.load(out / "data" / "body_models" / "J_regressor_coco17.npy")
+    assert reg.shape == (17, hierarchy["num_vertices"]) and not (out / "data" / "body_models" / "J_regressor_h36m.npy").exists()
+    assert len(list((out / "pictures").glob("hypotheses_*.png"))) == 4

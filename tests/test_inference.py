@@ -373,7 +373,7 @@ def test_demo_pictures_and_evaluation_load_through_the_api(tiny, tmp_path):
     inference API (the toy image records hold 24-point meshes, the tiny tokenizer's size)."""
     from hmr_jax import demo
     from hmr_jax.testing.toy_data import write_toy_image_dataset
-    from hmr_jax.training import evaluation
+    from hmr_jax import evaluation
 
     path, cfg, variables = tiny["mega_resnet"]
     workdir = H.write_workdir(tiny["root"], cfg, variables, tiny["tok"], tiny["faces_path"], name="run_demo")

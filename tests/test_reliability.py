@@ -20,18 +20,20 @@ import sys
 import threading
 import time
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from hmr_jax import files
-from stage_helpers import quick
 from hmr_jax.data import records, shards
 from hmr_jax.testing import toy_data as toy
 from hmr_jax.data.pipeline import image_pipeline, mesh_pipeline
 from hmr_jax.training import checkpointing
 from hmr_jax.training.config import load_config
 from hmr_jax.training.metric_writers import read_metrics
+from hmr_jax.training.stages import LossOutput, Stage, Variables
 from hmr_jax.training.trainer import train
+from stage_helpers import quick
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TOY = ROOT / "configs" / "train_toy.py"
@@ -154,7 +156,7 @@ def test_second_train_py_on_a_live_workdir_stops_at_once(tmp_path):
 
 def test_evaluations_writing_to_one_folder_take_turns(tmp_path, monkeypatch):
     """A second writer waits for the lock: summary.json and per_image.csv come from one run."""
-    from hmr_jax.training import evaluation
+    from hmr_jax import evaluation
 
     split = tmp_path / "split"
     toy.write_toy_image_dataset(split, 4, seed=3)
@@ -361,38 +363,29 @@ def test_resume_with_other_model_shapes_fails_before_training(tmp_path):
     assert not (tmp_path / "corrupt_checkpoints").exists()
 
 
-class MeshMeanStage:
+class MeshMeanStage(Stage):
     """A minimal stage on a mesh dataset (``config.data.train``): fits one number to the mean of
     the vertices, through the real Grain pipeline (so bad records reach the trainer)."""
 
     name = "mesh_mean"
-
-    def __init__(self, config):
-        self.config = config
 
     def train_pipeline(self, local_batch, seed):
         return mesh_pipeline(self.config.data.train, batch_size=local_batch, train=True, seed=seed,
                              shard_index=0, shard_count=1,
                              skip_bad_records=self.config.data.skip_bad_records), 1
 
-    def val_source(self):
+    def val_batches(self, local_batch):
         return None
 
-    def frozen(self):
-        return {}
-
     def init(self, rng, batch):
-        import jax.numpy as jnp
-
-        from hmr_jax.training.stages import Variables
         return Variables(params={"m": jnp.zeros(())}, model_state={})
 
     def loss(self, params, model_state, frozen, batch, rng, step):
-        import jax.numpy as jnp
-
-        from hmr_jax.training.stages import LossOutput
         loss = jnp.mean((batch["vertices"] - params["m"]) ** 2)
         return loss, LossOutput(terms={}, model_state={})
+
+    def validate(self, params, model_state, frozen, batch):
+        return {}
 
 
 def test_skipped_records_are_counted_in_the_metrics(tmp_path, monkeypatch):
@@ -403,7 +396,7 @@ def test_skipped_records_are_counted_in_the_metrics(tmp_path, monkeypatch):
     other = tmp_path / "other"
     toy.write_toy_mesh_dataset(other, 8, num_vertices=20, records_per_shard=4)
     _replace_shard(data, "data-00001.array_record", other)  # records 4..7 have 20 vertices
-    monkeypatch.setitem(stages.STAGES, "mesh_mean", "test_reliability:MeshMeanStage")
+    monkeypatch.setitem(stages.STAGES, "mesh_mean", MeshMeanStage)
     cfg = _toy(stage="mesh_mean", batch_size=8, total_steps=2, log_every_steps=1)
     with cfg.unlocked():
         cfg.data.train = str(data)

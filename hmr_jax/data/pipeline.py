@@ -1,13 +1,23 @@
-"""Grain input pipelines: image datasets for HMR training / evaluation, meshes for the tokenizer.
+"""Grain input pipelines: image datasets for HMR training / evaluation, meshes for the tokenizer,
+and in-memory examples (the toy stage).
 
 Each source is a dataset folder (see :mod:`hmr_jax.data.shards`). The pipeline is::
 
     ArrayRecordDataSource -> MapDataset                                  (per source)
-      -> [process_index::process_count]                                  (multi-host sharding)
       -> shuffle(seed) -> repeat(num_epochs)   (a new order each epoch)
     mix(sources, proportions)                                            (several sources)
       -> random_map(decode + augment)          (per-record random draw, seeded by position)
+      -> this process's share                  (the multi-host rule below)
       -> to_iter_dataset -> batch(batch_size, drop_remainder) -> mp_prefetch(workers)
+
+**The multi-host rule** (:func:`host_share`, the one place it is applied; ``batch_size`` is
+per process, ``n`` processes): *training* streams are one global stream whatever ``n`` is;
+global batch ``b`` is stream elements ``[b nB, (b+1) nB)`` and process ``i`` reads only its
+contiguous slice ``[b nB + iB, b nB + (i+1)B)``, which
+``jax.make_array_from_process_local_data`` places at the same offsets of the global array. So
+one host and a pod train on the same batches, in the same order, and each host decodes only the
+examples it needs. *Evaluation* passes (``train=False``) give process ``i`` the records
+``i, i+n, i+2n, ...`` of each source (every record once over all processes).
 
 Every random choice is a function of ``(seed, position)``, so the iterator's state
 (``it.get_state()`` / ``it.set_state(state)``, also what ``grain.checkpoint`` saves) resumes
@@ -98,7 +108,7 @@ class _Transform:
         return out
 
 
-def _source_datasets(sources: list[Source], kind: str | None, shuffle: bool, seed: int,
+def _source_datasets(sources: list[Source], kind: str | None, train: bool, seed: int,
                      num_epochs: int | None, shard_index: int, shard_count: int, skip_bad: bool = False):
     import grain
 
@@ -107,11 +117,11 @@ def _source_datasets(sources: list[Source], kind: str | None, shuffle: bool, see
     for i, d in enumerate(opened):
         d.data_source()  # checks every shard's record count against the manifest now
         ds = grain.MapDataset.source(d.checked_source(skip_bad=skip_bad))
-        if shard_count > 1:
+        if shard_count > 1 and not train:  # evaluation: records i, i+n, ... (training: host_share)
             ds = ds[shard_index::shard_count]
         if len(ds) == 0:
             raise DatasetError(f"{d.path} has no record for process {shard_index} of {shard_count}")
-        if shuffle:
+        if train:
             ds = ds.shuffle(seed=(seed + 7919 * i) % 2**32)
         ds = ds.repeat(num_epochs)
         parts.append(ds.map(_Tag(i)))
@@ -127,6 +137,38 @@ def _mix(parts, sources: list[Source], concatenate: bool = False):
         return grain.MapDataset.concatenate(parts)
     weights = np.array([s.weight for s in sources], dtype=np.float64)
     return grain.MapDataset.mix(parts, list(weights / weights.sum()))
+
+
+class _GlobalPosition:
+    """Element ``j`` of process ``offset / batch_size``'s share -> that element of the global
+    stream (picklable for worker processes)."""
+
+    def __init__(self, stream, batch_size: int, global_batch: int, offset: int):
+        self.stream, self.batch_size, self.global_batch, self.offset = stream, batch_size, global_batch, offset
+
+    def __call__(self, j: int):
+        return self.stream[(j // self.batch_size) * self.global_batch + self.offset + j % self.batch_size]
+
+
+def host_share(stream, batch_size: int, shard_index: int, shard_count: int):
+    """This process's share of a training stream: the multi-host rule of the module docstring.
+
+    Args:
+      stream: a ``grain.MapDataset`` of examples, the same on every process (shuffled, repeated,
+        augmented by position).
+      batch_size: examples per batch per process (B); the global batch is ``B * shard_count``.
+      shard_index, shard_count: this process and the number of processes.
+    Returns:
+      a ``grain.MapDataset`` whose elements ``[kB, (k+1)B)`` are process ``shard_index``'s slice
+      of global batch ``k`` (the stream itself for one process).
+    """
+    import grain
+
+    if shard_count == 1:
+        return stream
+    global_batch = batch_size * shard_count
+    return grain.MapDataset.range(0, len(stream) // global_batch * batch_size).map(
+        _GlobalPosition(stream, batch_size, global_batch, shard_index * batch_size))
 
 
 def _finish(ds, batch_size: int, drop_remainder: bool, num_workers: int, prefetch_buffer: int, read_threads: int):
@@ -219,6 +261,8 @@ def image_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size
                            + ", ".join(f"{d.path}: {d.sizes}" for d in opened))
     ds = _mix(parts, srcs, concatenate=not train).random_map(
         _ImageTransform(geometry, augment, flip, rotation_factor, skip_bad_records), seed=seed)
+    if train:
+        ds = host_share(ds, batch_size, shard_index, shard_count)
     return _finish(ds, batch_size, drop_remainder, num_workers, prefetch_buffer, read_threads)
 
 
@@ -262,4 +306,39 @@ def mesh_pipeline(sources: Sequence[Source | str] | Source | str, *, batch_size:
     if len(nv) != 1:
         raise DatasetError(f"sources of one pipeline must share the vertex count, got {sorted(nv)}")
     ds = _mix(parts, srcs, concatenate=not train).map(_MeshTransform(posed, skip_bad_records))
+    if train:
+        ds = host_share(ds, batch_size, shard_index, shard_count)
+    return _finish(ds, batch_size, drop_remainder, num_workers, prefetch_buffer, read_threads)
+
+
+def example_pipeline(examples, *, batch_size: int, train: bool = True, transform=None, seed: int = 0,
+                     num_epochs: int | None = None, drop_remainder: bool | None = None, num_workers: int = 0,
+                     prefetch_buffer: int = 2, read_threads: int = 0, shard_index: int | None = None,
+                     shard_count: int | None = None):
+    """Batches of examples that are not record datasets (the toy stage's), by the same rules.
+
+    Args:
+      examples: a ``grain.MapDataset`` or a sequence of examples (dicts of NumPy arrays).
+      transform: ``(example, rng: np.random.Generator) -> example`` random per-example transform
+        (seeded by position), or None.
+      others: as :func:`image_pipeline` (``train``: shuffled, repeated forever, this process's
+        share of the global stream; otherwise one pass over records ``i, i+n, ...``).
+    Returns:
+      a ``grain.IterDataset`` of batches (each field with a leading batch axis).
+    """
+    import grain
+
+    drop_remainder = train if drop_remainder is None else drop_remainder
+    num_epochs = 1 if num_epochs is None and not train else num_epochs
+    shard_index, shard_count = _process_shard(shard_index, shard_count)
+    ds = examples if isinstance(examples, grain.MapDataset) else grain.MapDataset.source(examples)
+    if train:
+        ds = ds.shuffle(seed=seed % 2**32)
+    elif shard_count > 1:
+        ds = ds[shard_index::shard_count]
+    ds = ds.repeat(num_epochs)
+    if transform is not None:
+        ds = ds.random_map(transform, seed=seed)
+    if train:
+        ds = host_share(ds, batch_size, shard_index, shard_count)
     return _finish(ds, batch_size, drop_remainder, num_workers, prefetch_buffer, read_threads)

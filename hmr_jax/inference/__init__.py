@@ -22,8 +22,9 @@ Models are read through :mod:`hmr_jax.checkpoints` (converted folders and ``trai
 from hmr_jax.inference.crops import InferenceError, PersonCrop, crop_person, read_image, square_box
 from hmr_jax.inference.model import (DEFAULT_BATCH_SIZE, Generator, ImageModel, bucket_sizes, load_generator,
                                      load_image_model)
-from hmr_jax.inference.predictor import ImagePrediction, Person, Predictor, load_faces
+from hmr_jax.inference.predictor import ImagePrediction, Person, Predictor
 from hmr_jax.inference.smpl import fit_body_params, load_smpl_model
+from hmr_jax.mesh.io import load_faces  # the topology's faces (sample.py reads them through here)
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",

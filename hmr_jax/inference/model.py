@@ -29,9 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from hmr_jax import checkpoints
+from hmr_jax.body.regressors import JointRegressorError, layout_of_file, load_joint_regressor, regressor_path
+from hmr_jax.conversion.common import ConversionError
 from hmr_jax.data.augment import BACKBONE_INPUTS, BackboneInput
 from hmr_jax.inference.crops import InferenceError
+from hmr_jax.mesh.connections import ConnectionFileError
 from hmr_jax.models import decoding
+from hmr_jax.models.mesh_vqvae import MeshVQVAE, config_to_dict
+from hmr_jax.models.vqhps import pose_from_mesh
 from hmr_jax.training.config import load_config
 
 #: persons per compiled call (the largest bucket)
@@ -115,10 +120,6 @@ def _geometry(checkpoint: checkpoints.Checkpoint) -> tuple[str, BackboneInput]:
 def _load_tokenizer(tokenizer: str | None, connections: str | None, checkpoint, num_tokens: int,
                     num_embeddings: int):
     """The tokenizer (model, variables, decode function, vertex count), checked against the model."""
-    from hmr_jax.conversion.common import ConversionError
-    from hmr_jax.mesh.connections import ConnectionFileError
-    from hmr_jax.models.mesh_vqvae import MeshVQVAE, config_to_dict
-
     tok_cfg = checkpoint.train_config.get("tokenizer") or {}
     path = tokenizer or tok_cfg.get("path")
     if not path:
@@ -311,17 +312,18 @@ def load_image_model(path: str | os.PathLike, tokenizer: str | None = None, *, c
 
 def _vqhps_pose_init(ckpt, joint_regressor, tpose, num_vertices: int) -> np.ndarray:
     """(51,) VQ-HPS starting pose: the T-pose's 17 H36M joints (:func:`~hmr_jax.models.vqhps.pose_from_mesh`)."""
-    from hmr_jax.body.regressors import JointRegressorError, load_joint_regressor
-    from hmr_jax.models.vqhps import pose_from_mesh
-
     train = ckpt.train_config
     if joint_regressor is None and train.get("body_models"):
-        joint_regressor = os.path.join(train["body_models"], "J_regressor_h36m.npy")
+        joint_regressor = regressor_path(train["body_models"], "h36m17")
     if tpose is None and train.get("tpose"):
         tpose = train["tpose"]
     if joint_regressor is None or tpose is None:
         raise InferenceError("VQ-HPS starts from the T-pose's joints: give joint_regressor= (17 x V H36M "
                              "regressor, body_models/J_regressor_h36m.npy) and tpose= ((V, 3) .npy mesh)")
+    named = layout_of_file(joint_regressor) if isinstance(joint_regressor, (str, os.PathLike)) else None
+    if named not in (None, "h36m17"):
+        raise InferenceError(f"joint regressor {joint_regressor} is named as the {named} layout: VQ-HPS starts "
+                             "from the T-pose's h36m17 (Human3.6M-17) joints (J_regressor_h36m.npy)")
     try:
         reg = (load_joint_regressor(joint_regressor, 17, num_vertices) if isinstance(joint_regressor, (str, os.PathLike))
                else np.asarray(joint_regressor, np.float32))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pathlib
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -30,6 +29,8 @@ from hmr_jax.geometry.cameras import CROP_SIZE, FOCAL_LENGTH, cam_crop_to_full
 from hmr_jax.inference.crops import InferenceError, PersonCrop, as_rgb_uint8, crop_person, read_image
 from hmr_jax.inference.model import (DEFAULT_BATCH_SIZE, ImageModel, _as_key, bucket_sizes, load_image_model,
                                      pad_rows)
+from hmr_jax.mesh.io import load_faces
+from hmr_jax.render import MESH_COLOR, PerspectiveCamera, render_mesh
 
 
 @dataclasses.dataclass
@@ -86,8 +87,6 @@ class Person:
 
     def camera(self):
         """The full image's :class:`~hmr_jax.render.PerspectiveCamera` for :attr:`vertices`."""
-        from hmr_jax.render import PerspectiveCamera
-
         return PerspectiveCamera((self.focal_length,) * 2, tuple(float(c) for c in self.principal_point),
                                  tuple(float(t) for t in self.camera_translation))
 
@@ -124,8 +123,6 @@ class ImagePrediction:
         Returns:
           (H, W, 3) uint8.
         """
-        from hmr_jax.render import MESH_COLOR, render_mesh
-
         image = self.image if image is None else image
         if image is None:
             raise InferenceError("overlay needs the image: pass it, or predict with keep_images=True")
@@ -137,8 +134,6 @@ class ImagePrediction:
     def _scene(self, faces, hypothesis: int):
         """``(vertices, faces, camera)`` of all persons with a valid camera in one mesh, in the
         image's camera frame; None when there are none."""
-        from hmr_jax.render import PerspectiveCamera
-
         drawn = [p for p in self.persons if p.camera_valid]
         if not drawn:
             return None
@@ -378,27 +373,3 @@ class Predictor:
                 focal_length=float(res["focal"]), principal_point=np.array([record.width / 2.0, record.height / 2.0]),
                 camera_valid=bool(res["cam"][0] > 0)))
         return record
-
-
-def load_faces(faces) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(faces (F, 3) int32, mesh vertices (V, 3) or None)`` from an array, a ``.npy`` of faces
-    or a ``.ply`` / ``.obj`` mesh.
-
-    Raises:
-      InferenceError: a missing or malformed file (the message says what it should hold).
-    """
-    if not isinstance(faces, (str, os.PathLike)):
-        return np.asarray(faces), None
-    p = pathlib.Path(faces)
-    if not p.is_file():
-        raise InferenceError(f"faces {p} not found: give the mesh topology, e.g. body_models/template.ply "
-                             "(6890-vertex SMPL mesh) or an (F, 3) .npy of faces")
-    try:
-        if p.suffix.lower() == ".npy":
-            return np.load(p), None
-        from hmr_jax.mesh.io import read_mesh
-
-        vertices, arr = read_mesh(p)
-        return np.asarray(arr), np.asarray(vertices, np.float32)
-    except Exception as e:  # the mesh readers raise MeshFileError / ValueError / OSError
-        raise InferenceError(f"faces {p}: {e} (give a .ply / .obj mesh or an (F, 3) .npy)") from None

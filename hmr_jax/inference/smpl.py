@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from hmr_jax.body import BodyModelFileError, fit_to_vertices, load_body_model
 from hmr_jax.inference.crops import InferenceError
 from hmr_jax.inference.model import DEFAULT_BATCH_SIZE, chunks, pad_rows
 
@@ -32,8 +33,6 @@ def load_smpl_model(path: str | os.PathLike, num_vertices: int):
     Raises:
       InferenceError: missing / malformed file or another vertex count (the message names the fix).
     """
-    from hmr_jax.body import BodyModelFileError, load_body_model
-
     try:
         model = load_body_model(path)
     except (FileNotFoundError, BodyModelFileError, OSError, ValueError) as e:
@@ -57,8 +56,6 @@ def fit_body_params(vertices, body_model, *, num_betas: int = 10, iterations: in
     Returns:
       one dict per mesh (smplx names, arrays with a leading axis of 1, ``vertex_error_m`` float).
     """
-    from hmr_jax.body import fit_to_vertices
-
     vertices = np.asarray(vertices, np.float32)
     if vertices.ndim != 3 or vertices.shape[1:] != (body_model.num_vertices, 3):
         raise InferenceError(f"meshes {vertices.shape} do not match the body model's "

@@ -21,10 +21,12 @@ import numpy as np
 
 from hmr_jax.errors import UserError
 from hmr_jax.files import atomic_open
-from hmr_jax.safe_read import check_file_size
+from hmr_jax.safe_read import check_file_size, read_npy
 
 __all__ = [
     "MeshFileError",
+    "MeshFileNotFoundError",
+    "load_faces",
     "read_mesh",
     "read_ply",
     "read_obj",
@@ -43,6 +45,10 @@ _MAX_ID = 2 ** 31 - 1
 
 class MeshFileError(UserError, ValueError):
     """A mesh file is missing, of an unknown kind, or does not follow its format."""
+
+
+class MeshFileNotFoundError(MeshFileError, FileNotFoundError):
+    """The faces of a topology were asked for from a file that does not exist."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,3 +557,33 @@ def write_mesh(path: str | os.PathLike, vertices, faces, colors=None) -> pathlib
         return write_glb(path, vertices, faces, colors)
     raise ValueError(f"{path}: unknown mesh file kind {suffix!r}; expected .ply, .obj or .glb")
 
+
+def load_faces(source) -> tuple[np.ndarray, np.ndarray | None]:
+    """The faces of a mesh topology, from an array, a ``.npy`` of faces or a ``.ply`` / ``.obj`` mesh.
+
+    Args:
+      source: an (F, 3) integer array, or the path of an (F, 3) ``.npy`` or of a mesh file.
+    Returns:
+      ``(faces (F, 3) int32, vertices (V, 3) float32 or None)``: the mesh file's vertices (in its
+      units, meters for the project's templates), None for an array or a ``.npy``.
+    Raises:
+      MeshFileNotFoundError: no such file; MeshFileError: not (F, 3) integer faces, or a
+      malformed mesh file (the messages say what the file should hold).
+    """
+    vertices = None
+    if isinstance(source, (str, os.PathLike)):
+        path = pathlib.Path(source)
+        if not path.is_file():
+            raise MeshFileNotFoundError(
+                f"faces file {path} not found: give the mesh topology, an (F, 3) .npy of faces or a .ply / .obj "
+                "mesh (e.g. body_models/template.ply, the 6890-vertex SMPL mesh)")
+        if path.suffix.lower() == ".npy":
+            faces = read_npy(path, MeshFileError)
+        else:
+            vertices, faces = read_mesh(path)
+    else:
+        path, faces = "the faces", source
+    faces = np.asarray(faces)
+    if faces.ndim != 2 or faces.shape[1] != 3 or not np.issubdtype(faces.dtype, np.integer):
+        raise MeshFileError(f"{path}: expected (F, 3) integer faces, got {faces.shape} {faces.dtype}")
+    return faces.astype(np.int32), vertices

@@ -1,7 +1,8 @@
 """Benchmark protocols: which joints, which alignment, selectable by name.
 
 ``original``: what the released MEGA / VQ-HPS evaluation code computes
-  (``utils/eval.py``): the 17 joints of the H36M regressor; for MPJPE and PVE both meshes are
+  (``utils/eval.py``): the 17 joints of the H36M regressor (for bodies that have none, the
+  COCO-17 regressor's, ``JointRegressors.coco17``); for MPJPE and PVE both meshes are
   centred on their mean vertex (the original centres the prediction in the metric and the
   ground truth in the dataset, ``normalize=True``); PA-MPJPE on the 17 joints of the meshes as
   given (Procrustes with scale). Per example, averaged over joints / vertices.
@@ -56,8 +57,15 @@ def protocol_alignment(vertices: jax.Array, regressors: JointRegressors, protoco
     _check(protocol, dataset)
     if protocol == "original":
         vertices = vertices - jnp.mean(vertices, axis=-2, keepdims=True)
-        return regress_joints(regressors.h36m, vertices)[..., H36M_TO_J17, :], vertices
+        if regressors.h36m is not None:
+            return regress_joints(regressors.h36m, vertices)[..., H36M_TO_J17, :], vertices
+        if regressors.coco17 is None:
+            raise ValueError("the original protocol needs a 17-joint regressor (J_regressor_h36m.npy, or "
+                             "J_regressor_coco17.npy for COCO-keypoint bodies)")
+        return regress_joints(regressors.coco17, vertices), vertices
     if dataset == "3dpw":
+        if regressors.h36m is None:
+            raise ValueError("the standard 3DPW protocol needs J_regressor_h36m.npy (regressors.h36m is None)")
         joints = regress_joints(regressors.h36m, vertices)
         pelvis = joints[..., H36M_PELVIS : H36M_PELVIS + 1, :]
         joints = joints[..., H36M_TO_J14, :]

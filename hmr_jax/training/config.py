@@ -93,8 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.workers = 0           # Grain worker processes (0: in the main process)
-    c.data.read_threads = 0
-    c.data.prefetch = 0
+    c.data.read_threads = 0      # the toy stage: threads reading examples ahead
     c.data.crop_size = 0         # image stages: square crop side in pixels (0 = the backbone's)
     c.data.rotation_factor = 30.0  # image stages, with augment: in-plane rotation (degrees, 0 = none)
     c.data.skip_bad_records = False  # True: a corrupt record is replaced by the next good one (counted

@@ -10,14 +10,18 @@ originals' [-1, 1] convention), rotations as 3x3 matrices / 6D / axis-angle (rad
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import jax
 import jax.numpy as jnp
 import optax
 
+from hmr_jax.body.regressors import H36M_TO_J17, regress_joints
+from hmr_jax.geometry.cameras import weak_perspective_projection
 from hmr_jax.geometry.rotations import axis_angle_to_matrix, rotation_6d_to_matrix
 
-# Order taking the 17 H36M-regressed joints to the 17 joints of the 2D annotations.
-H36M_TO_J17 = (6, 5, 4, 1, 2, 3, 16, 15, 14, 11, 12, 13, 8, 10, 0, 7, 9)
+__all__ = ["H36M_TO_J17", "commitment_loss", "cross_entropy", "masked_cross_entropy", "mixed_reprojection_loss",
+           "reprojection_loss", "reprojection_loss_conf", "rotation_loss", "vertex_error"]
 
 
 def _subset_mean(per_sample: jnp.ndarray, weight: jnp.ndarray) -> jnp.ndarray:
@@ -60,17 +64,6 @@ def rotation_loss(pred_rot6d: jnp.ndarray, gt_axis_angle: jnp.ndarray) -> jnp.nd
     return jnp.mean((rotation_6d_to_matrix(pred_rot6d) - axis_angle_to_matrix(gt_axis_angle)) ** 2)
 
 
-def orthographic_projection(points: jnp.ndarray, camera: jnp.ndarray) -> jnp.ndarray:
-    """Weak-perspective projection ``s * (xy + t)``: points (B, J, 3), camera (B, 3) = (s, tx, ty)."""
-    camera = camera[:, None, :]
-    return camera[..., :1] * (points[..., :2] + camera[..., 1:])
-
-
-def regress_joints(vertices: jnp.ndarray, joint_regressor: jnp.ndarray) -> jnp.ndarray:
-    """Joints (B, J, 3) = regressor (J, V) @ vertices (B, V, 3)."""
-    return jnp.einsum("jv,bvc->bjc", joint_regressor, vertices)
-
-
 def reprojection_loss(gt_2d: jnp.ndarray, vertices: jnp.ndarray, camera: jnp.ndarray,
                       joint_regressor: jnp.ndarray, weight: jnp.ndarray | None = None) -> jnp.ndarray:
     """L1 between projected regressed joints and 2D targets (3DPW, no confidences).
@@ -78,7 +71,7 @@ def reprojection_loss(gt_2d: jnp.ndarray, vertices: jnp.ndarray, camera: jnp.nda
     gt_2d (B, J, 2 or 3; a 3rd channel is ignored), vertices (B, V, 3), camera (B, 3),
     joint_regressor (J, V); ``weight`` (B,) 0/1 selects the samples the mean runs over.
     """
-    pred = orthographic_projection(regress_joints(vertices, joint_regressor), camera)
+    pred = weak_perspective_projection(regress_joints(joint_regressor, vertices), camera)
     per_sample = jnp.mean(jnp.abs(pred - gt_2d[..., :2]), axis=(1, 2))
     if weight is None:
         return jnp.mean(per_sample)
@@ -86,14 +79,20 @@ def reprojection_loss(gt_2d: jnp.ndarray, vertices: jnp.ndarray, camera: jnp.nda
 
 
 def reprojection_loss_conf(gt_2d: jnp.ndarray, vertices: jnp.ndarray, camera: jnp.ndarray,
-                           joint_regressor: jnp.ndarray, weight: jnp.ndarray | None = None) -> jnp.ndarray:
-    """Confidence-weighted L1 on the 17 H36M joints (COCO / MPII / H36M / MPI-INF-3DHP).
+                           joint_regressor: jnp.ndarray, weight: jnp.ndarray | None = None,
+                           joint_order: Sequence[int] | None = H36M_TO_J17) -> jnp.ndarray:
+    """Confidence-weighted L1 on 17 joints: the H36M joints of COCO / MPII / H36M / MPI-INF-3DHP
+    (the originals'), or those of another layout (``joint_order``).
 
-    gt_2d (B, 17, 3) = (x, y, confidence), regressor (17, V) for H36M joints, reordered by
-    ``H36M_TO_J17``; per joint ``mean_xy |diff| * confidence``, averaged over joints and samples.
+    gt_2d (B, 17, 3) = (x, y, confidence), regressor (17, V), its regressed joints reordered by
+    ``joint_order`` (the regressor rows in the keypoints' order: ``H36M_TO_J17`` for the H36M
+    regressor; None: as they are); per joint ``mean_xy |diff| * confidence``, averaged over joints
+    and samples.
     """
-    joints = regress_joints(vertices, joint_regressor)[:, jnp.array(H36M_TO_J17)]
-    pred = orthographic_projection(joints, camera)
+    joints = regress_joints(joint_regressor, vertices)
+    if joint_order is not None:
+        joints = joints[:, jnp.array(joint_order)]
+    pred = weak_perspective_projection(joints, camera)
     per_joint = jnp.mean(jnp.abs(pred - gt_2d[..., :2]), axis=-1) * gt_2d[..., 2]
     per_sample = jnp.mean(per_joint, axis=1)
     if weight is None:
@@ -103,12 +102,15 @@ def reprojection_loss_conf(gt_2d: jnp.ndarray, vertices: jnp.ndarray, camera: jn
 
 def mixed_reprojection_loss(joints_2d: jnp.ndarray, is_3dpw: jnp.ndarray, vertices: jnp.ndarray,
                             camera: jnp.ndarray, regressor_smpl24: jnp.ndarray,
-                            regressor_h36m: jnp.ndarray) -> jnp.ndarray:
+                            regressor_h36m: jnp.ndarray,
+                            joint_order: Sequence[int] | None = H36M_TO_J17) -> jnp.ndarray:
     """The originals' 2D term on a mixed batch: 3DPW samples use the 24 SMPL joints without
     confidences, the others the 17 H36M joints with confidences; the two subset means add.
 
     joints_2d (B, Jmax, 3): 3DPW samples fill the first 24 rows, others the first 17;
     is_3dpw (B,) bool. An empty subset contributes 0 (as the original's ``if subset.any()``).
+    ``regressor_h36m`` / ``joint_order``: the 17-joint regressor and its rows' order, as
+    :func:`reprojection_loss_conf` (another 17-joint layout, e.g. COCO-17 with None).
     """
     is_3dpw = is_3dpw.astype(jnp.float32)
     n24 = regressor_smpl24.shape[0]
@@ -117,7 +119,7 @@ def mixed_reprojection_loss(joints_2d: jnp.ndarray, is_3dpw: jnp.ndarray, vertic
     if joints_2d.shape[1] >= n24:
         loss += reprojection_loss(joints_2d[:, :n24], vertices, camera, regressor_smpl24, is_3dpw)
     loss += reprojection_loss_conf(joints_2d[:, :n17], vertices, camera, regressor_h36m,
-                                   1.0 - is_3dpw)
+                                   1.0 - is_3dpw, joint_order)
     return loss
 
 

@@ -13,6 +13,7 @@ import os
 from typing import Mapping
 
 import numpy as np
+from tensorboardX import SummaryWriter
 
 from hmr_jax.files import DiskFullError, atomic_open, is_disk_full
 
@@ -39,7 +40,6 @@ class MetricWriter:
         self.enabled = enabled
         self._tb = None
         if enabled and tensorboard:
-            from tensorboardX import SummaryWriter
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def truncate_after(self, step: int) -> None:

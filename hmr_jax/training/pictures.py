@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import jax
 import numpy as np
+from PIL import Image, ImageDraw
 
-from hmr_jax.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from hmr_jax.data.augment import BACKBONE_INPUTS, IMAGENET_MEAN, IMAGENET_STD
 from hmr_jax.files import atomic_open
+from hmr_jax.geometry.cameras import weak_perspective_projection
+from hmr_jax.mesh.io import load_faces
+from hmr_jax.render import MESH_COLOR, PerspectiveCamera, draw_points, render_mesh, side_view
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -32,8 +37,6 @@ def overlay(image: np.ndarray, layers: Sequence[tuple[np.ndarray, tuple, int]], 
     Returns:
       (zoom H, zoom W, 3) uint8.
     """
-    from PIL import Image, ImageDraw
-
     rgb = to_uint8(image)
     h, w = rgb.shape[:2]
     pic = Image.fromarray(rgb).resize((zoom * w, zoom * h))
@@ -68,8 +71,6 @@ def prediction_grid(images: np.ndarray, pred_2d: np.ndarray, gt_2d: np.ndarray, 
 
 def save_png(path: str, picture: np.ndarray) -> None:
     """Write an (H, W, 3) uint8 picture (temporary name, then renamed)."""
-    from PIL import Image
-
     with atomic_open(path, "wb") as f:
         Image.fromarray(picture).save(f, format="PNG")
 
@@ -83,8 +84,6 @@ def crop_camera(camera: np.ndarray, crop_size: int, width: int | None = None, zo
     camera ``(s, tx, ty)`` puts it on a ``crop_size`` square crop (``width`` < ``crop_size``: the
     centre columns kept, as the ViT crop), scaled by ``zoom``; ``keypoint_range`` as
     :class:`hmr_jax.data.augment.BackboneInput` (1, or 0.5 for ViT). Pixels and meters."""
-    from hmr_jax.render import PerspectiveCamera
-
     cam = PerspectiveCamera.from_weak_perspective(camera, crop_size * zoom, keypoint_range=keypoint_range)
     left = (crop_size - (width or crop_size)) / 2 * zoom
     cx, cy = cam.principal_point
@@ -107,10 +106,6 @@ def mesh_overlay(image: np.ndarray, vertices: np.ndarray, faces: np.ndarray, cam
     Returns:
       (zoom H, zoom W, 3) uint8. A non-positive scale (a degenerate prediction) draws no mesh.
     """
-    from PIL import Image
-
-    from hmr_jax.render import MESH_COLOR, render_mesh
-
     rgb = to_uint8(image)
     h, w = rgb.shape[:2]
     pic = np.asarray(Image.fromarray(rgb).resize((zoom * w, zoom * h)))
@@ -126,8 +121,6 @@ def mesh_side_view(vertices: np.ndarray, faces: np.ndarray, size: int, color=Non
                    angle_deg: float = 90.0) -> np.ndarray:
     """(size, size, 3) uint8: the mesh (V, 3, meters) seen from its left side (``angle_deg``
     about the vertical axis), framed to fill about 80% of the picture, on white."""
-    from hmr_jax.render import MESH_COLOR, PerspectiveCamera, side_view
-
     v = np.asarray(vertices, np.float64)
     v = v - 0.5 * (v.min(0) + v.max(0))
     extent = max(float(np.max(np.ptp(v, axis=0))), 1e-3)
@@ -147,8 +140,6 @@ def mesh_prediction_grid(images: np.ndarray, vertices: np.ndarray, cameras: np.n
     weak-perspective, faces (F, 3), gt_2d (B, K, 2 or 3; confidence 0 hides a point) or None.
     Returns (zoom H, n zoom W, 3) uint8.
     """
-    from hmr_jax.render import draw_points
-
     tiles = []
     for b in range(min(max_images, images.shape[0])):
         tile = mesh_overlay(images[b], vertices[b], faces, cameras[b], zoom=zoom, keypoint_range=keypoint_range)
@@ -164,50 +155,25 @@ def mesh_prediction_grid(images: np.ndarray, vertices: np.ndarray, cameras: np.n
     return np.concatenate(tiles, axis=1)
 
 
-def load_faces(path: str) -> np.ndarray:
-    """(F, 3) int32 faces from a ``.npy`` array or a ``.ply`` / ``.obj`` mesh.
-
-    Raises:
-      FileNotFoundError / ValueError naming the file and what it should hold.
-    """
-    import os
-
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"faces file {path!r} not found: give a (F, 3) .npy or a .ply/.obj mesh "
-                                "of the predicted topology (config key `faces`)")
-    if path.endswith(".npy"):
-        faces = np.load(path)
-    else:
-        from hmr_jax.mesh.io import read_mesh
-        faces = read_mesh(path)[1]
-    faces = np.asarray(faces)
-    if faces.ndim != 2 or faces.shape[1] != 3 or not np.issubdtype(faces.dtype, np.integer):
-        raise ValueError(f"{path}: expected (F, 3) integer faces, got {faces.shape} {faces.dtype}")
-    return faces.astype(np.int32)
-
-
 def validation_picture(stage, params, model_state, frozen, batch, host_batch, fetch=None) -> np.ndarray:
-    """The training validation picture of one batch: predicted meshes rendered over the crops
-    when the stage can give posed meshes and cameras (``stage.mesh_and_camera``) and the config
-    names the faces of its topology (``config.faces``, see :func:`load_faces`), else the
-    projected vertices as points (:func:`prediction_grid`).
+    """The training validation picture of one batch of an image stage: its predicted meshes
+    (:meth:`~hmr_jax.training.stages.base.Stage.predict`) rendered over the crops when the config
+    names the faces of its topology (``config.faces``, see :func:`hmr_jax.mesh.io.load_faces`),
+    else the projected vertices as points (:func:`prediction_grid`).
 
     ``batch`` is what the jitted functions take (possibly globally sharded), ``host_batch`` the
     same on the host; ``fetch`` brings arrays to the host (all-gathers across hosts; default
-    ``jax.device_get``)."""
-    import jax
-
+    ``jax.device_get``). Returns (H', W', 3) uint8.
+    """
     fetch = fetch or jax.device_get
-    from hmr_jax.data.augment import BACKBONE_INPUTS
-
     images = np.asarray(host_batch["image"])
-    faces_path = stage.config.get("faces", "") if hasattr(stage, "config") else ""
-    if faces_path and hasattr(stage, "mesh_and_camera"):
-        faces = load_faces(faces_path)
-        vertices, cameras = fetch(jax.jit(stage.mesh_and_camera)(params, model_state, frozen, batch))
-        kind = getattr(stage, "crop", "hrnet")
-        r = BACKBONE_INPUTS[kind].keypoint_range if kind in BACKBONE_INPUTS else 1.0
-        return mesh_prediction_grid(images, np.asarray(vertices), np.asarray(cameras), faces,
-                                    np.asarray(host_batch["keypoints_2d"]), keypoint_range=r)
-    pred_2d = fetch(jax.jit(stage.project)(params, model_state, frozen, batch))
-    return prediction_grid(images, np.asarray(pred_2d), np.asarray(host_batch["keypoints_2d"]))
+    keypoints = np.asarray(host_batch["keypoints_2d"])
+    vertices, cameras = fetch(jax.jit(stage.predict)(params, model_state, frozen, batch["image"]))
+    faces_path = stage.config.get("faces", "")
+    if faces_path:
+        faces, _ = load_faces(faces_path)
+        r = BACKBONE_INPUTS[stage.backbone].keypoint_range
+        return mesh_prediction_grid(images, np.asarray(vertices), np.asarray(cameras), faces, keypoints,
+                                    keypoint_range=r)
+    pred_2d = weak_perspective_projection(np.asarray(vertices), np.asarray(cameras))
+    return prediction_grid(images, np.asarray(pred_2d), keypoints)

@@ -4,8 +4,11 @@ Reading order: distributed set-up -> device mesh and shardings -> input pipeline
 optimizer, train state -> restore from ``WORKDIR/checkpoints`` -> one jit-compiled train step ->
 loop with logging, validation, checkpoints, preemption and NaN handling.
 
+* Stages: everything model-specific comes through the contract of
+  :class:`hmr_jax.training.stages.base.Stage` (data, variables, loss, validation, prediction).
 * Devices: one ``jax.sharding.Mesh`` over every device of every host, axis ``"data"``. The batch
-  is sharded on it (each host loads ``global_batch / process_count`` examples and
+  is sharded on it (each host loads ``global_batch / process_count`` examples, its share by the
+  multi-host rule of :mod:`hmr_jax.data.pipeline`, and
   ``jax.make_array_from_process_local_data`` assembles the global array); parameters and
   optimizer state are replicated (``config.sharding.params = "replicated"``) or sharded along
   their largest divisible axis (``"fsdp"``). jit inserts the gradient all-reduce.
@@ -32,17 +35,19 @@ import signal
 import time
 from typing import Any
 
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm import tqdm
 
 from hmr_jax.errors import UserError
 from hmr_jax.files import atomic_write, folder_lock
 from hmr_jax.training import checkpointing, optim
 from hmr_jax.training.metric_writers import MetricWriter
+from hmr_jax.training.pictures import save_png, validation_picture
 from hmr_jax.training.stages import Stage, get_stage
 
 log = logging.getLogger(__name__)
@@ -111,10 +116,6 @@ def param_shardings(tree: Any, mesh: jax.sharding.Mesh, mode: str, min_size: int
 
 
 # ----------------------------------------------------------------------------- input pipeline
-def _as_map_dataset(source) -> grain.MapDataset:
-    return source if isinstance(source, grain.MapDataset) else grain.MapDataset.source(source)
-
-
 def local_batch_size(global_batch: int) -> int:
     """Examples this process loads per step; the global batch must split evenly over hosts
     and devices."""
@@ -122,42 +123,6 @@ def local_batch_size(global_batch: int) -> int:
         raise ValueError(f"config.batch_size={global_batch} must be divisible by the number of "
                          f"processes ({jax.process_count()}) and devices ({jax.device_count()})")
     return global_batch // jax.process_count()
-
-
-def train_dataset(stage: Stage, config) -> tuple[grain.IterDataset, int]:
-    """This process's infinite, shuffled, augmented, batched training stream and the number of
-    optimizer steps per epoch.
-
-    The global example stream (reshuffled every epoch with seed ``config.seed``, augmented by a
-    generator Grain seeds from the example's global position) does not depend on the number of
-    processes: global batch ``b`` is stream elements ``[b*B, (b+1)*B)`` and process ``i`` of ``n``
-    reads only its contiguous slice of it (``B/n`` examples), which
-    ``make_array_from_process_local_data`` places at the same offsets of the global array. So one
-    host and a pod see the same batches, and only the examples a host needs are decoded there.
-    """
-    ds = _as_map_dataset(stage.train_source())
-    n_total = len(ds)
-    global_batch = int(config.batch_size)
-    local = local_batch_size(global_batch)
-    steps_per_epoch = n_total // global_batch
-    if steps_per_epoch < 1:
-        raise ValueError(f"The training set has {n_total} examples, fewer than one batch "
-                         f"(config.batch_size={global_batch}).")
-    stream = ds.seed(config.seed).shuffle().repeat(None).random_map(stage.augment)
-    offset = jax.process_index() * local
-
-    def global_position(j: int) -> int:
-        return (j // local) * global_batch + offset + j % local
-
-    ds = grain.MapDataset.range(0, len(stream) // global_batch * local).map(
-        lambda j: stream[global_position(j)])
-    ds = ds.batch(local, drop_remainder=True)
-    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=config.data.get("read_threads", 0),
-                                                 prefetch_buffer_size=config.data.get("prefetch", 0)))
-    workers = config.data.get("workers", 0)
-    if workers:
-        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
-    return it_ds, steps_per_epoch
 
 
 def to_global(batch: dict, sharding: NamedSharding) -> dict:
@@ -227,7 +192,6 @@ class _Preemption:
     def reached(self, step: int) -> bool:
         if jax.process_count() > 1:
             try:
-                from jax.experimental import multihost_utils
                 return bool(multihost_utils.reached_preemption_sync_point(step))
             except Exception:  # noqa: BLE001 - no preemption service: never preempted
                 return False
@@ -241,7 +205,6 @@ class _Preemption:
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1)
 
 
@@ -269,7 +232,7 @@ def build_train_state(stage: Stage, config, mesh: jax.sharding.Mesh, example: di
                                 config.sharding.get("min_size", 2 ** 14)),
         model_state=jax.tree.map(lambda _: replicated, abstract_vars.model_state))
     variables = jax.jit(stage.init, out_shardings=var_shardings)(init_key, example)
-    variables = _load_pretrained(stage, variables)
+    variables = stage.load_pretrained(variables)
 
     tx, schedule = optim.make_optimizer(config.optim, config.batch_size, steps_per_epoch)
     # Optimizer moments are sharded like their parameters; counters are replicated.
@@ -307,48 +270,20 @@ def train(config, workdir: str) -> dict:
 
 def _train(config, workdir: str) -> dict:
     is_main = jax.process_index() == 0
-
     mesh = make_mesh(config.get("num_devices", 0) or None)
     if mesh.devices.size != jax.device_count() and jax.process_count() > 1:
         raise ValueError("config.num_devices must be unset in multi-process runs")
     batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
 
     stage = get_stage(config)
-    if hasattr(stage, "train_pipeline"):
-        data, steps_per_epoch = stage.train_pipeline(local_batch_size(config.batch_size), config.seed)
-    else:
-        data, steps_per_epoch = train_dataset(stage, config)
+    data, steps_per_epoch = stage.train_pipeline(local_batch_size(config.batch_size), config.seed)
     train_iter = iter(data)
-
     # Variables from the shapes of one batch (a separate iterator: the real one is untouched).
     example = to_global(next(iter(data)), batch_sharding)
     setup = build_train_state(stage, config, mesh, example, steps_per_epoch)
-    state, frozen = setup.state, setup.frozen
-    schedule = setup.schedule
-
-    ckpt_cfg = config.checkpoint
-    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                              save_every=ckpt_cfg.every_steps,
-                                              keep=ckpt_cfg.keep,
-                                              async_save=ckpt_cfg.get("async_save", True))
-    # Restore (or refuse a checkpoint of other shapes) before writing anything into the workdir.
-    try:
-        restored, resumed_from = checkpointer.restore_latest(checkpointing.abstract_like(state),
-                                                             train_iter)
-    except BaseException:
-        checkpointer.close()
-        raise
-    if is_main:
-        atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
-    writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.get("tensorboard", True))
-    if restored is not None:
-        state = restored
-        writer.truncate_after(resumed_from)
-        log.warning("Resumed from step %d in %s", resumed_from, checkpointer.directory)
-
-    step_fn = setup.step_fn
-    has_val = hasattr(stage, "val_batches") or stage.val_source() is not None
-    val_fn = jax.jit(stage.validate) if has_val else None
+    checkpointer, writer, state, resumed_from = _open_workdir(config, workdir, setup.state, train_iter)
+    frozen = setup.frozen
+    val_fn = jax.jit(stage.validate)
 
     total = int(config.total_steps)
     step = int(jax.device_get(state["step"]))
@@ -356,11 +291,9 @@ def _train(config, workdir: str) -> dict:
     eval_every = int(config.get("eval_every_steps", 0))
     preemption = _Preemption()
     bar = _progress(total, step, is_main and config.get("progress_bar", True))
+    meter = _Meter(step)
     summary = {"resumed_from": resumed_from, "preempted": False}
-    last_time, last_step = time.perf_counter(), step
-    metrics = None
     last_saved = resumed_from
-    skipped = 0
     failed = True
     try:
         while step < total:
@@ -373,40 +306,24 @@ def _train(config, workdir: str) -> dict:
                 break
             local = next(train_iter)
             if "skipped_records" in local:  # config.data.skip_bad_records: counted, not trained on
-                skipped += int(np.sum(local.pop("skipped_records")))
-            batch = to_global(local, batch_sharding)
-            state, metrics = step_fn(state, frozen, batch)
+                meter.skipped += int(np.sum(local.pop("skipped_records")))
+            state, metrics = setup.step_fn(state, frozen, to_global(local, batch_sharding))
             step += 1
             if bar is not None:
                 bar.update(1)
             do_log = step % log_every == 0 or step == total
-            do_save = step % ckpt_cfg.every_steps == 0 or step == total
+            do_save = step % config.checkpoint.every_steps == 0 or step == total
             if not (do_log or do_save):
                 continue
             _check_finite(state, checkpointer)
             if do_log:
-                now = time.perf_counter()
-                steps_per_s = (step - last_step) / max(now - last_time, 1e-9)
-                last_time, last_step = now, step
-                host = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                host.update(lr=float(schedule(step - 1)), steps_per_s=steps_per_s,
-                            images_per_s=steps_per_s * config.batch_size, epoch=(step - 1) / steps_per_epoch)
-                if config.data.get("skip_bad_records", False):
-                    host["skipped_records"] = skipped  # bad records replaced since the last log line
-                    skipped = 0
+                host = meter.line(step, metrics, setup.schedule, config, steps_per_epoch)
                 writer.write(step, host)
                 summary["loss"] = host["loss"]
                 if bar is not None:
                     bar.set_postfix(loss=f"{host['loss']:.4g}", img_s=f"{host['images_per_s']:.1f}")
-            if eval_every and (step % eval_every == 0 or step == total) and val_fn is not None:
-                val_metrics, picture = _validate(stage, val_fn, state, frozen, config, batch_sharding)
-                if val_metrics:
-                    writer.write(step, val_metrics, prefix="val/")
-                if picture is not None and is_main:
-                    from hmr_jax.training.pictures import save_png
-                    writer.write_image(step, "val/predictions", picture)
-                    os.makedirs(os.path.join(workdir, "pictures"), exist_ok=True)
-                    save_png(os.path.join(workdir, "pictures", f"val_{step:08d}.png"), picture)
+            if eval_every and (step % eval_every == 0 or step == total):
+                _write_validation(stage, val_fn, state, frozen, config, batch_sharding, writer, workdir, step)
             if do_save:
                 checkpointer.save(step, state, train_iter, force=step == total)
                 last_saved = step
@@ -421,10 +338,70 @@ def _train(config, workdir: str) -> dict:
             if not failed:
                 raise
         writer.close()
-    summary["step"] = step
-    summary["state"] = state
-    summary["frozen"] = frozen
+    summary.update(step=step, state=state, frozen=frozen)
     return summary
+
+
+def _open_workdir(config, workdir: str, state: dict, train_iter):
+    """``(checkpointer, metric writer, state to start from, step resumed from or None)``.
+
+    The latest checkpoint is restored (or one of other shapes refused) before anything is
+    written into the workdir; then ``config.json`` is written and ``metrics.jsonl`` cut back to
+    the restored step.
+    """
+    ckpt_cfg = config.checkpoint
+    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                              save_every=ckpt_cfg.every_steps,
+                                              keep=ckpt_cfg.keep,
+                                              async_save=ckpt_cfg.get("async_save", True))
+    try:
+        restored, resumed_from = checkpointer.restore_latest(checkpointing.abstract_like(state), train_iter)
+    except BaseException:
+        checkpointer.close()
+        raise
+    is_main = jax.process_index() == 0
+    if is_main:
+        atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+    writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.get("tensorboard", True))
+    if restored is not None:
+        state = restored
+        writer.truncate_after(resumed_from)
+        log.warning("Resumed from step %d in %s", resumed_from, checkpointer.directory)
+    return checkpointer, writer, state, resumed_from
+
+
+class _Meter:
+    """Throughput between log lines and the bad records skipped since the last one."""
+
+    def __init__(self, step: int):
+        self.time, self.step, self.skipped = time.perf_counter(), step, 0
+
+    def line(self, step: int, metrics, schedule, config, steps_per_epoch: int) -> dict:
+        """The ``metrics.jsonl`` entries of ``step``: the step's metrics on the host, lr,
+        steps / s and images / s since the last line, epoch, skipped records (if counted)."""
+        now = time.perf_counter()
+        steps_per_s = (step - self.step) / max(now - self.time, 1e-9)
+        self.time, self.step = now, step
+        host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        host.update(lr=float(schedule(step - 1)), steps_per_s=steps_per_s,
+                    images_per_s=steps_per_s * config.batch_size, epoch=(step - 1) / steps_per_epoch)
+        if config.data.get("skip_bad_records", False):
+            host["skipped_records"] = self.skipped  # bad records replaced since the last log line
+            self.skipped = 0
+        return host
+
+
+def _write_validation(stage: Stage, val_fn, state, frozen, config, batch_sharding, writer: MetricWriter,
+                      workdir: str, step: int) -> None:
+    """Validate (:func:`_validate`) and log the means; the picture goes to TensorBoard and
+    ``WORKDIR/pictures/val_STEP.png`` (main process)."""
+    val_metrics, picture = _validate(stage, val_fn, state, frozen, config, batch_sharding)
+    if val_metrics:
+        writer.write(step, val_metrics, prefix="val/")
+    if picture is not None and jax.process_index() == 0:
+        writer.write_image(step, "val/predictions", picture)
+        os.makedirs(os.path.join(workdir, "pictures"), exist_ok=True)
+        save_png(os.path.join(workdir, "pictures", f"val_{step:08d}.png"), picture)
 
 
 def _check_finite(state, checkpointer: checkpointing.Checkpointer) -> None:
@@ -443,22 +420,16 @@ def _check_finite(state, checkpointer: checkpointing.Checkpointer) -> None:
 def _host(tree):
     """Fetch globally sharded arrays to every host (all-gathered when there are several)."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
         return multihost_utils.process_allgather(tree, tiled=True)
     return jax.device_get(tree)
 
 
 def _validate(stage: Stage, val_fn, state, frozen, config, batch_sharding):
     """Mean of the stage's per-sample validation metrics over ``config.eval_batches`` batches,
-    and (for stages with ``project``) a picture of the first batch's predictions, or None."""
-    if hasattr(stage, "val_batches"):
-        ds = stage.val_batches(local_batch_size(config.batch_size))
-        if ds is None:
-            return {}, None
-    else:
-        ds = _as_map_dataset(stage.val_source())
-        ds = ds[jax.process_index()::jax.process_count()]
-        ds = ds.batch(local_batch_size(config.batch_size), drop_remainder=True)
+    and (image stages) a picture of the first batch's predictions, or None."""
+    ds = stage.val_batches(local_batch_size(config.batch_size))
+    if ds is None:
+        return {}, None
     sums, count, picture = {}, 0, None
     for i, batch in enumerate(ds):
         if i >= config.get("eval_batches", 10):
@@ -468,14 +439,7 @@ def _validate(stage: Stage, val_fn, state, frozen, config, batch_sharding):
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(np.sum(v))
         count += config.batch_size
-        if i == 0 and hasattr(stage, "project") and "image" in batch:
-            from hmr_jax.training.pictures import validation_picture
+        if i == 0 and stage.backbone is not None:
             picture = validation_picture(stage, state["params"], state["model_state"], frozen,
                                          global_batch, batch, fetch=_host)
     return {k: v / max(count, 1) for k, v in sums.items()}, picture
-
-
-def _load_pretrained(stage: Stage, variables):
-    """Let the stage put converted pre-trained weights into freshly initialised variables."""
-    loader = getattr(stage, "load_pretrained", None)
-    return loader(variables) if loader is not None else variables

@@ -1,23 +1,29 @@
 """Pieces the model stages share: data pipelines from ``config.data``, the frozen tokenizer,
-joint regressors, and loading converted / previously trained weights into new variables
+joint regressors and the 2D reprojection term (the mapping picked from the records'
+``keypoints_kind``), and loading converted / previously trained weights into new variables
 (read through :mod:`hmr_jax.checkpoints`)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from hmr_jax import checkpoints
+from hmr_jax.body.regressors import (JointLayout, JointLayoutError, JointRegressors, joints17_layout,
+                                     load_layout_regressor, regressor_path)
+from hmr_jax.data import Source, image_pipeline, mesh_pipeline, open_dataset
+from hmr_jax.geometry.rotations import rotation_6d_to_matrix
+from hmr_jax.training import losses
 
 log = logging.getLogger(__name__)
 
 
 def _sources(spec) -> list:
     """``config.data.train``: a folder, a list of folders, or a list of ``"folder:weight"``."""
-    from hmr_jax.data import Source
-
     if isinstance(spec, str):
         spec = [s for s in spec.split(",") if s]
     out = []
@@ -31,15 +37,11 @@ def _sources(spec) -> list:
 
 def dataset_length(spec) -> int:
     """Total number of records of the dataset folders named by ``spec``."""
-    from hmr_jax.data import open_dataset
-
     return sum(len(open_dataset(s.path)) for s in _sources(spec))
 
 
 def mesh_train_pipeline(config, local_batch: int, seed: int):
     """``(IterDataset, steps_per_epoch)`` of training meshes (``config.data.train``)."""
-    from hmr_jax.data import mesh_pipeline
-
     ds = mesh_pipeline(_sources(config.data.train), batch_size=local_batch, train=True, seed=seed,
                        num_workers=config.data.get("workers", 0),
                        skip_bad_records=config.data.get("skip_bad_records", False))
@@ -48,8 +50,6 @@ def mesh_train_pipeline(config, local_batch: int, seed: int):
 
 def image_train_pipeline(config, local_batch: int, seed: int, backbone: str):
     """``(IterDataset, steps_per_epoch)`` of augmented person crops (``config.data.train``)."""
-    from hmr_jax.data import image_pipeline
-
     ds = image_pipeline(_sources(config.data.train), batch_size=local_batch, backbone=backbone,
                         train=True, augment=config.data.get("augment", False),
                         flip=config.data.get("flip", False), seed=seed,
@@ -65,12 +65,101 @@ def val_batches(config, local_batch: int, kind: str, backbone: str = "hrnet"):
     spec = config.data.get("val", "")
     if not spec:
         return None
-    from hmr_jax.data import image_pipeline, mesh_pipeline
-
     if kind == "mesh":
         return mesh_pipeline(_sources(spec), batch_size=local_batch, train=False, drop_remainder=True)
     return image_pipeline(_sources(spec), batch_size=local_batch, backbone=backbone, train=False,
                           drop_remainder=True, crop_size=config.data.get("crop_size", 0) or None)
+
+
+def keypoints_kinds(config) -> set[str]:
+    """The ``keypoints_kind`` s of the image datasets of ``config.data.train`` and ``.val`` (from
+    their manifests); empty when none is named (benchmarks on synthetic batches)."""
+    kinds = set()
+    for key in ("train", "val"):
+        spec = config.data.get(key, "")
+        if spec:
+            kinds |= {open_dataset(s.path, kind="image").sizes.get("keypoints_kind") for s in _sources(spec)}
+    return kinds - {None}
+
+
+# ----------------------------------------------------------------------------- joints
+@dataclasses.dataclass(frozen=True)
+class Regressors:
+    """The joint regressors of an image stage, picked from its records' ``keypoints_kind``.
+
+    Attributes:
+      layout17: the layout of the 17-joint keypoints (``h36m17``: the H36M regressor, rows
+        ``H36M_TO_J17``; ``coco17``: the COCO-17 regressor as it is) and of the validation joints.
+      joints17: (17, V) that layout's regressor, its file's rows.
+      smpl24: (24, V) SMPL regressor for ``smpl24`` records (3DPW, EMDB), or None.
+    """
+
+    layout17: JointLayout
+    joints17: np.ndarray
+    smpl24: np.ndarray | None
+
+    def frozen(self) -> dict:
+        """The arrays, for ``Stage.frozen()`` (``{"joints17", "smpl24"?}``)."""
+        return {"joints17": self.joints17, **({} if self.smpl24 is None else {"smpl24": self.smpl24})}
+
+    def metric_regressors(self, frozen: Mapping) -> JointRegressors:
+        """:class:`JointRegressors` of the validation metrics (traceable: from the frozen arrays)."""
+        field = "h36m" if self.layout17.kind == "h36m17" else "coco17"
+        return JointRegressors(**{field: frozen["joints17"]})
+
+
+def load_regressors(config) -> Regressors:
+    """The stage's regressors from ``config.body_models`` for the kinds of its datasets
+    (:func:`keypoints_kinds`; none named: the real-data layouts, Human3.6M-17 and SMPL-24).
+
+    V = ``config.num_vertices`` (6890). The SMPL-24 regressor (``J_regressor_24.npy``) is loaded
+    when ``config.require_smpl24`` (default True) or when the file exists.
+    Raises:
+      JointLayoutError: the records' layout has no regressor file there (naming the layout found
+        instead), COCO-17 and Human3.6M-17 records mixed, or ``smpl24`` records without the SMPL-24
+        regressor.
+    """
+    nv = int(config.get("num_vertices", 6890))
+    folder = config.body_models
+    kinds = keypoints_kinds(config)
+    layout17 = joints17_layout(kinds)
+    joints17 = load_layout_regressor(folder, layout17.kind, nv)
+    smpl24 = None
+    if config.get("require_smpl24", True) or regressor_path(folder, "smpl24").exists():
+        smpl24 = load_layout_regressor(folder, "smpl24", nv)
+    elif "smpl24" in kinds:
+        raise JointLayoutError(f"the datasets hold smpl24 (SMPL-24) keypoints but {regressor_path(folder, 'smpl24')} "
+                               "does not exist: put SMPL's 24-joint regressor there")
+    return Regressors(layout17, joints17, smpl24)
+
+
+def posed_meshes(rot6d: jax.Array, canonical: jax.Array) -> jax.Array:
+    """Canonical meshes (B, V, 3) rotated by the predicted global rotations (B, 6) (6D), meters."""
+    return jnp.einsum("bij,bvj->bvi", rotation_6d_to_matrix(rot6d), canonical)
+
+
+def reprojection_loss(regressors: Regressors, frozen: Mapping, batch: Mapping, vertices: jax.Array,
+                      camera: jax.Array) -> jax.Array:
+    """The originals' 2D term, each record's keypoints compared with the joints of its layout.
+
+    With the SMPL-24 regressor: L1 on the 24 SMPL joints for ``is_3dpw`` samples plus the
+    confidence-weighted L1 on the 17 joints of :attr:`Regressors.layout17` for the others
+    (:func:`~hmr_jax.training.losses.mixed_reprojection_loss`); without it, the latter on every
+    sample.
+
+    Args:
+      regressors: the stage's :class:`Regressors` (the layout); frozen: ``frozen["regressors"]``.
+      batch: ``keypoints_2d`` (B, K, 3) and ``is_3dpw`` (B,).
+      vertices: (B, V, 3) posed meshes, meters; camera: (B, 3) weak-perspective ``(s, tx, ty)``.
+    Returns:
+      () the loss.
+    """
+    order = regressors.layout17.keypoint_order
+    if "smpl24" in frozen:
+        return losses.mixed_reprojection_loss(batch["keypoints_2d"], batch["is_3dpw"], vertices, camera,
+                                              frozen["smpl24"], frozen["joints17"], joint_order=order)
+    return losses.reprojection_loss_conf(batch["keypoints_2d"][:, :17], vertices, camera, frozen["joints17"],
+                                         joint_order=order)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -80,8 +169,6 @@ load_tokenizer = checkpoints.load_tokenizer
 
 def compute_dtype(config):
     """``config.dtype`` ("float32" / "bfloat16") as a jnp dtype."""
-    import jax.numpy as jnp
-
     name = config.get("dtype", "float32")
     if name not in ("float32", "bfloat16"):
         raise ValueError(f"config.dtype={name!r}; use float32 or bfloat16")

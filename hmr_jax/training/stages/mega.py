@@ -10,7 +10,8 @@ cosine-scheduled ratio (``masking: scheduled``). Losses, as the originals weight
   + 2D reprojection: the mesh decoded from the argmax tokens (visible tokens kept, no gradient
   through the decoder) rotated by the predicted rotation, joints regressed and projected with
   the predicted weak-perspective camera; L1 on 3DPW's 24 SMPL joints, confidence-weighted L1
-  on the 17 H36M joints for the other sets.
+  on the 17 H36M joints for the other sets (the 17 joints of the records' ``keypoints_kind``:
+  COCO-17 for the synthetic sets, :func:`hmr_jax.training.stages.common.reprojection_loss`).
   ``config.loss_weights`` (``cross_entropy``, ``rotation``, ``reprojection``; 1 as the original)
   weight the three terms.
 
@@ -23,24 +24,26 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from hmr_jax.geometry.rotations import rotation_6d_to_matrix
+from hmr_jax.metrics.protocols import mesh_errors
+from hmr_jax.models.backbones import build_backbone
+from hmr_jax.models.mega import CVQMAE, VQMAE, random_visible_mask, scheduled_visible_mask
 from hmr_jax.training import losses
-from hmr_jax.training.stages import LossOutput, Stage, Variables
 from hmr_jax.training.stages import common
+from hmr_jax.training.stages.base import LossOutput, Stage, Variables
 
 _MEGA_FIELDS = ("seq_length", "emb_dim", "encoder_layer", "encoder_head", "decoder_layer",
                 "decoder_head", "num_embeddings", "dim_tokens")
 
 
 def _visible_mask(config, key, batch, seq_length):
-    from hmr_jax.models.mega import random_visible_mask, scheduled_visible_mask
-
     if config.mega.get("masking", "scheduled") == "scheduled":
         return scheduled_visible_mask(key, batch, seq_length)
     return random_visible_mask(key, batch, seq_length, config.mega.mask_ratio)
 
 
 class _TokenizerMixin:
+    """The frozen Mesh-VQ-VAE of the MEGA / VQ-HPS stages (``config.tokenizer``)."""
+
     def _load_tokenizer(self):
         tok = self.config.tokenizer
         self.tokenizer, self._tokenizer_vars = common.load_tokenizer(
@@ -63,8 +66,6 @@ class MegaPretrainStage(_TokenizerMixin, Stage):
 
     def __init__(self, config):
         super().__init__(config)
-        from hmr_jax.models.mega import VQMAE
-
         self.model = VQMAE(dtype=common.compute_dtype(config), **{k: config.mega[k] for k in _MEGA_FIELDS})
         self._load_tokenizer()
 
@@ -109,37 +110,34 @@ class MegaStage(_TokenizerMixin, Stage):
     """Config: ``mega`` (CVQMAE sizes incl. ``cond_length`` / ``cond_dim`` / ``cond_dropout``),
     ``backbone`` (a backbone config, see ``hmr_jax.models.backbones.build_backbone``; ``kind``
     hrnet | resnet | vit selects the crop), ``tokenizer.path``, ``body_models`` (folder with the
-    joint regressors), ``data.train`` / ``val`` (image datasets), ``init.backbone`` (converted
-    backbone folder) and ``init.mega`` (pre-trained VQMAE: converted folder or workdir)."""
+    joint regressors, see :func:`~hmr_jax.training.stages.common.load_regressors`),
+    ``data.train`` / ``val`` (image datasets), ``init.backbone`` (converted backbone folder) and
+    ``init.mega`` (pre-trained VQMAE: converted folder or workdir)."""
 
     name = "mega"
 
     def __init__(self, config):
         super().__init__(config)
-        from hmr_jax.models.backbones import build_backbone
-        from hmr_jax.models.mega import CVQMAE
-
         bb = dict(config.backbone.model.to_dict())
         fields = _MEGA_FIELDS + ("cond_length", "cond_dim", "cond_dropout")
         dtype = common.compute_dtype(config)
         self.model = CVQMAE(backbone=build_backbone(bb, dtype=dtype), dtype=dtype,
                             **{k: config.mega[k] for k in fields})
         self._load_tokenizer()
-        self._regressors = load_regressors(config)
+        self.regressors = common.load_regressors(config)
 
     @property
-    def crop(self) -> str:
+    def backbone(self) -> str:
         return self.config.backbone.kind
 
     def frozen(self):
-        regs = {k: v for k, v in self._regressors.items() if v is not None}
-        return {"tokenizer": self._tokenizer_vars, "regressors": regs}
+        return {"tokenizer": self._tokenizer_vars, "regressors": self.regressors.frozen()}
 
     def train_pipeline(self, local_batch, seed):
-        return common.image_train_pipeline(self.config, local_batch, seed, self.crop)
+        return common.image_train_pipeline(self.config, local_batch, seed, self.backbone)
 
     def val_batches(self, local_batch):
-        return common.val_batches(self.config, local_batch, "image", self.crop)
+        return common.val_batches(self.config, local_batch, "image", self.backbone)
 
     def init(self, rng, batch):
         b = batch["image"].shape[0]
@@ -165,15 +163,6 @@ class MegaStage(_TokenizerMixin, Stage):
                     state["batch_stats"]["backbone"], src["batch_stats"], "backbone statistics")}}
         return Variables(params=params, model_state=state)
 
-    def _reprojection(self, frozen, batch, rotmat, cam, canonical):
-        pred_mesh = jnp.einsum("bij,bvj->bvi", rotmat, canonical)
-        regs = frozen["regressors"]
-        if "smpl24" in regs:
-            return losses.mixed_reprojection_loss(batch["keypoints_2d"], batch["is_3dpw"], pred_mesh,
-                                                  cam, regs["smpl24"], regs["h36m"]), pred_mesh
-        return losses.reprojection_loss_conf(batch["keypoints_2d"][:, :17], pred_mesh, cam,
-                                             regs["h36m"]), pred_mesh
-
     def loss(self, params, model_state, frozen, batch, rng, step):
         k_mask, k_drop, k_cond = jax.random.split(rng, 3)
         tokens = self._tokens(frozen, batch["vertices_canonical"])
@@ -185,52 +174,25 @@ class MegaStage(_TokenizerMixin, Stage):
         rot = losses.rotation_loss(rot6d, batch["global_orient"])
         pred_tokens = jnp.where(visible, tokens, jnp.argmax(logits, -1)).astype(jnp.int32)
         canonical = self._decode(frozen, pred_tokens)
-        reproj, _ = self._reprojection(frozen, batch, rotation_6d_to_matrix(rot6d), cam, canonical)
+        pred_mesh = common.posed_meshes(rot6d, canonical)
+        reproj = common.reprojection_loss(self.regressors, frozen["regressors"], batch, pred_mesh, cam)
         w = self.config.get("loss_weights", {})
         loss = (w.get("cross_entropy", 1.0) * ce + w.get("rotation", 1.0) * rot
                 + w.get("reprojection", 1.0) * reproj)
         terms = {"cross_entropy": ce, "rotation": rot, "reprojection": reproj}
         return loss, LossOutput(terms=terms, model_state=dict(updates))
 
-    def _predict(self, params, model_state, frozen, images):
-        """Deterministic mode (all tokens masked, one step): posed meshes (B, V, 3), camera."""
+    def predict(self, params, model_state, frozen, images):
+        """Deterministic mode (all tokens masked, one step): posed meshes (B, V, 3) m, cameras (B, 3)."""
         b, t = images.shape[0], self.config.mega.seq_length
         logits, rot6d, cam = self.model.apply({"params": params, **model_state},
                                               jnp.zeros((b, t), jnp.int32), jnp.zeros((b, t), bool),
                                               images=images, train=False)
         canonical = self._decode(frozen, jnp.argmax(logits, -1).astype(jnp.int32))
-        return jnp.einsum("bij,bvj->bvi", rotation_6d_to_matrix(rot6d), canonical), cam
+        return common.posed_meshes(rot6d, canonical), cam
 
     def validate(self, params, model_state, frozen, batch):
         """Deterministic mode: per-sample errors in mm (protocol ``original``)."""
-        from hmr_jax.body.regressors import JointRegressors
-        from hmr_jax.metrics.protocols import mesh_errors
-
-        pred, _ = self._predict(params, model_state, frozen, batch["image"])
-        regs = JointRegressors(h36m=frozen["regressors"]["h36m"])
-        errs = mesh_errors(pred, batch["vertices"], regs)
+        pred, _ = self.predict(params, model_state, frozen, batch["image"])
+        errs = mesh_errors(pred, batch["vertices"], self.regressors.metric_regressors(frozen["regressors"]))
         return {k + "_mm": 1000 * v for k, v in errs.items()}
-
-    def mesh_and_camera(self, params, model_state, frozen, batch):
-        """Deterministic posed meshes (B, V, 3) m and weak-perspective cameras (B, 3) (pictures)."""
-        return self._predict(params, model_state, frozen, batch["image"])
-
-    def project(self, params, model_state, frozen, batch):
-        """Predicted vertices projected into the crop, (B, V, 2) in [-1, 1] (validation pictures)."""
-        pred, cam = self._predict(params, model_state, frozen, batch["image"])
-        return losses.orthographic_projection(pred, cam)
-
-
-def load_regressors(config) -> dict:
-    """``{"h36m": (17, V), "smpl24": (24, V) or None}`` from ``config.body_models``
-    (``J_regressor_h36m.npy``, ``J_regressor_24.npy``); V = ``config.num_vertices`` (6890)."""
-    import os
-
-    from hmr_jax.body.regressors import load_joint_regressor
-
-    nv = int(config.get("num_vertices", 6890))
-    folder = config.body_models
-    p24 = os.path.join(folder, "J_regressor_24.npy")
-    need24 = config.get("require_smpl24", True)
-    return {"h36m": load_joint_regressor(os.path.join(folder, "J_regressor_h36m.npy"), 17, nv),
-            "smpl24": load_joint_regressor(p24, 24, nv) if need24 or os.path.exists(p24) else None}

@@ -6,11 +6,13 @@ Loss = ``v2v(mesh, recon)`` (mean vertex distance after centring the reconstruct
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
+from hmr_jax.models.mesh_vqvae import MeshVQVAE, config_to_dict, load_connections
 from hmr_jax.training import losses
-from hmr_jax.training.stages import LossOutput, Stage, Variables
 from hmr_jax.training.stages import common
+from hmr_jax.training.stages.base import LossOutput, Stage, Variables
 
 
 class MeshVQVAEStage(Stage):
@@ -21,8 +23,6 @@ class MeshVQVAEStage(Stage):
 
     def __init__(self, config):
         super().__init__(config)
-        from hmr_jax.models.mesh_vqvae import MeshVQVAE, config_to_dict, load_connections
-
         cfg = config_to_dict(config.model)
         self.model = MeshVQVAE(cfg, connections=tuple(load_connections(cfg)))
 
@@ -48,8 +48,6 @@ class MeshVQVAEStage(Stage):
         first step drift away and are never used): an option for small or short runs, where the
         random start collapses onto one code.
         """
-        import jax
-
         z = self.model.apply(variables, vertices, method="encode_latent")
         flat = z.reshape(-1, z.shape[-1]).astype(jnp.float32)
         stats = variables["vq_stats"]["quantizer"]

@@ -3,8 +3,9 @@
 Regression of ``y = tanh(x @ W)`` (x: 8 features, y: 4 outputs) by an MLP with BatchNorm (a
 mutable collection, like the real models) and dropout (randomness from the step's key). The data
 are either generated in memory (``config.data.num_examples``) or read from an ArrayRecord file of
-serialized examples (``config.data.path``, written by ``write_toy_array_record``). Used by the
-tests and benchmarks of the trainer; not a model of the papers.
+serialized examples (``config.data.path``, written by ``write_toy_array_record``), batched by
+the real pipeline (:func:`hmr_jax.data.pipeline.example_pipeline`, same multi-host rule as the
+record datasets). Used by the tests and benchmarks of the trainer; not a model of the papers.
 """
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+from array_record.python.array_record_module import ArrayRecordWriter
 
-from hmr_jax.training.stages import LossOutput, Stage, Variables
+from hmr_jax.data.pipeline import example_pipeline
+from hmr_jax.training.stages.base import LossOutput, Stage, Variables
 
 
 class ToyMLP(nn.Module):
@@ -46,11 +49,16 @@ def make_toy_examples(num: int, seed: int = 0) -> list[dict]:
 
 def write_toy_array_record(path: str, num: int, seed: int = 0) -> None:
     """Write ``num`` toy examples to an ArrayRecord file (one pickled dict per record)."""
-    from array_record.python.array_record_module import ArrayRecordWriter
     writer = ArrayRecordWriter(path, "group_size:1")
     for example in make_toy_examples(num, seed):
         writer.write(pickle.dumps(example))
     writer.close()
+
+
+def _augment(example: dict, rng: np.random.Generator) -> dict:
+    """Training augmentation: Gaussian noise (std 0.01) on ``x``."""
+    noise = rng.normal(scale=0.01, size=example["x"].shape).astype(np.float32)
+    return {**example, "x": example["x"] + noise}
 
 
 class ToyStage(Stage):
@@ -59,22 +67,24 @@ class ToyStage(Stage):
 
     name = "toy"
 
-    def _source(self, split_seed: int):
+    def train_pipeline(self, local_batch, seed):
         data = self.config.data
         if data.get("path"):
-            return grain.MapDataset.source(grain.sources.ArrayRecordDataSource([data.path])).map(
+            examples = grain.MapDataset.source(grain.sources.ArrayRecordDataSource([data.path])).map(
                 pickle.loads)
-        return grain.MapDataset.source(make_toy_examples(data.num_examples, split_seed))
+        else:
+            examples = grain.MapDataset.source(make_toy_examples(data.num_examples, 0))
+        steps_per_epoch = len(examples) // self.config.batch_size
+        if steps_per_epoch < 1:
+            raise ValueError(f"The training set has {len(examples)} examples, fewer than one batch "
+                             f"(config.batch_size={self.config.batch_size}).")
+        return example_pipeline(examples, batch_size=local_batch, transform=_augment, seed=seed,
+                                num_workers=data.get("workers", 0),
+                                read_threads=data.get("read_threads", 0)), steps_per_epoch
 
-    def train_source(self):
-        return self._source(0)
-
-    def val_source(self):
-        return grain.MapDataset.source(make_toy_examples(64, 99))
-
-    def augment(self, example, rng):
-        noise = rng.normal(scale=0.01, size=example["x"].shape).astype(np.float32)
-        return {**example, "x": example["x"] + noise}
+    def val_batches(self, local_batch):
+        return example_pipeline(make_toy_examples(64, 99), batch_size=local_batch, train=False,
+                                drop_remainder=True)
 
     @property
     def model(self):

@@ -3,8 +3,10 @@
 Loss (weights 1): cross-entropy on all 54 tokens (targets from the frozen tokenizer) + rotation
 loss (MSE of 3x3 matrices) + 2D reprojection of the mesh decoded from the argmax tokens (no
 gradient through the decoder) rotated by the prediction (L1 on 3DPW's 24 SMPL joints,
-confidence-weighted L1 on the 17 H36M joints elsewhere). The pose the rotation head starts from
-is the T-pose's 17 H36M joints (``config.tpose``: a (V, 3) ``.npy``). AdamW (0.9, 0.999),
+confidence-weighted L1 on the 17 H36M joints elsewhere: the joints of the records'
+``keypoints_kind``, :func:`hmr_jax.training.stages.common.reprojection_loss`). The pose the
+rotation head starts from is the T-pose's 17 H36M joints (``config.tpose``: a (V, 3) ``.npy``;
+``J_regressor_h36m.npy`` whatever the data's layout). AdamW (0.9, 0.999),
 lr 1e-4 (unscaled), wd 1e-3, divided by 10 every 100 epochs; batch 32; augmentation and flips on.
 """
 from __future__ import annotations
@@ -14,11 +16,13 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
-from hmr_jax.geometry.rotations import rotation_6d_to_matrix
+from hmr_jax.body.regressors import load_layout_regressor
+from hmr_jax.metrics.protocols import mesh_errors
+from hmr_jax.models.vqhps import build_vqhps, pose_from_mesh
 from hmr_jax.training import losses
-from hmr_jax.training.stages import LossOutput, Stage, Variables
 from hmr_jax.training.stages import common
-from hmr_jax.training.stages.mega import _TokenizerMixin, load_regressors
+from hmr_jax.training.stages.base import LossOutput, Stage, Variables
+from hmr_jax.training.stages.mega import _TokenizerMixin
 
 _FIELDS = ("model_dim", "num_heads", "feedforward_dim", "num_enc_layers", "num_dec_layers",
            "dict_size", "num_tokens", "dropout", "autoreg", "seq_len", "pose_dim")
@@ -32,32 +36,32 @@ class VQHPSStage(_TokenizerMixin, Stage):
 
     def __init__(self, config):
         super().__init__(config)
-        from hmr_jax.models.vqhps import build_vqhps
-
         self.model = build_vqhps({"vqhps": {k: config.vqhps[k] for k in _FIELDS},
                                   "backbone": config.backbone.model.to_dict()},
                                  dtype=common.compute_dtype(config))
         self._load_tokenizer()
-        self._regressors = load_regressors(config)
+        self.regressors = common.load_regressors(config)
         if not os.path.isfile(config.tpose):
             raise FileNotFoundError(f"config.tpose={config.tpose!r} does not exist: VQ-HPS starts from "
                                     "the T-pose mesh's joints ((V, 3) .npy, the original body_models/tpose.npy)")
         tpose = np.load(config.tpose).astype(np.float32)
-        self._pose_init = np.einsum("jv,vc->jc", self._regressors["h36m"], tpose).reshape(-1)
+        h36m = (self.regressors.joints17 if self.regressors.layout17.kind == "h36m17" else
+                load_layout_regressor(config.body_models, "h36m17", int(config.get("num_vertices", 6890))))
+        self._pose_init = pose_from_mesh(h36m, tpose)
 
     @property
-    def crop(self) -> str:
+    def backbone(self) -> str:
         return self.config.backbone.kind
 
     def frozen(self):
-        regs = {k: v for k, v in self._regressors.items() if v is not None}
-        return {"tokenizer": self._tokenizer_vars, "regressors": regs, "pose_init": self._pose_init}
+        return {"tokenizer": self._tokenizer_vars, "regressors": self.regressors.frozen(),
+                "pose_init": self._pose_init}
 
     def train_pipeline(self, local_batch, seed):
-        return common.image_train_pipeline(self.config, local_batch, seed, self.crop)
+        return common.image_train_pipeline(self.config, local_batch, seed, self.backbone)
 
     def val_batches(self, local_batch):
-        return common.val_batches(self.config, local_batch, "image", self.crop)
+        return common.val_batches(self.config, local_batch, "image", self.backbone)
 
     def init(self, rng, batch):
         b = batch["image"].shape[0]
@@ -92,37 +96,20 @@ class VQHPSStage(_TokenizerMixin, Stage):
         ce = losses.cross_entropy(out["logits"], tokens)
         rot = losses.rotation_loss(out["rot6d"], batch["global_orient"])
         canonical = self._decode(frozen, jnp.argmax(out["logits"], -1).astype(jnp.int32))
-        pred = jnp.einsum("bij,bvj->bvi", rotation_6d_to_matrix(out["rot6d"]), canonical)
-        regs = frozen["regressors"]
-        if "smpl24" in regs:
-            reproj = losses.mixed_reprojection_loss(batch["keypoints_2d"], batch["is_3dpw"], pred,
-                                                    out["cam"], regs["smpl24"], regs["h36m"])
-        else:
-            reproj = losses.reprojection_loss_conf(batch["keypoints_2d"][:, :17], pred, out["cam"],
-                                                   regs["h36m"])
+        pred = common.posed_meshes(out["rot6d"], canonical)
+        reproj = common.reprojection_loss(self.regressors, frozen["regressors"], batch, pred, out["cam"])
         accuracy = jnp.mean(jnp.argmax(out["logits"], -1) == tokens)
         terms = {"cross_entropy": ce, "rotation": rot, "reprojection": reproj, "token_accuracy": accuracy}
         return ce + rot + reproj, LossOutput(terms=terms, model_state=dict(updates))
 
-    def _predict(self, params, model_state, frozen, images):
+    def predict(self, params, model_state, frozen, images):
+        """Posed meshes (B, V, 3) m of the argmax tokens and weak-perspective cameras (B, 3)."""
         out, _ = self._forward(params, model_state, frozen, images, False)
         canonical = self._decode(frozen, jnp.argmax(out["logits"], -1).astype(jnp.int32))
-        return jnp.einsum("bij,bvj->bvi", rotation_6d_to_matrix(out["rot6d"]), canonical), out["cam"]
+        return common.posed_meshes(out["rot6d"], canonical), out["cam"]
 
     def validate(self, params, model_state, frozen, batch):
         """Per-sample errors in mm (protocol ``original``)."""
-        from hmr_jax.body.regressors import JointRegressors
-        from hmr_jax.metrics.protocols import mesh_errors
-
-        pred, _ = self._predict(params, model_state, frozen, batch["image"])
-        errs = mesh_errors(pred, batch["vertices"], JointRegressors(h36m=frozen["regressors"]["h36m"]))
+        pred, _ = self.predict(params, model_state, frozen, batch["image"])
+        errs = mesh_errors(pred, batch["vertices"], self.regressors.metric_regressors(frozen["regressors"]))
         return {k + "_mm": 1000 * v for k, v in errs.items()}
-
-    def mesh_and_camera(self, params, model_state, frozen, batch):
-        """Deterministic posed meshes (B, V, 3) m and weak-perspective cameras (B, 3) (pictures)."""
-        return self._predict(params, model_state, frozen, batch["image"])
-
-    def project(self, params, model_state, frozen, batch):
-        """Predicted vertices projected into the crop, (B, V, 2) in [-1, 1] (validation pictures)."""
-        pred, cam = self._predict(params, model_state, frozen, batch["image"])
-        return losses.orthographic_projection(pred, cam)
