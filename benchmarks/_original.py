@@ -37,6 +37,7 @@ import contextlib
 import importlib
 import importlib.abc
 import importlib.machinery
+import inspect
 import math
 import os
 import sys
@@ -208,6 +209,71 @@ def randomize_torch(module, seed: int = 0, conv_gain: float = 2.0) -> None:
         for name, p in module.named_parameters():
             if name.endswith(("token", "pos_embedding")):  # (1, 1, C) / (T, 1, C) learned tokens
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+
+
+def hrnet(original, seed: int = 0):
+    """The original MEGA backbone, ``hrnet_w48(downsample=True, use_conv=True)``, random parameters."""
+    net = original.hrnet_w48(pretrained_ckpt_path="", downsample=True, use_conv=True)
+    randomize_torch(net, seed)
+    return net
+
+
+def mega_hrnet(original, mega_config: dict, seed: int = 0):
+    """The original CVQMAE with its HRNet-w48 (sizes from our ``mega`` config entry, whose names
+    are the original constructor's; other entries ignored), scheduled masking, random parameters."""
+    accepted = inspect.signature(original.CVQMAE).parameters
+    sizes = {k: v for k, v in dict(mega_config).items() if k in accepted and k not in ("masking", "backbone")}
+    model = original.CVQMAE(backbone=original.hrnet_w48(pretrained_ckpt_path="", downsample=True, use_conv=True),
+                            masking="scheduled", **sizes)
+    randomize_torch(model, seed)
+    return model
+
+
+def mesh_vqvae(original_vq, connections: str, batch: int):
+    """The original Mesh-VQ-VAE tokenizer, released 54-token configuration, test mode, eval.
+
+    Its own random initialisation; one instance per batch size: its test mode pre-allocates
+    (batch, points, channels) buffers that pure pooling layers add to their output.
+    """
+    from hmr_jax.models.mesh_vqvae import RELEASED_54
+
+    ae = RELEASED_54["autoencoder"]
+    folder = os.path.join(os.path.abspath(connections), "")  # the original concatenates folder + name
+    config = {
+        "batch": batch,
+        "connection_folder": folder,
+        "initial_connection_fn": folder + "_pool0.npy",
+        "connection_layer_lst": list(ae["layers"]),
+        "channel_lst": list(ae["channels"]),
+        "weight_num_lst": list(ae["weight_nums"]),
+        "residual_rate_lst": list(ae["residual_rates"]),
+    }
+    q = RELEASED_54["quantizer"]
+    with cpu_instead_of_cuda():
+        fcae = original_vq.FullyConvAE(config, test_mode=True)
+        model = original_vq.MeshVQVAE(fcae, num_embeddings=q["num_embeddings"], embedding_dim=q["embedding_dim"],
+                                      commitment_cost=0.25, decay=0.99, num_quantizer=1)
+        fcae.init_test_mode()
+    return model.eval()
+
+
+def load_mega_losses(path: str):
+    """The original MEGA's ``mega/utils/loss.py`` (reprojection losses; torch and einops only)."""
+    root = os.path.join(os.path.abspath(path), "mega")
+    _bare_package("mega", root)
+    _bare_package("mega.utils", os.path.join(root, "utils"))
+    return importlib.import_module("mega.utils.loss")
+
+
+def rotation_6d_to_matrix(d6):
+    """6D -> rotation matrices, rows b1, b2, b3 (Gram-Schmidt): a stand-in for pytorch3d's function,
+    which the original training step calls (pytorch3d is not installed; B x 6 numbers)."""
+    import torch
+
+    a1, a2 = d6[..., :3], d6[..., 3:]
+    b1 = torch.nn.functional.normalize(a1, dim=-1)
+    b2 = torch.nn.functional.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
+    return torch.stack((b1, b2, torch.cross(b1, b2, dim=-1)), dim=-2)
 
 
 def parameter_count(module) -> int:

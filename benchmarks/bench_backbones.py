@@ -66,9 +66,7 @@ def original_hrnet(original, images: np.ndarray):
 
     import _original
 
-    net = original.hrnet_w48(pretrained_ckpt_path="", downsample=True, use_conv=True)
-    _original.randomize_torch(net)
-    net.eval()
+    net = _original.hrnet(original).eval()
     x = _original.to_nchw(images)
 
     def call():

@@ -109,17 +109,6 @@ def ours_fn(mode: str, batch: int, dtype_name: str, steps: int, variables, image
     return call
 
 
-def build_original(original, config: dict):
-    """The original CVQMAE with its HRNet-w48, released sizes, random parameters, eval mode."""
-    import _original
-
-    backbone = original.hrnet_w48(pretrained_ckpt_path="", downsample=True, use_conv=True)
-    mega = {k: v for k, v in config["mega"].items()}
-    model = original.CVQMAE(backbone=backbone, masking="scheduled", **mega)
-    _original.randomize_torch(model)
-    return model.eval()
-
-
 def original_fns(model, mode: str, images: np.ndarray, steps: int) -> dict:
     """No-argument calls of the original: the mode itself and its HRNet alone (same work as the target)."""
     import torch  # the original is PyTorch code (only with --original)
@@ -180,7 +169,8 @@ def main(argv=None) -> int:
     if args.original and not args.flops_only:
         import _original
 
-        original = build_original(_original.load_mega(args.original, args.original_deps), _config())
+        original = _original.mega_hrnet(_original.load_mega(args.original, args.original_deps),
+                                        _config()["mega"]).eval()
 
     model = build_mega(_config())
     abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 54), jnp.int32),

@@ -76,32 +76,6 @@ def ours_fns(args):
     return variables, fns
 
 
-def original_model(original, connections: str, batch: int):
-    """The original tokenizer, released 54-token configuration, test mode, for ``batch`` meshes."""
-    from hmr_jax.models.mesh_vqvae import RELEASED_54
-
-    import _original
-
-    ae = RELEASED_54["autoencoder"]
-    folder = os.path.join(os.path.abspath(connections), "")  # the original concatenates folder + name
-    config = {
-        "batch": batch,
-        "connection_folder": folder,
-        "initial_connection_fn": folder + "_pool0.npy",
-        "connection_layer_lst": list(ae["layers"]),
-        "channel_lst": list(ae["channels"]),
-        "weight_num_lst": list(ae["weight_nums"]),
-        "residual_rate_lst": list(ae["residual_rates"]),
-    }
-    q = RELEASED_54["quantizer"]
-    with _original.cpu_instead_of_cuda():
-        fcae = original.FullyConvAE(config, test_mode=True)
-        model = original.MeshVQVAE(fcae, num_embeddings=q["num_embeddings"], embedding_dim=q["embedding_dim"],
-                                   commitment_cost=0.25, decay=0.99, num_quantizer=1)
-        fcae.init_test_mode()
-    return model.eval()
-
-
 def main(argv=None) -> dict:
     """Run the benchmark and print one JSON line."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -148,7 +122,9 @@ def main(argv=None) -> dict:
         if original is not None:
             import torch  # the original is PyTorch code (only with --original)
 
-            model = original_model(original, args.connections, b)
+            import _original
+
+            model = _original.mesh_vqvae(original, args.connections, b)
             t_meshes, t_ids = torch.from_numpy(meshes_np), torch.from_numpy(ids_np.astype(np.int64))
 
             def encode(model=model, t_meshes=t_meshes):
