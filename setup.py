@@ -40,6 +40,9 @@ EXTRAS_REQUIRE = {
         "trimesh==5.2.0",
     ],
     "dev": ["pytest==9.0.3", "pytest-xdist==3.8.0", "trimesh==5.2.0"],
+    # NVIDIA GPUs: the JAX CUDA 12 plugin built for jaxlib 0.10.2 (what `jax[cuda12]==0.10.2`
+    # installs); `with-cuda` pulls the CUDA / cuDNN / NCCL wheels it was built against.
+    "cuda": ["jax-cuda12-plugin[with-cuda]==0.10.2", "jax-cuda12-pjrt==0.10.2"],
 }
 
 setup(
