@@ -213,7 +213,8 @@ def randomize_torch(module, seed: int = 0, conv_gain: float = 2.0) -> None:
 
 def hrnet(original, seed: int = 0):
     """The original MEGA backbone, ``hrnet_w48(downsample=True, use_conv=True)``, random parameters."""
-    net = original.hrnet_w48(pretrained_ckpt_path="", downsample=True, use_conv=True)
+    with contextlib.redirect_stdout(sys.stderr):  # it prints; stdout is the benchmark's JSON line
+        net = original.hrnet_w48(pretrained_ckpt_path="", downsample=True, use_conv=True)
     randomize_torch(net, seed)
     return net
 
@@ -223,8 +224,9 @@ def mega_hrnet(original, mega_config: dict, seed: int = 0):
     are the original constructor's; other entries ignored), scheduled masking, random parameters."""
     accepted = inspect.signature(original.CVQMAE).parameters
     sizes = {k: v for k, v in dict(mega_config).items() if k in accepted and k not in ("masking", "backbone")}
-    model = original.CVQMAE(backbone=original.hrnet_w48(pretrained_ckpt_path="", downsample=True, use_conv=True),
-                            masking="scheduled", **sizes)
+    with contextlib.redirect_stdout(sys.stderr):  # it prints; stdout is the benchmark's JSON line
+        model = original.CVQMAE(backbone=original.hrnet_w48(pretrained_ckpt_path="", downsample=True, use_conv=True),
+                                masking="scheduled", **sizes)
     randomize_torch(model, seed)
     return model
 
@@ -249,7 +251,7 @@ def mesh_vqvae(original_vq, connections: str, batch: int):
         "residual_rate_lst": list(ae["residual_rates"]),
     }
     q = RELEASED_54["quantizer"]
-    with cpu_instead_of_cuda():
+    with cpu_instead_of_cuda(), contextlib.redirect_stdout(sys.stderr):
         fcae = original_vq.FullyConvAE(config, test_mode=True)
         model = original_vq.MeshVQVAE(fcae, num_embeddings=q["num_embeddings"], embedding_dim=q["embedding_dim"],
                                       commitment_cost=0.25, decay=0.99, num_quantizer=1)

@@ -57,6 +57,7 @@ sys.path.insert(0, ROOT)
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -340,7 +341,8 @@ def run_full_size(args, connections, tmp, originals) -> dict:
             targets[key] = _common.target(times["ours"]["s"], times["original"]["s"],
                                           f"MEGA-HRNet training step, batch {b}, no slower than the original's")
         _log(f"{key}: {json.dumps({k: v for k, v in out.items() if key in k})}")
-        del advance, candidates
+        del advance, candidates, metrics  # the closures hold the train state and the original's model
+        gc.collect()
         jax.clear_caches()
     for b in _common.parse_ints(args.hrnet_batches, "--hrnet-batches") if args.hrnet_batches else []:
         images = np.random.default_rng(1).standard_normal((b, 224, 224, 3), np.float32)
@@ -355,6 +357,8 @@ def run_full_size(args, connections, tmp, originals) -> dict:
             out["original_" + key] = _common.rounded({**times["original"], "images_per_s": b / times["original"]["s"]})
             out[key + "_speedup_vs_original"] = round(times["original"]["s"] / times["ours"]["s"], 3)
         _log(f"{key}: {json.dumps({k: v for k, v in out.items() if key in k})}")
+        del ours, candidates
+        gc.collect()
         jax.clear_caches()
     if targets:
         out["targets"] = targets
