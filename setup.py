@@ -59,6 +59,9 @@ EXTRAS_REQUIRE = {
     # hypothesis fuzzes the readers.
     "dev": (["pytest==9.0.3", "pytest-xdist==3.8.0", "trimesh==5.2.0", "onnx==1.23.2", "hypothesis==6.170.15"]
             + DETECT + VIDEO + APP + BROWSER),
+    # NVIDIA GPUs: the JAX CUDA 12 plugin built for jaxlib 0.10.2 (what `jax[cuda12]==0.10.2`
+    # installs); `with-cuda` pulls the CUDA / cuDNN / NCCL wheels it was built against.
+    "cuda": ["jax-cuda12-plugin[with-cuda]==0.10.2", "jax-cuda12-pjrt==0.10.2"],
 }
 
 setup(

@@ -2,20 +2,25 @@
 
 Usage:
   python benchmarks/bench_backbones.py [--backbones hrnet_w48,resnet50,vit_h] [--batches 1,16]
-                                       [--dtypes f32,bf16] [--min-iters 1] [--max-iters 20]
-                                       [--budget-s 20]
+      [--dtypes f32] [--original /path/to/MEGA [--original-deps DIR]] [--quick]
+      [--min-rounds 3] [--max-rounds 10] [--budget-s 30]
 
 Models: HRNet-w48 (224 x 224 -> 7 x 7 x 720), ResNet-50 (224 x 224 -> 7 x 7 x 2048), ViT-H
-(256 x 192 -> 16 x 12 x 1280), with random He-scaled float32 parameters (speed does not depend
-on the values). Each (backbone, batch, dtype) is jitted and run once to compile; then it is timed
-over at least ``--min-iters`` and at most ``--max-iters`` calls, stopping once ``--budget-s``
-seconds are spent. Prints ONE JSON line: ``{name}_{dtype}_b{batch}_images_per_s``,
-``..._s_per_batch`` (median wall time), ``..._cpu_s_per_batch`` (median CPU time of this process, all
-threads: on a machine shared with other jobs it shows the work done, independent of contention)
-and ``..._compile_s`` per configuration, plus the device and the XLA flags.
+(256 x 192 -> 16 x 12 x 1280), random float32 parameters (He-scaled kernels, unit BatchNorm;
+speed does not depend on the values). Default dtypes: f32 on a CPU, f32 and bf16 on an
+accelerator.
 
-For comparison, the original PyTorch code (MEGA's HRNet-w48 backbone alone, 2 CPU threads,
-float32): 0.16 s at batch 1 and 2.05 s at batch 16.
+``--original PATH`` also times the ORIGINAL PyTorch HRNet-w48 (MEGA's ``hrnet_w48(downsample=True,
+use_conv=True)``, imported from the checkout at PATH, see ``_original.py``; same parameter
+scheme, ``eval()``, float32, ``torch.set_num_threads(os.cpu_count())``) in the same process,
+interleaved with ours call by call (ours, original, ours, original, ...), on the same images.
+``--quick``: HRNet-w48 only, f32, 3 rounds.
+
+Prints ONE JSON line: the machine (CPU model and features, cores, load, XLA flags), then per
+configuration ``{name}_{dtype}_b{batch}`` = {s (median wall seconds per batch), cpu_s (median CPU
+seconds of this process, all threads: the work done, whatever else runs), images_per_s,
+compile_s, rounds}; with ``--original`` also ``original_hrnet_w48_f32_b{batch}`` and
+``hrnet_w48_f32_b{batch}_speedup_vs_original`` (original time / ours, > 1 = ours faster).
 """
 from __future__ import annotations
 
@@ -25,12 +30,14 @@ import os
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import hmr_jax  # noqa: E402,F401  (XLA CPU flags before JAX starts)
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import _common  # noqa: E402
 from hmr_jax.models.backbones import hrnet_w48, resnet50, vit_huge  # noqa: E402
 
 BACKBONES = {
@@ -38,55 +45,35 @@ BACKBONES = {
     "resnet50": (lambda dtype: resnet50(dtype=dtype), (224, 224)),
     "vit_h": (lambda dtype: vit_huge(dtype=dtype), (256, 192)),
 }
-DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16}
 
 
-def _random_variables(abstract, seed: int = 0):
-    """He-scaled random kernels, unit BatchNorm / LayerNorm, zero biases and means (float32 NumPy)."""
-    rng = np.random.default_rng(seed)
-
-    def make(path, leaf):
-        name = str(path[-1].key) if hasattr(path[-1], "key") else str(path[-1])
-        shape = leaf.shape
-        if name in ("scale", "var"):
-            return np.ones(shape, np.float32)
-        if name in ("bias", "mean"):
-            return np.zeros(shape, np.float32)
-        fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
-        return (rng.standard_normal(shape, np.float32) * np.float32(np.sqrt(2.0 / max(fan_in, 1)))).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(make, abstract)
-
-
-def bench_one(name: str, batch: int, dtype_name: str, min_iters: int, max_iters: int, budget_s: float) -> dict:
-    """Compile and time one configuration; returns its JSON entries."""
-    build, (h, w) = BACKBONES[name]
-    model = build(DTYPES[dtype_name])
-    images = jax.ShapeDtypeStruct((batch, h, w, 3), jnp.float32)
-    abstract = jax.eval_shape(model.init, jax.random.key(0), images)
-    variables = jax.device_put(_random_variables(abstract))
-    x = jax.device_put(np.random.default_rng(1).standard_normal((batch, h, w, 3), np.float32))
+def ours_fn(name: str, batch: int, dtype_name: str, images: np.ndarray):
+    """``(call, compile_s)``: a no-argument call of our compiled backbone on ``images``."""
+    build, _ = BACKBONES[name]
+    model = build(_common.DTYPES[dtype_name])
+    x = jax.device_put(images)
+    abstract = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct(x.shape, jnp.float32))
+    variables = jax.device_put(_common.random_variables(abstract))
     t0 = time.perf_counter()
     fn = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).compile()
     compile_s = time.perf_counter() - t0
-    fn(variables, x).block_until_ready()  # warm-up
-    times, cpu = [], []
-    start = time.perf_counter()
-    while len(times) < max_iters and (len(times) < min_iters or time.perf_counter() - start < budget_s):
-        t, c = time.perf_counter(), time.process_time()
-        fn(variables, x).block_until_ready()
-        times.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
-    per_batch = float(np.median(times))
-    key = f"{name}_{dtype_name}_b{batch}"
-    del variables
-    return {
-        f"{key}_images_per_s": round(batch / per_batch, 3),
-        f"{key}_s_per_batch": round(per_batch, 4),
-        f"{key}_cpu_s_per_batch": round(float(np.median(cpu)), 4),
-        f"{key}_compile_s": round(compile_s, 1),
-        f"{key}_iters": len(times),
-    }
+    return (lambda: fn(variables, x).block_until_ready()), compile_s
+
+
+def original_hrnet(original, images: np.ndarray):
+    """A no-argument call of the original HRNet-w48 (eval, no_grad) on ``images`` (NHWC -> NCHW)."""
+    import torch  # the original is PyTorch code (only with --original)
+
+    import _original
+
+    net = _original.hrnet(original).eval()
+    x = _original.to_nchw(images)
+
+    def call():
+        with torch.no_grad():
+            return net(x)
+
+    return call
 
 
 def main(argv=None) -> int:
@@ -94,31 +81,50 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbones", default=",".join(BACKBONES))
     p.add_argument("--batches", default="1,16")
-    p.add_argument("--dtypes", default="f32,bf16")
-    p.add_argument("--min-iters", type=int, default=1)
-    p.add_argument("--max-iters", type=int, default=20)
-    p.add_argument("--budget-s", type=float, default=20.0, help="stop timing a configuration after this")
+    p.add_argument("--dtypes", default=None, help="default: f32 on a CPU, f32,bf16 on an accelerator")
+    p.add_argument("--original", help="root of the original MEGA checkout: also time its HRNet-w48")
+    p.add_argument("--original-deps", help="folder with timm / yacs for the original (pip --target)")
+    p.add_argument("--quick", action="store_true", help="HRNet-w48, f32, 3 rounds")
+    p.add_argument("--min-rounds", type=int, default=3)
+    p.add_argument("--max-rounds", type=int, default=10)
+    p.add_argument("--budget-s", type=float, default=30.0, help="stop adding rounds after this")
     args = p.parse_args(argv)
-    result: dict = {
-        "device": str(jax.devices()[0].device_kind),
-        "platform": jax.default_backend(),
-        "cpu_count": os.cpu_count(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "load_average_1min_at_start": round(os.getloadavg()[0], 2),
-        "reference_pytorch_mega_hrnet_w48_f32_2threads_s_per_batch": {"b1": 0.16, "b16": 2.05},
-    }
-    for name in args.backbones.split(","):
+    if args.quick:
+        args.backbones, args.dtypes, args.max_rounds = "hrnet_w48", "f32", 3
+    names = args.backbones.split(",")
+    for name in names:
         if name not in BACKBONES:
-            print(f"error: unknown backbone {name!r}; one of {', '.join(BACKBONES)}", file=sys.stderr)
-            return 2
-        for dtype_name in args.dtypes.split(","):
-            if dtype_name not in DTYPES:
-                print(f"error: unknown dtype {dtype_name!r}; one of {', '.join(DTYPES)}", file=sys.stderr)
-                return 2
-            for batch in (int(b) for b in args.batches.split(",")):
-                entry = bench_one(name, batch, dtype_name, args.min_iters, args.max_iters, args.budget_s)
-                result.update(entry)
-                print(f"# {json.dumps(entry)}", file=sys.stderr, flush=True)
+            raise SystemExit(f"error: unknown backbone {name!r}; one of {', '.join(BACKBONES)}")
+    dtypes = _common.parse_dtypes(args.dtypes or _common.default_dtypes())
+    batches = _common.parse_ints(args.batches, "--batches")
+    original = None
+    if args.original:
+        import _original
+
+        original = _original.load_mega(args.original, args.original_deps)
+    result: dict = _common.machine()
+    result["original"] = args.original or "not timed (pass --original /path/to/MEGA)"
+    for name in names:
+        for dtype_name in dtypes:
+            for batch in batches:
+                h, w = BACKBONES[name][1]
+                images = np.random.default_rng(1).standard_normal((batch, h, w, 3), np.float32)
+                ours, compile_s = ours_fn(name, batch, dtype_name, images)
+                candidates = {"ours": ours}
+                with_original = original is not None and name == "hrnet_w48" and dtype_name == "f32"
+                if with_original:
+                    candidates["original"] = original_hrnet(original, images)
+                times = _common.interleave(candidates, args.min_rounds, args.max_rounds, args.budget_s)
+                key = f"{name}_{dtype_name}_b{batch}"
+                result[key] = _common.rounded({**times["ours"], "images_per_s": batch / times["ours"]["s"],
+                                               "compile_s": compile_s})
+                if with_original:
+                    result["original_" + key] = _common.rounded(
+                        {**times["original"], "images_per_s": batch / times["original"]["s"]})
+                    result[key + "_speedup_vs_original"] = round(times["original"]["s"] / times["ours"]["s"], 3)
+                print(f"# {key}: {json.dumps({k: v for k, v in result.items() if k.endswith(key) or key in k})}",
+                      file=sys.stderr, flush=True)
+    result["load_average_end"] = _common.load_average()
     print(json.dumps(result))
     return 0
 

@@ -1,14 +1,25 @@
-"""Mesh-VQ-VAE tokenizer throughput: encode, decode and encode+decode, meshes per second.
+"""Mesh-VQ-VAE tokenizer throughput: encode, decode and encode + decode, meshes per second.
 
     python benchmarks/bench_mesh_vqvae.py [--connections body_models/ConnectionMatrices]
-        [--checkpoint converted/mesh_vqvae_54] [--batches 1,16,64] [--min-time 2]
+        [--checkpoint converted/mesh_vqvae_54] [--batches 1,16] [--original /path/to/Mesh-VQ-VAE]
+        [--quick] [--min-rounds 3] [--max-rounds 20] [--budget-s 20]
 
 Released configuration (54 tokens, 512 codes, dfaust2 connections), float32, after compilation
-(``compile_s`` = time to compile every function / batch size, reported apart). Weights are the
-converted checkpoint if given, else random (speed does not depend on the values). Prints ONE
-JSON line: ``{encode,decode,encode_decode}_b{B}_meshes_per_s``, ``..._ms`` (per batch), and the
-speed-up over the original PyTorch code measured on this CPU (2 threads, fp32: batch 16 encode
-0.50 s + decode 0.61 s; batch 1 29 ms + 39 ms).
+(``compile_s`` reported apart). Weights: the converted checkpoint if given, else random (speed
+does not depend on the values).
+
+``--original PATH`` times the ORIGINAL PyTorch Mesh-VQ-VAE from the checkout at PATH (see
+``_original.py``: ``FullyConvAE(config, test_mode=True)`` + ``MeshVQVAE`` with the released
+54-token configuration and the same connection files, its own random initialisation,
+``init_test_mode()``, ``eval()``, ``torch.no_grad()``, float32, ``torch.set_num_threads(os.cpu_count())``;
+one instance per batch size because its test mode pre-allocates batch-sized buffers) in the same
+process, interleaved call by call with ours on the same meshes: ``get_codebook_indices(meshes)``
+(encode), ``decode(indices)`` and the two in a row. Target: encode + decode at least 5x the
+original at every batch size. ``--quick``: batches 1 and 16, 3 rounds.
+
+Prints ONE JSON line: the machine (CPU model and features, cores, load, XLA flags), per batch
+``{encode,decode,encode_decode}_b{B}`` = {s, cpu_s, meshes_per_s, rounds}, with ``--original``
+``original_..._b{B}``, ``encode_decode_b{B}_speedup_vs_original`` and ``targets``.
 """
 from __future__ import annotations
 
@@ -16,15 +27,21 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
 import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# The original figures (seconds per batch), from the issue: PyTorch 2.13 CPU, 2 threads.
-ORIGINAL_S = {("encode", 16): 0.50, ("decode", 16): 0.61, ("encode", 1): 0.029, ("decode", 1): 0.039}
+import hmr_jax  # noqa: E402,F401  (XLA CPU flags before JAX starts)
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import _common  # noqa: E402
+
+#: The issue's target: encode + decode at least this many times faster than the original.
+TARGET_SPEEDUP = 5.0
 
 
 def _default_connections() -> str:
@@ -38,30 +55,8 @@ def _default_connections() -> str:
     return str(ROOT / "body_models" / "ConnectionMatrices")
 
 
-def _time(fn, args, min_time: float, min_reps: int = 3) -> float:
-    """Median seconds per call (after one warm-up call)."""
-    fn(*args).block_until_ready()
-    times = []
-    start = time.perf_counter()
-    while len(times) < min_reps or time.perf_counter() - start < min_time:
-        t = time.perf_counter()
-        fn(*args).block_until_ready()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--connections", default=_default_connections(), help="folder with _pool*.npy / _unpool*.npy")
-    p.add_argument("--checkpoint", help="converted Mesh-VQ-VAE folder (default: random weights)")
-    p.add_argument("--batches", default="1,16,64", help="comma-separated batch sizes")
-    p.add_argument("--min-time", type=float, default=2.0, help="seconds of timing per measurement")
-    args = p.parse_args(argv)
-
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
+def ours_fns(args):
+    """``(model, variables, {name: jitted fn(variables, x)})`` for our tokenizer."""
     from hmr_jax.conversion import mesh_vqvae as conv
     from hmr_jax.models.mesh_vqvae import RELEASED_54
 
@@ -76,34 +71,91 @@ def main(argv=None) -> dict:
     fns = {
         "encode": jax.jit(lambda v, x: model.apply(v, x, method="encode")),
         "decode": jax.jit(lambda v, i: model.apply(v, i, method="decode")),
-        "encode_decode": jax.jit(
-            lambda v, x: model.apply(v, model.apply(v, x, method="encode"), method="decode")
-        ),
+        "encode_decode": jax.jit(lambda v, x: model.apply(v, model.apply(v, x, method="encode"), method="decode")),
     }
+    return variables, fns
+
+
+def main(argv=None) -> dict:
+    """Run the benchmark and print one JSON line."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--connections", default=_default_connections(), help="folder with _pool*.npy / _unpool*.npy")
+    p.add_argument("--checkpoint", help="converted Mesh-VQ-VAE folder (default: random weights)")
+    p.add_argument("--batches", default="1,16", help="comma-separated batch sizes")
+    p.add_argument("--original", help="root of the original Mesh-VQ-VAE checkout: time it in the same run")
+    p.add_argument("--original-deps", help="extra folder on sys.path for the original's packages")
+    p.add_argument("--quick", action="store_true", help="batches 1 and 16, 3 rounds")
+    p.add_argument("--min-rounds", type=int, default=3)
+    p.add_argument("--max-rounds", type=int, default=20)
+    p.add_argument("--budget-s", type=float, default=20.0, help="stop adding rounds after this")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batches, args.max_rounds = "1,16", 3
+    batches = _common.parse_ints(args.batches, "--batches")
+    if not os.path.isfile(os.path.join(args.connections, "_pool0.npy")):
+        raise SystemExit(f"error: no dfaust2 connection files in {args.connections}; pass --connections DIR "
+                         "(the folder with _pool0.npy ... _unpool6.npy)")
+    original = None
+    if args.original:
+        import _original
+
+        original = _original.load_mesh_vqvae(args.original, args.original_deps)
+
+    result: dict = _common.machine()
+    result["weights"] = "converted" if args.checkpoint else "random"
+    result["original"] = args.original or "not timed (pass --original /path/to/Mesh-VQ-VAE)"
+    variables, fns = ours_fns(args)
     rng = np.random.default_rng(0)
-    result: dict = {}
     compile_s = 0.0
-    for b in [int(s) for s in args.batches.split(",")]:
-        meshes = jnp.asarray(rng.normal(scale=0.3, size=(b, 6890, 3)).astype(np.float32))
-        ids = jnp.asarray(rng.integers(0, 512, size=(b, 54)).astype(np.int32))
+    targets = {}
+    for b in batches:
+        meshes_np = rng.normal(scale=0.3, size=(b, 6890, 3)).astype(np.float32)
+        ids_np = rng.integers(0, 512, size=(b, 54)).astype(np.int32)
+        meshes, ids = jnp.asarray(meshes_np), jnp.asarray(ids_np)
+        candidates = {}
         for name, fn in fns.items():
             x = ids if name == "decode" else meshes
             t = time.perf_counter()
             compiled = fn.lower(variables, x).compile()
             compile_s += time.perf_counter() - t
-            sec = _time(compiled, (variables, x), args.min_time)
-            result[f"{name}_b{b}_ms"] = round(sec * 1e3, 3)
-            result[f"{name}_b{b}_meshes_per_s"] = round(b / sec, 2)
-        for bb in (1, 16):
-            if b == bb:
-                orig = ORIGINAL_S[("encode", b)] + ORIGINAL_S[("decode", b)]
-                result[f"encode_decode_b{b}_speedup_vs_original"] = round(orig / (result[f"encode_decode_b{b}_ms"] / 1e3), 2)
+            candidates[name] = (lambda c=compiled, x=x: c(variables, x).block_until_ready())
+        if original is not None:
+            import torch  # the original is PyTorch code (only with --original)
+
+            import _original
+
+            model = _original.mesh_vqvae(original, args.connections, b)
+            t_meshes, t_ids = torch.from_numpy(meshes_np), torch.from_numpy(ids_np.astype(np.int64))
+
+            def encode(model=model, t_meshes=t_meshes):
+                with torch.no_grad():
+                    return model.get_codebook_indices(t_meshes)
+
+            def decode(model=model, t_ids=t_ids):
+                with torch.no_grad():
+                    return model.decode(t_ids)
+
+            def encode_decode(model=model, t_meshes=t_meshes):
+                with torch.no_grad():
+                    return model.decode(model.get_codebook_indices(t_meshes))
+
+            candidates.update(original_encode=encode, original_decode=decode, original_encode_decode=encode_decode)
+        times = _common.interleave(candidates, args.min_rounds, args.max_rounds, args.budget_s)
+        for name, t in times.items():
+            result[f"{name}_b{b}"] = _common.rounded({**t, "meshes_per_s": b / t["s"]})
+        if original is not None:
+            ours_s, orig_s = times["encode_decode"]["s"], times["original_encode_decode"]["s"]
+            result[f"encode_decode_b{b}_speedup_vs_original"] = round(orig_s / ours_s, 2)
+            targets[f"encode_decode_b{b}"] = {
+                "what": f"encode + decode at batch {b} >= {TARGET_SPEEDUP:g}x the original",
+                "ours_s": round(ours_s, 5), "original_s": round(orig_s, 5),
+                "speedup": round(orig_s / ours_s, 2), "met": bool(orig_s / ours_s >= TARGET_SPEEDUP)}
+        print(f"# batch {b}: {json.dumps({k: v for k, v in result.items() if k.endswith(f'_b{b}')})}",
+              file=sys.stderr, flush=True)
     result["compile_s"] = round(compile_s, 2)
-    result["device"] = jax.devices()[0].device_kind
-    result["jax"] = jax.__version__
-    result["weights"] = "converted" if args.checkpoint else "random"
-    result["cpu_count"] = os.cpu_count()
-    result["loadavg_1min"] = round(os.getloadavg()[0], 2)  # other work on the machine skews timings
+    if targets:
+        result["targets"] = targets
+    result["load_average_end"] = _common.load_average()
     print(json.dumps(result))
     return result
 

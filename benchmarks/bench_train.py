@@ -1,7 +1,10 @@
-"""Train-step speed per stage (float32 / bfloat16) and data-parallel scaling; prints ONE JSON line.
+"""Train-step speed per stage (float32 / bfloat16), full-size MEGA-HRNet vs the original, and
+data-parallel scaling; prints ONE JSON line.
 
-    python benchmarks/bench_train.py                  # every stage, CPU sizes (~40 min, shared 2-core CPU)
-    python benchmarks/bench_train.py --quick          # mega_pretrain, float32, 1 / 8 devices (~3 min)
+    python benchmarks/bench_train.py                  # every stage, CPU sizes, full size at batch 2 and 8
+    python benchmarks/bench_train.py --quick          # mega_pretrain, full size at batch 2, 1 / 2 devices
+    python benchmarks/bench_train.py --quick --original ../orig/MEGA --original-mesh-vqvae ../orig/Mesh-VQ-VAE \
+        --original-deps ../orig_deps                  # ... and the original's training step, same run
     python benchmarks/bench_train.py --stages mega_hrnet,vqhps_resnet --dtypes bfloat16 --scaling ''
     python benchmarks/bench_train.py --released       # released sizes and batches (an accelerator)
 
@@ -19,18 +22,30 @@ a 4-block ViT of width 256 instead of ViT-H, batches of 4 (Mesh-VQ-VAE), 8 (MEGA
 and 2 (image stages); ResNet-50 stays full size.
 Every change is written into the JSON (``{stage}_batch``, ``{stage}_reduced``, ``scaled_down``).
 
+Full size (``full_size``, float32, in every profile): the MEGA-HRNet image stage at released model
+sizes (HRNet-w48, emb 1024, 12 + 4 blocks; forward + backward + AdamW update, tokenizer encode and
+decode included) at ``--image-batches`` (2, 8), and HRNet-w48 forward + backward alone (training
+mode) at ``--hrnet-batches`` (2, 8). With ``--original`` (MEGA checkout) and
+``--original-mesh-vqvae`` (its tokenizer's checkout) the original's training step
+(:func:`original_image_step`) and its HRNet forward + backward run in the same process,
+interleaved step by step with ours (``--min-rounds`` / ``--max-rounds`` / ``--budget-s``; medians);
+``targets`` says whether our step is at least as fast. See ``_original.py`` for how the original
+code is imported.
+
 Compile time (``jit(...).lower(...).compile()``) is reported apart from the step time (mean over
 ``--steps`` steps after one warm-up step). Scaling: one stage (``--scaling-stage``, default
 mega_pretrain) at a fixed global batch on 1, 2, 4, 8 devices, measured in a subprocess started
-with ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (on a CPU these are simulated devices
-sharing the same cores, so the figures show the sharding overhead, not a speed-up). The per-stage
-figures come from this process, on the real single device.
+with ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (on a CPU these are host devices
+sharing the same cores: the 2-device figure is the "one device per core" question). The
+per-stage figures come from this process, on the real single device.
 
-Output keys: ``stages.{name}.{float32|bfloat16}`` = {batch, step_ms, images_per_s (or
+Output keys: the machine (CPU model and features, cores, load, XLA flags); ``stages.{name}.{float32|bfloat16}`` = {batch, step_ms, images_per_s (or
 meshes_per_s), compile_s, setup_s (stage, variables, optimizer state; the first stage also
 builds the shared random tokenizer)}; ``{name}_batch``; ``{name}_reduced`` (the overrides, or absent when
-released sizes); ``scaling`` = {stage, batch, dtype, devices: {n: {step_ms, per_s, compile_s}}};
-``loadavg_start`` / ``loadavg_end`` (1, 5, 15 min); the device, jax version and cpu count.
+released sizes); ``full_size`` = {``mega_hrnet_full_f32_b{B}``, ``hrnet_w48_fwd_bwd_f32_b{B}``: {s,
+cpu_s, images_per_s, compile_s}, the ``original_...`` entries, ``..._speedup_vs_original``,
+``targets``}; ``scaling`` = {stage, batch, dtype, devices: {n: {step_ms, per_s, compile_s}}};
+``loadavg_end`` (1, 5, 15 min); ``wall_s``.
 """
 from __future__ import annotations
 
@@ -42,6 +57,7 @@ sys.path.insert(0, ROOT)
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -154,9 +170,11 @@ def _memoize_tokenizer():
         common.load_tokenizer = functools.lru_cache(maxsize=None)(common.load_tokenizer)
 
 
-def measure(config, kind, num_devices, steps):
-    """``(step_ms, compile_s, setup_s)`` of the stage's train step on the first ``num_devices``
-    devices; setup = building the stage, initialising and placing variables and optimizer state."""
+def prepare_step(config, kind, num_devices):
+    """``(advance, compile_s, setup_s, last_metrics)`` of the stage's jitted train step on the first
+    ``num_devices`` devices: ``advance()`` runs one step (state carried over, blocks until done);
+    ``last_metrics()`` returns the metrics of the latest step. Setup = building the stage,
+    initialising and placing variables and optimizer state."""
     import jax
     from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -171,22 +189,183 @@ def measure(config, kind, num_devices, steps):
     crop = config.backbone.kind if "backbone" in config else None
     batch = jax.device_put(_batch(kind, config.batch_size, crop), sharding)
     setup = build_train_state(stage, config, mesh, batch, steps_per_epoch=1000)
-    state = setup.state
-    jax.block_until_ready(state)
+    jax.block_until_ready(setup.state)
     setup_s = time.perf_counter() - t_setup
     t0 = time.perf_counter()
-    step = setup.step_fn.lower(state, setup.frozen, batch).compile()
+    step = setup.step_fn.lower(setup.state, setup.frozen, batch).compile()
     compile_s = time.perf_counter() - t0
-    state, metrics = step(state, setup.frozen, batch)  # warm-up step
-    jax.block_until_ready((state, metrics))
+    carried = {"state": setup.state, "metrics": None}
+
+    def advance():
+        carried["state"], carried["metrics"] = step(carried["state"], setup.frozen, batch)
+        jax.block_until_ready((carried["state"], carried["metrics"]))
+
+    return advance, compile_s, setup_s, (lambda: carried["metrics"])
+
+
+def measure(config, kind, num_devices, steps):
+    """``(step_ms, compile_s, setup_s)`` of the stage's train step on the first ``num_devices``
+    devices (mean over ``steps`` steps after one warm-up step)."""
+    advance, compile_s, setup_s, metrics = prepare_step(config, kind, num_devices)
+    advance()  # warm-up step
     t0 = time.perf_counter()
     for _ in range(steps):
-        state, metrics = step(state, setup.frozen, batch)
-    jax.block_until_ready((state, metrics))
+        advance()
     ms = 1000 * (time.perf_counter() - t0) / steps
-    if not np.isfinite(float(metrics["loss"])):
+    if not np.isfinite(float(metrics()["loss"])):
         raise RuntimeError(f"{config.stage}: non-finite loss in the benchmark")
     return ms, compile_s, setup_s
+
+
+def full_image_config(connections, tmp, batch):
+    """The MEGA-HRNet image stage at released model sizes (HRNet-w48, emb 1024, 12 + 4 blocks,
+    the released Mesh-VQ-VAE as frozen tokenizer), float32, at ``batch``."""
+    config, kind, _ = stage_config("mega_hrnet", connections, tmp, released=True)
+    config.batch_size = batch
+    config.dtype = "float32"
+    return config, kind
+
+
+def ours_hrnet_fwd_bwd(images):
+    """``(call, compile_s)``: gradients of mean(features) w.r.t. HRNet-w48's parameters, training
+    mode (batch statistics, updated running statistics returned too)."""
+    import jax
+    import jax.numpy as jnp
+
+    import _common
+    from hmr_jax.models.backbones import hrnet_w48
+
+    model = hrnet_w48()
+    x = jax.device_put(images)
+    variables = jax.device_put(_common.random_variables(jax.eval_shape(model.init, jax.random.key(0), x)))
+
+    def loss(params, stats, x):
+        y, updates = model.apply({"params": params, "batch_stats": stats}, x, train=True, mutable=["batch_stats"])
+        return jnp.mean(y), updates["batch_stats"]
+
+    args = (variables["params"], variables["batch_stats"], x)
+    t0 = time.perf_counter()
+    fn = jax.jit(jax.grad(loss, has_aux=True)).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    return (lambda: jax.block_until_ready(fn(*args))), compile_s
+
+
+def original_hrnet_fwd_bwd(original, images):
+    """The original HRNet-w48 in training mode: ``net(x).mean().backward()`` (gradients zeroed first)."""
+    import _original
+
+    net = _original.hrnet(original).train()
+    x = _original.to_nchw(images)
+
+    def call():
+        net.zero_grad(set_to_none=True)
+        net(x).mean().backward()
+
+    return call
+
+
+def original_image_step(originals, mega_config, connections, tmp, batch_np):
+    """One training step of the original MEGA-HRNet, as its ``CVQMAE_Train.one_epoch`` does it.
+
+    Tokens from the frozen tokenizer (no gradient), ``model(tokens, images)`` (training mode, its
+    random scheduled masking), argmax tokens (visible ones kept) decoded by the tokenizer (no
+    gradient), rotation from 6D (``_original.rotation_6d_to_matrix``, a stand-in for pytorch3d's),
+    loss = cross-entropy on the masked tokens + MSE of the rotation matrices + its
+    ``reprojection_loss`` (3DPW rows, 24 joints) + ``reprojection_loss_conf`` (other rows, 17
+    H36M joints), ``backward()``, AdamW (lr 1e-3 x batch / 256, betas 0.9 / 0.95, wd 0.05)
+    ``step()``. Not timed: its per-step metrics and logging after the update. The ground-truth
+    rotation matrices are converted once, outside the step.
+    """
+    import torch  # the original is PyTorch code (only with --original)
+    from scipy.spatial.transform import Rotation
+
+    import _original
+
+    mega, vq, losses = originals
+    b = batch_np["image"].shape[0]
+    model = _original.mega_hrnet(mega, mega_config).train()
+    tokenizer = _original.mesh_vqvae(vq, connections, b)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3 * b / 256, betas=(0.9, 0.95), weight_decay=0.05)
+    images = _original.to_nchw(batch_np["image"])
+    meshes = torch.from_numpy(batch_np["vertices_canonical"])
+    gt_rot = torch.from_numpy(Rotation.from_rotvec(batch_np["global_orient"]).as_matrix().astype(np.float32))
+    j2d = torch.from_numpy(batch_np["keypoints_2d"])
+    is_3dpw = torch.from_numpy(batch_np["is_3dpw"])
+    j24 = torch.from_numpy(np.load(os.path.join(tmp, "J_regressor_24.npy")))
+    j17 = torch.from_numpy(np.load(os.path.join(tmp, "J_regressor_h36m.npy")))
+    cross_entropy, mse = torch.nn.CrossEntropyLoss(), torch.nn.MSELoss()
+
+    def call():
+        opt.zero_grad()
+        with torch.no_grad():
+            tokens = tokenizer.get_codebook_indices(meshes)
+        logits, rot, cam, mask = model(tokens, images)
+        with torch.no_grad():
+            pred = (logits.argmax(-1) * mask + tokens * (~mask.bool())).long()
+            canonical = tokenizer.decode(pred)
+        rotmat = _original.rotation_6d_to_matrix(rot)
+        posed = (rotmat @ canonical.transpose(2, 1)).transpose(2, 1)
+        masked = mask.flatten().bool()
+        loss = cross_entropy(logits.flatten(0, 1)[masked], tokens.flatten()[masked].long()) + mse(rotmat, gt_rot)
+        loss = loss + losses.reprojection_loss(j2d[is_3dpw][:, :, :2], posed[is_3dpw], cam[is_3dpw], j24)
+        loss = loss + losses.reprojection_loss_conf(j2d[~is_3dpw][:, :17], posed[~is_3dpw], cam[~is_3dpw], j17)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return call
+
+
+def run_full_size(args, connections, tmp, originals) -> dict:
+    """Full-size MEGA-HRNet image stage and HRNet-w48 forward + backward, ours interleaved with the
+    original's (when given) step by step; float32."""
+    import jax
+
+    import _common
+
+    out: dict = {}
+    targets = {}
+    for b in _common.parse_ints(args.image_batches, "--image-batches") if args.image_batches else []:
+        config, kind = full_image_config(connections, tmp, b)
+        advance, compile_s, setup_s, metrics = prepare_step(config, kind, 1)
+        candidates = {"ours": advance}
+        if originals:
+            candidates["original"] = original_image_step(originals, dict(config.mega), connections, tmp,
+                                                         _batch(kind, b, "hrnet"))
+        times = _common.interleave(candidates, args.min_rounds, args.max_rounds, args.budget_s)
+        if not np.isfinite(float(metrics()["loss"])):
+            raise RuntimeError("mega_hrnet full size: non-finite loss in the benchmark")
+        key = f"mega_hrnet_full_f32_b{b}"
+        out[key] = _common.rounded({**times["ours"], "images_per_s": b / times["ours"]["s"],
+                                    "compile_s": compile_s, "setup_s": setup_s})
+        if originals:
+            out["original_" + key] = _common.rounded({**times["original"], "images_per_s": b / times["original"]["s"]})
+            out[key + "_speedup_vs_original"] = round(times["original"]["s"] / times["ours"]["s"], 3)
+            targets[key] = _common.target(times["ours"]["s"], times["original"]["s"],
+                                          f"MEGA-HRNet training step, batch {b}, no slower than the original's")
+        _log(f"{key}: {json.dumps({k: v for k, v in out.items() if key in k})}")
+        del advance, candidates, metrics  # the closures hold the train state and the original's model
+        gc.collect()
+        jax.clear_caches()
+    for b in _common.parse_ints(args.hrnet_batches, "--hrnet-batches") if args.hrnet_batches else []:
+        images = np.random.default_rng(1).standard_normal((b, 224, 224, 3), np.float32)
+        ours, compile_s = ours_hrnet_fwd_bwd(images)
+        candidates = {"ours": ours}
+        if originals:
+            candidates["original"] = original_hrnet_fwd_bwd(originals[0], images)
+        times = _common.interleave(candidates, args.min_rounds, args.max_rounds, args.budget_s)
+        key = f"hrnet_w48_fwd_bwd_f32_b{b}"
+        out[key] = _common.rounded({**times["ours"], "images_per_s": b / times["ours"]["s"], "compile_s": compile_s})
+        if originals:
+            out["original_" + key] = _common.rounded({**times["original"], "images_per_s": b / times["original"]["s"]})
+            out[key + "_speedup_vs_original"] = round(times["original"]["s"] / times["ours"]["s"], 3)
+        _log(f"{key}: {json.dumps({k: v for k, v in out.items() if key in k})}")
+        del ours, candidates
+        gc.collect()
+        jax.clear_caches()
+    if targets:
+        out["targets"] = targets
+    return out
 
 
 def _log(msg):
@@ -208,6 +387,7 @@ def _find_connections(arg):
 
 def run_scaling(args, connections):
     """Child process (8 simulated devices): the scaling figures as a dict."""
+    import hmr_jax  # noqa: F401  (XLA CPU flags before JAX starts)
     import jax
 
     out = {"stage": args.scaling_stage, "dtype": "float32", "devices": {}}
@@ -242,14 +422,33 @@ def main():
     parser.add_argument("--released", action="store_true",
                         help="released model and batch sizes (an accelerator; hours on a CPU)")
     parser.add_argument("--quick", action="store_true",
-                        help="mega_pretrain only, float32, scaling 1,8 (a few minutes)")
+                        help="mega_pretrain (cpu profile), full-size MEGA-HRNet and HRNet-w48 at batch 2, "
+                             "float32, scaling 1,2")
+    parser.add_argument("--image-batches", default=None,
+                        help="batches of the full-size MEGA-HRNet image stage (default 2,8; '' to skip)")
+    parser.add_argument("--hrnet-batches", default=None,
+                        help="batches of HRNet-w48 forward + backward alone (default 2,8; '' to skip)")
+    parser.add_argument("--original", help="root of the original MEGA checkout: time its training step too")
+    parser.add_argument("--original-mesh-vqvae", help="root of the original Mesh-VQ-VAE checkout (its tokenizer)")
+    parser.add_argument("--original-deps", help="folder with timm / yacs for the original (pip --target)")
+    parser.add_argument("--min-rounds", type=int, default=3, help="interleaved steps, ours and the original's")
+    parser.add_argument("--max-rounds", type=int, default=5)
+    parser.add_argument("--budget-s", type=float, default=120.0)
     parser.add_argument("--scaling-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.stages = args.stages if args.stages is not None else (
         ",".join(QUICK_STAGES) if args.quick else ",".join(STAGES))
     args.dtypes = args.dtypes if args.dtypes is not None else ("float32" if args.quick else "float32,bfloat16")
     args.steps = args.steps if args.steps is not None else 2
-    args.scaling = args.scaling if args.scaling is not None else ("1,8" if args.quick else "1,2,4,8")
+    args.scaling = args.scaling if args.scaling is not None else ("1,2" if args.quick else "1,2,4,8")
+    for name in ("image_batches", "hrnet_batches"):
+        if getattr(args, name) is None:
+            setattr(args, name, "2" if args.quick else "2,8")
+    if args.quick:
+        args.max_rounds = args.min_rounds
+    if args.original and not args.original_mesh_vqvae:
+        raise SystemExit("error: the original MEGA training step needs the original tokenizer too: "
+                         "pass --original-mesh-vqvae /path/to/Mesh-VQ-VAE")
     connections = _find_connections(args.connections)
 
     if args.scaling_child:
@@ -261,11 +460,20 @@ def main():
     if "xla_force_host_platform_device_count" in flags:
         os.environ["XLA_FLAGS"] = " ".join(f for f in flags.split()
                                            if "xla_force_host_platform_device_count" not in f)
+    import hmr_jax  # noqa: F401  (XLA CPU flags before JAX starts)
     import jax
 
-    result = {"benchmark": "train_step", "device": str(jax.devices()[0].device_kind),
-              "platform": jax.devices()[0].platform, "jax": jax.__version__,
-              "cpu_count": os.cpu_count(), "loadavg_start": _loadavg(),
+    import _common
+
+    originals = None
+    if args.original:
+        import _original
+
+        originals = (_original.load_mega(args.original, args.original_deps),
+                     _original.load_mesh_vqvae(args.original_mesh_vqvae, args.original_deps),
+                     _original.load_mega_losses(args.original))
+    result = {"benchmark": "train_step", **_common.machine(),
+              "original": args.original or "not timed (pass --original and --original-mesh-vqvae)",
               "profile": "released" if args.released else "cpu", "steps_timed": args.steps,
               "stages": {}}
     if not args.released:
@@ -298,6 +506,7 @@ def main():
                 _log(f"{name} {dtype}: {result['stages'][name][dtype]} "
                      f"(loadavg {_loadavg()}, {time.perf_counter() - t_start:.0f} s)")
                 jax.clear_caches()
+        result["full_size"] = run_full_size(args, connections, tmp, originals)
 
     if args.scaling:
         env = dict(os.environ)

@@ -193,10 +193,19 @@ def _mega_generate(model, variables, cond, key, gen_temp, noise, *, steps, num_s
     else:
         keys = jnp.zeros((steps, 2), jnp.uint32)
 
+    vocab = model.dim_tokens
+
     def step(carry, xs, num_visible=None, first=False):
         patches, visible = carry
         temp, m_len, last, k, noise_s = xs
         is_mask = ~visible
+        # Only the still-masked positions are sampled: with a static count (corrected mode,
+        # after the first step) the decoder computes logits there alone (same values) and the
+        # vocabulary-sized noise is read there; the Gumbel draws keep their full shape, so a
+        # key gives the same hypotheses as a full computation.
+        positions = None
+        if num_visible:
+            positions = jnp.argsort(visible, axis=-1, stable=True)[:, :seq - num_visible]
         if first and num_samples > 1:
             # nothing is known yet: the hypotheses of an image have the same input, so the
             # transformer runs once per image and its logits are shared (same values)
@@ -206,16 +215,22 @@ def _mega_generate(model, variables, cond, key, gen_temp, noise, *, steps, num_s
                                  method=type(model).predict_tokens).astype(jnp.float32)
             logits = jnp.repeat(logits, num_samples, axis=0)
         else:
-            logits = model.apply(variables, patches, visible, cond_emb, faithful, num_visible,
+            logits = model.apply(variables, patches, visible, cond_emb, faithful, num_visible, positions,
                                  method=type(model).predict_tokens).astype(jnp.float32)
         if noise_s is None:
             k1, k2 = jax.random.split(k)
-            n_logits = temp * jax.random.gumbel(k1, logits.shape, jnp.float32)
-            n_conf = temp * jax.random.gumbel(k2, logits.shape[:2], jnp.float32)
+            n_logits = temp * jax.random.gumbel(k1, (n, seq, vocab), jnp.float32)
+            n_conf = temp * jax.random.gumbel(k2, (n, seq), jnp.float32)
         else:
             n_logits, n_conf = noise_s
+        if positions is not None:
+            n_logits = jnp.take_along_axis(n_logits, positions[..., None], axis=1)
         sampled = jnp.argmax(logits + n_logits, axis=-1).astype(jnp.int32)
         sampled_logits = jnp.take_along_axis(logits, sampled[..., None], axis=-1)[..., 0]
+        if positions is not None:
+            row = jnp.arange(n)[:, None]
+            sampled = patches.at[row, positions].set(sampled)
+            sampled_logits = jnp.full((n, seq), jnp.inf, jnp.float32).at[row, positions].set(sampled_logits)
         sampled = jnp.where(is_mask, sampled, patches)
         sampled_logits = jnp.where(is_mask, sampled_logits, jnp.inf)
         confidence = sampled_logits + n_conf

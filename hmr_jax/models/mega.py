@@ -287,8 +287,13 @@ class MaskedTokenDecoder(nn.Module):
         return self.rot_predictor(h), self.cam_predictor(h)
 
     def __call__(self, features: jnp.ndarray, visible: jnp.ndarray,
-                 cond_embedded: jnp.ndarray | None = None, faithful: bool = False) -> jnp.ndarray:
+                 cond_embedded: jnp.ndarray | None = None, faithful: bool = False,
+                 positions: jnp.ndarray | None = None) -> jnp.ndarray:
         """Token logits.
+
+        The last block only computes the outputs the head reads (the mesh tokens, or just
+        ``positions``): attention keys and values still come from every token, so the logits
+        are those of the full computation.
 
         Args:
           features: (B, 1 + T, emb_dim) encoder output.
@@ -296,8 +301,9 @@ class MaskedTokenDecoder(nn.Module):
           cond_embedded: (B, L, emb_dim) from :meth:`embed_condition` (CVQMAE only).
           faithful: slice the output with ``cond_length`` as the original (error if it differs
             from L); default slices with the real L.
+          positions: optional (B, P) int token positions (0..T-1) whose logits are wanted.
         Returns:
-          (B, T, dim_tokens) logits.
+          (B, T, dim_tokens) logits, or (B, P, dim_tokens) at ``positions``.
         """
         vis = jnp.asarray(visible).astype(bool)[..., None]
         tokens = jnp.where(vis, features[:, 1:], self.mask_token.astype(features.dtype))
@@ -318,9 +324,11 @@ class MaskedTokenDecoder(nn.Module):
         elif cond_embedded is not None:
             raise ValueError("this decoder is unconditional (VQMAE): it takes no condition tokens")
         x = x.astype(self.dtype)
-        for blk in self.blocks:
+        for blk in self.blocks[:-1]:
             x = blk(x)
-        return self.head(x[:, skip + 1:]).astype(jnp.float32)
+        queries = slice(skip + 1, None) if positions is None else jnp.asarray(positions, jnp.int32) + skip + 1
+        x = self.blocks[-1](x, queries=queries)
+        return self.head(x).astype(jnp.float32)
 
 
 # ------------------------------------------------------------------------------------------
@@ -361,13 +369,15 @@ class VQMAE(nn.Module):
         return self.encoder(tokens, visible)
 
     def predict_tokens(self, tokens, visible, cond_embedded=None, faithful: bool = False,
-                       num_visible: int | None = None):
+                       num_visible: int | None = None, positions=None):
         """(B, T) tokens, (B, T) visible [, (B, L, emb_dim) embedded condition] -> (B, T, dim_tokens) logits.
 
         ``cond_embedded`` is required by the conditional model and must be None otherwise;
-        ``num_visible``: see :meth:`MaskedTokenEncoder.__call__`.
+        ``num_visible``: see :meth:`MaskedTokenEncoder.__call__`; ``positions`` (B, P) int:
+        only the logits at those token positions, (B, P, dim_tokens) (the same values).
         """
-        return self.decoder(self.encoder(tokens, visible, num_visible), visible, cond_embedded, faithful)
+        return self.decoder(self.encoder(tokens, visible, num_visible), visible, cond_embedded, faithful,
+                            positions)
 
     def __call__(self, tokens: jnp.ndarray, visible: jnp.ndarray) -> jnp.ndarray:
         """tokens (B, T) int, visible (B, T) -> logits (B, T, dim_tokens)."""

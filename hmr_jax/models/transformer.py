@@ -44,6 +44,15 @@ def attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, mask: jnp.ndarray 
     return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
+def take_queries(x: jnp.ndarray, queries) -> jnp.ndarray:
+    """The rows of ``x`` (B, T, ...) at ``queries``: a ``slice`` of positions (the same for every
+    row) or a (B, Q) int array of positions per row. Returns (B, Q, ...)."""
+    if isinstance(queries, slice):
+        return x[:, queries]
+    idx = jnp.asarray(queries).reshape(queries.shape + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(x, idx, axis=1)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with one packed ``qkv`` projection (timm layout).
 
@@ -58,16 +67,21 @@ class SelfAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None,
-                 deterministic: bool = True) -> jnp.ndarray:
-        """x: (B, T, C) -> (B, T, C); mask as in :func:`attention`."""
+                 deterministic: bool = True, queries=None) -> jnp.ndarray:
+        """x: (B, T, C) -> (B, T, C); mask as in :func:`attention`.
+
+        ``queries`` (see :func:`take_queries`): only those positions attend (to every key) and
+        are returned, (B, Q, C) -- the same values as the full output at those positions.
+        """
         b, t, c = x.shape
         if c % self.num_heads:
             raise ValueError(f"feature size {c} is not divisible by num_heads={self.num_heads}")
         qkv = nn.Dense(3 * c, use_bias=self.qkv_bias, dtype=self.dtype, name="qkv")(x)
         qkv = qkv.reshape(b, t, 3, self.num_heads, c // self.num_heads)
         drop = nn.Dropout(self.dropout_rate) if self.dropout_rate > 0 else None
-        y = attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask, drop, deterministic)
-        y = nn.Dense(c, dtype=self.dtype, name="proj")(y.reshape(b, t, c))
+        q = qkv[:, :, 0] if queries is None else take_queries(qkv[:, :, 0], queries)
+        y = attention(q, qkv[:, :, 1], qkv[:, :, 2], mask, drop, deterministic)
+        y = nn.Dense(c, dtype=self.dtype, name="proj")(y.reshape(b, q.shape[1], c))
         if drop is not None:
             y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
         return y
@@ -113,15 +127,23 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None,
-                 deterministic: bool = True) -> jnp.ndarray:
-        """x: (B, T, C) -> (B, T, C); ``mask`` (True = attend) is combined with the causal mask."""
+                 deterministic: bool = True, queries=None) -> jnp.ndarray:
+        """x: (B, T, C) -> (B, T, C); ``mask`` (True = attend) is combined with the causal mask.
+
+        ``queries`` (see :func:`take_queries`; not with ``causal``): compute only the outputs at
+        those positions, (B, Q, C), equal to the full output there -- a last block whose other
+        outputs are discarded skips their attention, projection and MLP.
+        """
         if self.causal:
+            if queries is not None:
+                raise ValueError("queries= is not supported by a causal block")
             t = x.shape[1]
             causal = jnp.tril(jnp.ones((t, t), bool))[None, None]
             mask = causal if mask is None else jnp.logical_and(mask, causal)
         h = nn.LayerNorm(self.layer_norm_eps, dtype=jnp.float32, name="norm1")(x)
-        x = x + SelfAttention(self.num_heads, self.qkv_bias, self.dropout_rate, self.dtype,
-                              name="attn")(h.astype(self.dtype), mask, deterministic)
+        y = SelfAttention(self.num_heads, self.qkv_bias, self.dropout_rate, self.dtype,
+                          name="attn")(h.astype(self.dtype), mask, deterministic, queries)
+        x = (x if queries is None else take_queries(x, queries)) + y
         h = nn.LayerNorm(self.layer_norm_eps, dtype=jnp.float32, name="norm2")(x)
         x = x + Mlp(self.mlp_dim, self.dropout_rate, self.dtype, name="mlp")(
             h.astype(self.dtype), deterministic)
