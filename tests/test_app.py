@@ -117,7 +117,7 @@ def test_limits_and_bad_requests(tmp_path, photo):
 
 def test_smpl_parameter_files(tmp_path, photo):
     from hmr_jax.body import load_body_model
-    from hmr_jax.body.standin import write_standin_model
+    from hmr_jax.testing.smpl_files import write_standin_model
 
     model_path = tmp_path / "smplh" / "model.npz"
     write_standin_model(model_path, "smplh", seed=2)

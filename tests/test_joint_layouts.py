@@ -12,7 +12,7 @@ from hmr_jax.body.regressors import (H36M_TO_J17, JOINT_LAYOUTS, JointLayoutErro
                                      fit_joint_regressor, joints17_layout, keypoint_regressor, layout_of_file,
                                      load_joint_regressors)
 from hmr_jax.data import write_dataset
-from hmr_jax.data.toy import toy_image_record
+from hmr_jax.testing.toy_data import toy_image_record
 from hmr_jax.metrics.protocols import mesh_errors
 from hmr_jax.training.stages import common
 

@@ -87,7 +87,7 @@ def test_example_pipeline_training_shares_tile_the_global_batches():
 
 
 def test_record_pipelines_training_shares_tile_the_global_batches(tmp_path):
-    from hmr_jax.data.toy import write_toy_image_dataset, write_toy_mesh_dataset
+    from hmr_jax.testing.toy_data import write_toy_image_dataset, write_toy_mesh_dataset
 
     write_toy_image_dataset(tmp_path / "img", 12, seed=0, height=48, width=40)
     write_toy_mesh_dataset(tmp_path / "mesh", 20, seed=1, num_vertices=24)

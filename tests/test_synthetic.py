@@ -11,13 +11,14 @@ import io
 from data_prep import synthetic
 from hmr_jax.data import records, shards
 from hmr_jax.geometry import rotations_np
+from hmr_jax.testing.box_person import StandInBody
 from hmr_jax.data.pipeline import image_pipeline
 from hmr_jax.render import PerspectiveCamera
 
 
 @pytest.fixture(scope="module")
 def standin():
-    return synthetic.StandInBody()
+    return StandInBody()
 
 
 @pytest.fixture(scope="module")
