@@ -62,6 +62,8 @@ EXTRAS_REQUIRE = {
     # NVIDIA GPUs: the JAX CUDA 12 plugin built for jaxlib 0.10.2 (what `jax[cuda12]==0.10.2`
     # installs); `with-cuda` pulls the CUDA / cuDNN / NCCL wheels it was built against.
     "cuda": ["jax-cuda12-plugin[with-cuda]==0.10.2", "jax-cuda12-pjrt==0.10.2"],
+    # Cloud TPU VMs: the libtpu that jax 0.10.2's own `tpu` extra pins.
+    "tpu": ["jax[tpu]==0.10.2"],
 }
 
 setup(
