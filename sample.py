@@ -7,6 +7,10 @@
     python sample.py --checkpoint converted/mega_pretrained --generate 16 --out random/
     python sample.py --checkpoint converted/mega_hrnet --video walk.mp4 --every 2 --smooth --out walk/
 
+Flags are absl's (``--name value`` or ``--name=value``; ``--flag`` / ``--noflag``; ``--help``
+lists them). Image paths follow ``--images`` (repeatable) or stand alone on the line:
+``--images photo.jpg more_photos/`` reads both.
+
 ``--checkpoint``: a converted folder (``convert_torch_weights.py``) or a ``train.py`` workdir
 (latest checkpoint). People are found by ``--detector``:
 
@@ -50,8 +54,8 @@ weak-perspective cameras, focal length, boxes, scores, rotations, tokens; the N 
 mean mesh and per-frame ``spread_mean_m`` / ``spread_max_m`` / ``spread_std_m``; see
 ``hmr_jax.video.pipeline.track_video``) and ``results.json`` (the tracks, the settings, the
 errors). ``--smooth``: One-Euro filter (``hmr_jax.video.smoothing``) of every track's vertices
-and camera translation over time; ``--smooth-vertices MIN_CUTOFF BETA`` and ``--smooth-camera
-MIN_CUTOFF BETA`` set its cutoff at rest (Hz; lower = smoother, more lag) and its speed
+and camera translation over time; ``--smooth-vertices MIN_CUTOFF,BETA`` and ``--smooth-camera
+MIN_CUTOFF,BETA`` set its cutoff at rest (Hz; lower = smoother, more lag) and its speed
 coefficient (per m/s; higher = less lag in fast motion). A video that cannot be read (missing,
 not a video, a codec this ffmpeg build cannot decode, no frames) is one ``error:`` line; a frame
 that fails to decode later ends the reading and the frames before it are kept (exit status 1).
@@ -66,17 +70,18 @@ tokenizer, faces, detector) is one ``error:`` line and exit status 2.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
 
+from absl import flags
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from hmr_jax.checkpoints import is_train_workdir
 from hmr_jax import detection
+from hmr_jax.checkpoints import is_train_workdir
+from hmr_jax.cli import define_floats, parse_command
 from hmr_jax.detection import (DEFAULT_YOLO_WEIGHTS, EXPORT_COMMAND, DetectionError, FullImageDetector,
                                yolo_unavailable_reason)
 from hmr_jax.errors import UserError, command_line
@@ -98,48 +103,65 @@ class SampleError(UserError, RuntimeError):
     """A problem with the command line or the setup; the message names the fix."""
 
 
+PROGRAM = "sample.py"
+
+
+def _define(fv: flags.FlagValues) -> None:
+    """sample.py's absl flags (parsed by :func:`hmr_jax.cli.parse_command`)."""
+    flags.DEFINE_string("checkpoint", None, "converted folder or train.py workdir", required=True, flag_values=fv)
+    flags.DEFINE_multi_string("images", None, "image files and/or folders of images (repeatable; more paths may "
+                              "follow as positional arguments: --images photo.jpg more_photos/)", flag_values=fv)
+    flags.DEFINE_string("video", None, "a video file (.mp4, .mov, .mkv, .avi, .webm): tracked people (see above)",
+                        flag_values=fv)
+    flags.DEFINE_integer("every", 1, "--video: read every K-th frame", flag_values=fv)
+    flags.DEFINE_integer("max-frames", None, "--video: read at most N frames", flag_values=fv)
+    flags.DEFINE_boolean("smooth", False, "--video: One-Euro filter each track over time", flag_values=fv)
+    define_floats("smooth-vertices", (VERTEX_SMOOTHING.min_cutoff, VERTEX_SMOOTHING.beta),
+                  "--smooth of the vertices: cutoff at rest (Hz), speed coefficient (per m/s)", fv, "MIN_CUTOFF,BETA")
+    define_floats("smooth-camera", (CAMERA_SMOOTHING.min_cutoff, CAMERA_SMOOTHING.beta),
+                  "--smooth of the camera translation: cutoff at rest (Hz), speed coefficient (per m/s)", fv,
+                  "MIN_CUTOFF,BETA")
+    flags.DEFINE_integer("track-max-age", TrackerParams.max_age,
+                         "--video: frames read that a track survives without a detection", flag_values=fv)
+    flags.DEFINE_string("out", None, "output folder", required=True, flag_values=fv)
+    flags.DEFINE_enum("detector", "auto", ["auto", "yolo", "boxes", "full"], "how people are found (see above)",
+                      flag_values=fv)
+    flags.DEFINE_string("detector-weights", DEFAULT_YOLO_WEIGHTS,
+                        f"YOLOv8 ONNX export ({EXPORT_COMMAND}) or .pt (ultralytics)", flag_values=fv)
+    flags.DEFINE_float("detection-threshold", 0.5, "YOLO person confidence", flag_values=fv)
+    flags.DEFINE_string("bboxes", None, 'JSON {"image name or path": [[x1, y1, x2, y2], ...]} '
+                        '(--video: keyed by frame index, {"0": [...], ...})', flag_values=fv)
+    flags.DEFINE_integer("num-samples", 1, "hypotheses per person (MEGA; 1 = deterministic)", flag_values=fv)
+    flags.DEFINE_integer("steps", None, "MEGA stochastic decoding steps (default: the model config's)",
+                         flag_values=fv)
+    flags.DEFINE_float("temperature", None, "MEGA initial sampling temperature (default: the config's)",
+                       flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "PRNG seed of the hypotheses / generated meshes", flag_values=fv)
+    flags.DEFINE_integer("batch-size", 16, "persons per compiled batch", flag_values=fv)
+    flags.DEFINE_string("tokenizer", None,
+                        f"converted mesh_vqvae folder (default: a workdir's, else {DEFAULT_TOKENIZER})", flag_values=fv)
+    flags.DEFINE_string("connections", None, "the tokenizer's connection folder (default: its config's)",
+                        flag_values=fv)
+    flags.DEFINE_string("faces", None, "mesh giving the faces (default: a workdir's config.faces, else "
+                        "body_models/template.ply)", flag_values=fv)
+    flags.DEFINE_string("joint-regressor", "body_models/J_regressor_h36m.npy", "VQ-HPS: (17, 6890)", flag_values=fv)
+    flags.DEFINE_string("tpose", None, "VQ-HPS: (6890, 3) .npy T-pose (default: the --faces mesh, centred)",
+                        flag_values=fv)
+    flags.DEFINE_float("focal", 1000.0, "focal length (pixels) for a 224-pixel crop, scaled to the image as the "
+                       "original demo", flag_values=fv)
+    flags.DEFINE_boolean("smpl-fit", False, "fit SMPL(+H) parameters to every mesh", flag_values=fv)
+    flags.DEFINE_string("smpl-model", "body_models/smplh/neutral/model.npz", "for --smpl-fit", flag_values=fv)
+    flags.DEFINE_integer("generate", None, "N random meshes from a mega_pretrained checkpoint", flag_values=fv)
+    flags.DEFINE_boolean("faithful", False, "reproduce the original code's quirks", flag_values=fv)
+
+
 def _parse(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="converted folder or train.py workdir")
-    p.add_argument("--images", nargs="+", help="image files and/or folders of images")
-    p.add_argument("--video", help="a video file (.mp4, .mov, .mkv, .avi, .webm): tracked people (see above)")
-    p.add_argument("--every", type=int, default=1, metavar="K", help="--video: read every K-th frame")
-    p.add_argument("--max-frames", type=int, metavar="N", help="--video: read at most N frames")
-    p.add_argument("--smooth", action="store_true", help="--video: One-Euro filter each track over time")
-    p.add_argument("--smooth-vertices", type=float, nargs=2, metavar=("MIN_CUTOFF", "BETA"),
-                   default=(VERTEX_SMOOTHING.min_cutoff, VERTEX_SMOOTHING.beta),
-                   help="--smooth of the vertices: cutoff at rest (Hz), speed coefficient (per m/s)")
-    p.add_argument("--smooth-camera", type=float, nargs=2, metavar=("MIN_CUTOFF", "BETA"),
-                   default=(CAMERA_SMOOTHING.min_cutoff, CAMERA_SMOOTHING.beta),
-                   help="--smooth of the camera translation: cutoff at rest (Hz), speed coefficient (per m/s)")
-    p.add_argument("--track-max-age", type=int, default=TrackerParams.max_age, metavar="N",
-                   help="--video: frames read that a track survives without a detection")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--detector", choices=("auto", "yolo", "boxes", "full"), default="auto",
-                   help="how people are found (see above)")
-    p.add_argument("--detector-weights", default=DEFAULT_YOLO_WEIGHTS,
-                   help=f"YOLOv8 ONNX export ({EXPORT_COMMAND}) or .pt (ultralytics)")
-    p.add_argument("--detection-threshold", type=float, default=0.5, help="YOLO person confidence")
-    p.add_argument("--bboxes", help='JSON {"image name or path": [[x1, y1, x2, y2], ...]} '
-                                    '(--video: keyed by frame index, {"0": [...], ...})')
-    p.add_argument("--num-samples", type=int, default=1, help="hypotheses per person (MEGA; 1 = deterministic)")
-    p.add_argument("--steps", type=int, help="MEGA stochastic decoding steps (default: the model config's)")
-    p.add_argument("--temperature", type=float, help="MEGA initial sampling temperature (default: the config's)")
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed of the hypotheses / generated meshes")
-    p.add_argument("--batch-size", type=int, default=16, help="persons per compiled batch")
-    p.add_argument("--tokenizer", help=f"converted mesh_vqvae folder (default: a workdir's, else {DEFAULT_TOKENIZER})")
-    p.add_argument("--connections", help="the tokenizer's connection folder (default: its config's)")
-    p.add_argument("--faces", help="mesh giving the faces (default: a workdir's config.faces, else "
-                                   "body_models/template.ply)")
-    p.add_argument("--joint-regressor", default="body_models/J_regressor_h36m.npy", help="VQ-HPS: (17, 6890)")
-    p.add_argument("--tpose", help="VQ-HPS: (6890, 3) .npy T-pose (default: the --faces mesh, centred)")
-    p.add_argument("--focal", type=float, default=1000.0,
-                   help="focal length (pixels) for a 224-pixel crop, scaled to the image as the original demo")
-    p.add_argument("--smpl-fit", action="store_true", help="fit SMPL(+H) parameters to every mesh")
-    p.add_argument("--smpl-model", default="body_models/smplh/neutral/model.npz", help="for --smpl-fit")
-    p.add_argument("--generate", type=int, metavar="N", help="N random meshes from a mega_pretrained checkpoint")
-    p.add_argument("--faithful", action="store_true", help="reproduce the original code's quirks")
-    return p.parse_args(argv)
+    """The options (``--images`` and the positional arguments together in ``images``), or None
+    after ``--help``."""
+    args = parse_command(argv, _define, PROGRAM, __doc__, positional="paths")
+    if args is not None:
+        args.images = [*(args.images or ()), *args.paths] or None
+    return args
 
 
 def _error(msg: str) -> None:
@@ -434,6 +456,8 @@ def main(argv=None, predictor: Predictor | None = None) -> int:
     folder stops with one error line naming the other process.
     """
     args = _parse(argv)
+    if args is None:   # --help
+        return 0
     with folder_lock(args.out, "sample.py"):
         if args.generate is not None:
             return run_generate(args)

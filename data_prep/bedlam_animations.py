@@ -16,15 +16,16 @@ per file at each step, so all frames are potential samples). Gender, as the orig
 """
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 from typing import Sequence
 
+from absl import flags
 import numpy as np
 from tqdm import tqdm
 
 from data_prep import common
+from hmr_jax.cli import parse_command
 from hmr_jax.data.shards import ShardWriter
 from hmr_jax.errors import command_line
 
@@ -73,18 +74,25 @@ def convert(root: str | pathlib.Path, out: str | pathlib.Path, meshes: common.Bo
     return pathlib.Path(out) / "manifest.json"
 
 
+def _define(fv: flags.FlagValues) -> None:
+    """This command's absl flags (parsed by :func:`hmr_jax.cli.parse_command`)."""
+    flags.DEFINE_string("root", None, "folder of the BEDLAM animation .npz files (any depth)", required=True,
+                        flag_values=fv)
+    flags.DEFINE_string("body-models", "body_models", "folder with smplh/{neutral,m,f}/model.npz", flag_values=fv)
+    flags.DEFINE_string("out", None, "dataset folder to write", required=True, flag_values=fv)
+    flags.DEFINE_integer("stride", 1, "keep every N-th frame", flag_values=fv)
+    flags.DEFINE_enum("gender-policy", "original", ["original", "file"],
+                      "original: m -> male, anything else -> female; file: the file's gender", flag_values=fv)
+    flags.DEFINE_integer("records-per-shard", 2000, "records per shard file", flag_values=fv)
+    flags.DEFINE_boolean("overwrite", False, "replace an existing dataset in --out", flag_values=fv)
+
+
 @command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m data_prep.bedlam_animations", description=__doc__.split("\n")[0])
-    p.add_argument("--root", required=True)
-    p.add_argument("--body-models", default="body_models")
-    p.add_argument("--out", required=True)
-    p.add_argument("--stride", type=int, default=1, help="keep every N-th frame")
-    p.add_argument("--gender-policy", default="original", choices=["original", "file"])
-    p.add_argument("--records-per-shard", type=int, default=2000)
-    p.add_argument("--overwrite", action="store_true")
-    a = p.parse_args(argv)
+    a = parse_command(argv, _define, "python -m data_prep.bedlam_animations", __doc__)
+    if a is None:   # --help
+        return 0
     manifest = convert(a.root, a.out, common.BodyMeshes.from_folder(a.body_models), stride=a.stride,
                        gender_policy=a.gender_policy, records_per_shard=a.records_per_shard, overwrite=a.overwrite)
     print(f"wrote {manifest}", file=sys.stderr)

@@ -23,15 +23,16 @@ camera frame, as the originals do.
 """
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 from typing import Sequence
 
+from absl import flags
 import numpy as np
 from tqdm import tqdm
 
 from data_prep import common
+from hmr_jax.cli import parse_command
 from hmr_jax.data.shards import ShardWriter
 from hmr_jax.errors import command_line
 
@@ -114,15 +115,20 @@ def convert(npz: str | pathlib.Path, out: str | pathlib.Path, meshes: common.Bod
     return pathlib.Path(out) / "manifest.json"
 
 
+def _define(fv: flags.FlagValues) -> None:
+    """This command's absl flags (parsed by :func:`hmr_jax.cli.parse_command`)."""
+    flags.DEFINE_string("npz", None, "annotation file, e.g. datasets/coco/coco.npz", required=True, flag_values=fv)
+    flags.DEFINE_string("images", None, "folder imgname is relative to (default: the npz's folder)", flag_values=fv)
+    flags.DEFINE_string("dataset", None, "dataset name stored in records (default: npz stem)", flag_values=fv)
+    common.define_output_flags(fv)
+
+
 @command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m data_prep.cliff_npz", description=__doc__.split("\n")[0])
-    p.add_argument("--npz", required=True, help="annotation file, e.g. datasets/coco/coco.npz")
-    p.add_argument("--images", default=None, help="folder imgname is relative to (default: the npz's folder)")
-    p.add_argument("--dataset", default=None, help="dataset name stored in records (default: npz stem)")
-    common.add_output_arguments(p)
-    a = p.parse_args(argv)
+    a = parse_command(argv, _define, "python -m data_prep.cliff_npz", __doc__)
+    if a is None:   # --help
+        return 0
     manifest = convert(a.npz, a.out, common.BodyMeshes.from_folder(a.body_models), images=a.images,
                        dataset=a.dataset, **common.output_options(a))
     print(f"wrote {manifest}", file=sys.stderr)

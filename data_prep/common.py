@@ -19,6 +19,7 @@ import os
 import pathlib
 from typing import Any, Callable, Mapping, Sequence
 
+from absl import flags
 import numpy as np
 from PIL import Image
 
@@ -341,19 +342,19 @@ def gender_name(value: Any, path=None) -> str:
     raise ConversionInputError(f"{where}unknown gender {value!r:.60} (expected m / f / male / female / neutral)")
 
 
-def add_output_arguments(parser) -> None:
-    """The command-line options every image-dataset converter shares: ``--body-models``,
-    ``--out``, ``--records-per-shard``, ``--margin``, ``--max-box``, ``--overwrite``."""
-    parser.add_argument("--body-models", default="body_models", help="folder with smplh/{neutral,m,f}/model.npz")
-    parser.add_argument("--out", required=True, help="dataset folder to write")
-    parser.add_argument("--records-per-shard", type=int, default=1000)
-    parser.add_argument("--margin", type=float, default=1.5, help="stored region side / person box side")
-    parser.add_argument("--max-box", type=int, default=448,
-                        help="stored person box side in pixels at most (0: full resolution)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
+def define_output_flags(fv: flags.FlagValues) -> None:
+    """The absl flags every image-dataset converter shares: ``--body-models``, ``--out``,
+    ``--records-per-shard``, ``--margin``, ``--max-box``, ``--overwrite``."""
+    flags.DEFINE_string("body-models", "body_models", "folder with smplh/{neutral,m,f}/model.npz", flag_values=fv)
+    flags.DEFINE_string("out", None, "dataset folder to write", required=True, flag_values=fv)
+    flags.DEFINE_integer("records-per-shard", 1000, "records per shard file", flag_values=fv)
+    flags.DEFINE_float("margin", 1.5, "stored region side / person box side", flag_values=fv)
+    flags.DEFINE_integer("max-box", 448, "stored person box side in pixels at most (0: full resolution)",
+                         flag_values=fv)
+    flags.DEFINE_boolean("overwrite", False, "replace an existing dataset in --out", flag_values=fv)
 
 
 def output_options(args) -> dict:
-    """The converters' keyword arguments from :func:`add_output_arguments`'s options."""
+    """The converters' keyword arguments from :func:`define_output_flags`'s flags."""
     return dict(records_per_shard=args.records_per_shard, overwrite=args.overwrite, margin=args.margin,
                 max_box=args.max_box)

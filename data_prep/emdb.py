@@ -17,15 +17,16 @@ The original's random 80/20 split of EMDB-2 into train / validation is not repro
 """
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 from typing import Sequence
 
+from absl import flags
 import numpy as np
 from tqdm import tqdm
 
 from data_prep import common
+from hmr_jax.cli import parse_command
 from hmr_jax.data.shards import ShardWriter
 from hmr_jax.errors import command_line
 
@@ -113,14 +114,19 @@ def convert(root: str | pathlib.Path, out: str | pathlib.Path, meshes: common.Bo
     return pathlib.Path(out) / "manifest.json"
 
 
+def _define(fv: flags.FlagValues) -> None:
+    """This command's absl flags (parsed by :func:`hmr_jax.cli.parse_command`)."""
+    flags.DEFINE_string("root", None, "EMDB folder (P*/SEQUENCE/*.pkl and images/)", required=True, flag_values=fv)
+    flags.DEFINE_enum("subset", "emdb1", ["emdb1", "emdb2"], "emdb1: the test set the papers report", flag_values=fv)
+    common.define_output_flags(fv)
+
+
 @command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m data_prep.emdb", description=__doc__.split("\n")[0])
-    p.add_argument("--root", required=True, help="EMDB folder (P*/SEQUENCE/*.pkl and images/)")
-    p.add_argument("--subset", default="emdb1", choices=["emdb1", "emdb2"])
-    common.add_output_arguments(p)
-    a = p.parse_args(argv)
+    a = parse_command(argv, _define, "python -m data_prep.emdb", __doc__)
+    if a is None:   # --help
+        return 0
     manifest = convert(a.root, a.out, common.BodyMeshes.from_folder(a.body_models), subset=a.subset,
                        **common.output_options(a))
     print(f"wrote {manifest}", file=sys.stderr)

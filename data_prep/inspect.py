@@ -11,13 +11,14 @@ the manifest summary.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from typing import Sequence
 
+from absl import flags
 import numpy as np
 
+from hmr_jax.cli import parse_command
 from hmr_jax.data import augment as aug
 from hmr_jax.data.pipeline import image_pipeline
 from hmr_jax.data.shards import open_dataset
@@ -80,18 +81,31 @@ def sheet(path: str, num: int = 16, augment: bool = False, backbone: str = "hrne
     return contact_sheet(tiles, columns=4)
 
 
+PROGRAM = "python -m data_prep.inspect"
+
+
+def _define(fv: flags.FlagValues) -> None:
+    """This command's absl flags (parsed by :func:`hmr_jax.cli.parse_command`); the dataset folder is
+    the one positional argument."""
+    flags.DEFINE_string("out", None, "PNG to write", required=True, flag_values=fv)
+    flags.DEFINE_integer("num", 8, "examples (two tiles each)", flag_values=fv)
+    flags.DEFINE_boolean("augment", False, "apply the training augmentation", flag_values=fv)
+    flags.DEFINE_enum("backbone", "hrnet", sorted(aug.BACKBONE_INPUTS), "the backbone whose input crop is shown",
+                      flag_values=fv)
+    flags.DEFINE_string("faces", None, ".npy faces of the mesh (default: the dataset's topology)", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "PRNG seed of the augmentation", flag_values=fv)
+
+
 @command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m data_prep.inspect", description=__doc__.split("\n")[0])
-    p.add_argument("dataset", help="image dataset folder")
-    p.add_argument("--out", required=True, help="PNG to write")
-    p.add_argument("--num", type=int, default=8, help="examples (two tiles each)")
-    p.add_argument("--augment", action="store_true", help="apply the training augmentation")
-    p.add_argument("--backbone", default="hrnet", choices=sorted(aug.BACKBONE_INPUTS))
-    p.add_argument("--faces", default=None, help=".npy faces of the mesh (default: the dataset's topology)")
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
+    a = parse_command(argv, _define, PROGRAM, __doc__, positional="datasets")
+    if a is None:   # --help
+        return 0
+    if len(a.datasets) != 1:
+        raise ValueError(f"give one image dataset folder, got {len(a.datasets)} ({' '.join(a.datasets) or 'none'}): "
+                         f"{PROGRAM} DIR --out sheet.png")
+    a.dataset = a.datasets[0]
     d = open_dataset(a.dataset)
     print(json.dumps({"records": len(d), "kind": d.kind, "sizes": d.sizes, "metadata": {
         k: v for k, v in d.metadata.items() if k != "topology"}}, indent=1))

@@ -22,7 +22,6 @@ vertex mean; ``global_orient`` turns it into the camera frame (x right, y down, 
 """
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import pathlib
@@ -30,10 +29,12 @@ import sys
 import time
 from typing import Sequence
 
+from absl import flags
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from hmr_jax.cli import parse_command
 from hmr_jax.data.shards import ShardWriter
 from hmr_jax.errors import command_line
 from hmr_jax.files import atomic_open
@@ -362,26 +363,32 @@ def generate(out: str | os.PathLike, num: int, seed: int = 0, size: int = 320, b
     return out / "manifest.json"
 
 
+def _define(fv: flags.FlagValues) -> None:
+    """This command's absl flags (parsed by :func:`hmr_jax.cli.parse_command`)."""
+    flags.DEFINE_string("out", None, "output dataset folder", required=True, flag_values=fv)
+    flags.DEFINE_integer("num", None, "number of examples", required=True, flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "PRNG seed of the bodies, poses, cameras and backgrounds", flag_values=fv)
+    flags.DEFINE_integer("image-size", 320, "rendered image side in pixels", flag_values=fv)
+    flags.DEFINE_float("max-heading", 180.0, "people face the camera within this many degrees (default 180: any "
+                       "heading)", flag_values=fv)
+    flags.DEFINE_integer("batch-size", 16, "bodies posed per body-model call", flag_values=fv)
+    flags.DEFINE_integer("records-per-shard", 500, "records per shard file", flag_values=fv)
+    flags.DEFINE_enum("topology", "anny", sorted(TOPOLOGIES),
+                      "Anny mesh stored and rendered (anny: 13718 vertices; notoes_collapse10pc: 1229)", flag_values=fv)
+    flags.DEFINE_list("levels", None, "connection hierarchy levels (hmr_jax.mesh.build), comma-separated: "
+                      "--levels=1,2,1,2", flag_values=fv)
+    flags.DEFINE_string("contact-sheet", None, "write a PNG grid of the first images here", flag_values=fv)
+    flags.DEFINE_boolean("standin-body", False, "use the tiny box-person instead of anny (tests)", flag_values=fv)
+    flags.DEFINE_boolean("overwrite", False, "replace an existing dataset in --out", flag_values=fv)
+    flags.DEFINE_boolean("quiet", False, "no progress bar", flag_values=fv)
+
+
 @command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m data_prep.synthetic", description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="output dataset folder")
-    p.add_argument("--num", type=int, required=True, help="number of examples")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=320, help="rendered image side in pixels")
-    p.add_argument("--max-heading", type=float, default=180.0,
-                   help="people face the camera within this many degrees (default 180: any heading)")
-    p.add_argument("--batch-size", type=int, default=16, help="bodies posed per body-model call")
-    p.add_argument("--records-per-shard", type=int, default=500)
-    p.add_argument("--topology", default="anny", choices=sorted(TOPOLOGIES),
-                   help="Anny mesh stored and rendered (anny: 13718 vertices; notoes_collapse10pc: 1229)")
-    p.add_argument("--levels", nargs="+", default=None, help="connection hierarchy levels (hmr_jax.mesh.build)")
-    p.add_argument("--contact-sheet", default=None, help="write a PNG grid of the first images here")
-    p.add_argument("--standin-body", action="store_true", help="use the tiny box-person instead of anny (tests)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    a = p.parse_args(argv)
+    a = parse_command(argv, _define, "python -m data_prep.synthetic", __doc__)
+    if a is None:   # --help
+        return 0
     t0 = time.time()
     body = StandInBody() if a.standin_body else None
     manifest = generate(a.out, a.num, seed=a.seed, size=a.image_size, body=body, batch_size=a.batch_size,

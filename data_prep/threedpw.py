@@ -28,18 +28,19 @@ comes from the same frame.
 """
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 import warnings
 from typing import Sequence
 
+from absl import flags
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import medfilt
 from tqdm import tqdm
 
 from data_prep import common
+from hmr_jax.cli import parse_command
 from hmr_jax.data.shards import ShardWriter
 from hmr_jax.errors import command_line
 
@@ -184,14 +185,19 @@ def convert(root: str | pathlib.Path, split: str, out: str | pathlib.Path, meshe
     return pathlib.Path(out) / "manifest.json"
 
 
+def _define(fv: flags.FlagValues) -> None:
+    """This command's absl flags (parsed by :func:`hmr_jax.cli.parse_command`)."""
+    flags.DEFINE_string("root", None, "3DPW folder (sequenceFiles/, imageFiles/)", required=True, flag_values=fv)
+    flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "the split to convert", flag_values=fv)
+    common.define_output_flags(fv)
+
+
 @command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m data_prep.threedpw", description=__doc__.split("\n")[0])
-    p.add_argument("--root", required=True, help="3DPW folder (sequenceFiles/, imageFiles/)")
-    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    common.add_output_arguments(p)
-    a = p.parse_args(argv)
+    a = parse_command(argv, _define, "python -m data_prep.threedpw", __doc__)
+    if a is None:   # --help
+        return 0
     manifest = convert(a.root, a.split, a.out, common.BodyMeshes.from_folder(a.body_models),
                        **common.output_options(a))
     print(f"wrote {manifest}", file=sys.stderr)

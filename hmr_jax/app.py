@@ -34,7 +34,6 @@ Limits (each a command-line option):
 """
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import dataclasses
 import importlib.util
@@ -49,12 +48,15 @@ import threading
 import time
 import uuid
 
+from absl import flags
 import numpy as np
 from PIL import Image, ImageOps
 
 from hmr_jax import detection
+from hmr_jax.cli import parse_command
 from hmr_jax.detection import (DEFAULT_YOLO_WEIGHTS, DetectionError, Detections, FullImageDetector,
                                yolo_unavailable_reason)
+from hmr_jax.errors import command_line
 from hmr_jax.files import atomic_write
 from hmr_jax.inference import InferenceError, ImagePrediction, Predictor, fit_body_params, load_smpl_model
 from hmr_jax.inference.export import person_record, write_mesh_files, write_smpl_params
@@ -344,29 +346,46 @@ def configure_environment(temp_dir: pathlib.Path) -> None:
     os.environ.setdefault("GRADIO_SSR_MODE", "False")
 
 
+PROGRAM = "python -m hmr_jax.app"
+
+
+def _define(fv: flags.FlagValues) -> None:
+    """The app's absl flags (parsed by :func:`hmr_jax.cli.parse_command`)."""
+    flags.DEFINE_string("checkpoint", None, "converted MEGA / VQ-HPS folder or train.py workdir", required=True,
+                        flag_values=fv)
+    flags.DEFINE_string("tokenizer", None, "converted mesh_vqvae folder (a workdir's own by default)", flag_values=fv)
+    flags.DEFINE_string("connections", None, "the tokenizer's connection folder (default: its config's)",
+                        flag_values=fv)
+    flags.DEFINE_string("faces", None, "mesh giving the faces (default: a workdir's config.faces, else "
+                        "body_models/template.ply)", flag_values=fv)
+    flags.DEFINE_string("joint-regressor", None, "VQ-HPS: (17, V) .npy (default body_models/J_regressor_h36m.npy)",
+                        flag_values=fv)
+    flags.DEFINE_string("smpl-model", None, "SMPL / SMPL+H model file: offer the fitted parameters too",
+                        flag_values=fv)
+    flags.DEFINE_enum("detector", "auto", ["auto", "yolo", "full"], "how people are found", flag_values=fv)
+    flags.DEFINE_string("detector-weights", DEFAULT_YOLO_WEIGHTS, "YOLOv8 ONNX export or .pt", flag_values=fv)
+    flags.DEFINE_string("host", "127.0.0.1", "address to listen on (127.0.0.1: this machine only)", flag_values=fv)
+    flags.DEFINE_integer("port", 7860, "port to listen on", flag_values=fv)
+    flags.DEFINE_string("temp-dir", None, "the app's folder for uploads and results (default: a new temporary one)",
+                        flag_values=fv)
+    flags.DEFINE_float("max-upload-mb", MAX_UPLOAD_MB, "largest upload the server accepts (MB)", flag_values=fv)
+    flags.DEFINE_integer("max-pixels", MAX_PIXELS, "images with more pixels are refused before decoding",
+                         flag_values=fv)
+    flags.DEFINE_integer("max-side", MAX_SIDE, "longer image side (pixels) above which images are scaled down",
+                         flag_values=fv)
+    flags.DEFINE_integer("max-hypotheses", MAX_HYPOTHESES, "most hypotheses per person a request may ask for",
+                         flag_values=fv)
+    flags.DEFINE_integer("max-steps", MAX_STEPS, "most stochastic decoding steps a request may ask for",
+                         flag_values=fv)
+    flags.DEFINE_integer("max-persons", MAX_PERSONS, "most people reconstructed per photo (the most confident)",
+                         flag_values=fv)
+    flags.DEFINE_integer("queue-size", QUEUE_SIZE, "requests waiting for the model at most", flag_values=fv)
+    flags.DEFINE_integer("batch-size", 8, "persons per compiled batch", flag_values=fv)
+
+
 def _parse(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="converted MEGA / VQ-HPS folder or train.py workdir")
-    p.add_argument("--tokenizer", help="converted mesh_vqvae folder (a workdir's own by default)")
-    p.add_argument("--connections", help="the tokenizer's connection folder (default: its config's)")
-    p.add_argument("--faces", help="mesh giving the faces (default: a workdir's config.faces, else "
-                                   "body_models/template.ply)")
-    p.add_argument("--joint-regressor", help="VQ-HPS: (17, V) .npy (default body_models/J_regressor_h36m.npy)")
-    p.add_argument("--smpl-model", help="SMPL / SMPL+H model file: offer the fitted parameters too")
-    p.add_argument("--detector", choices=("auto", "yolo", "full"), default="auto", help="how people are found")
-    p.add_argument("--detector-weights", default=DEFAULT_YOLO_WEIGHTS, help="YOLOv8 ONNX export or .pt")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--temp-dir", help="the app's folder for uploads and results (default: a new temporary one)")
-    p.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_MB)
-    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS)
-    p.add_argument("--max-side", type=int, default=MAX_SIDE)
-    p.add_argument("--max-hypotheses", type=int, default=MAX_HYPOTHESES)
-    p.add_argument("--max-steps", type=int, default=MAX_STEPS)
-    p.add_argument("--max-persons", type=int, default=MAX_PERSONS)
-    p.add_argument("--queue-size", type=int, default=QUEUE_SIZE)
-    p.add_argument("--batch-size", type=int, default=8, help="persons per compiled batch")
-    return p.parse_args(argv)
+    """The options, or None after ``--help``."""
+    return parse_command(argv, _define, PROGRAM, __doc__)
 
 
 def _detector(args) -> tuple[object, str]:
@@ -401,9 +420,12 @@ def load(args) -> Reconstructor:
                          max_persons=args.max_persons)
 
 
+@command_line
 def main(argv=None) -> int:
     """Command-line entry point: load the model, serve the page until interrupted."""
     args = _parse(argv)
+    if args is None:   # --help
+        return 0
     own_temp = args.temp_dir is None
     if own_temp:
         args.temp_dir = tempfile.mkdtemp(prefix="hmr_jax_app_")

@@ -4,8 +4,8 @@ Every reader of an outside file raises its own error type (``MeshFileError``,
 ``BodyModelFileError``, ``ConversionError``, ``DatasetError``, ...); each of them is also a
 :class:`UserError`, as are a full disk (``hmr_jax.files.DiskFullError``) and a busy workdir
 (``hmr_jax.files.LockHeldError``). The command lines (``train.py``, ``evaluate.py``,
-``convert_torch_weights.py``, ``python -m data_prep.*``) decorate their ``main`` with
-:func:`command_line`, which turns such an error into ONE line ``error: ...`` on stderr and
+``convert_torch_weights.py``, ``sample.py``, ``python -m hmr_jax.app``, ``python -m data_prep.*``)
+decorate their ``main`` with :func:`command_line`, which turns such an error into ONE line ``error: ...`` on stderr and
 the return value (exit status) 2 instead of a traceback. Anything else (a bug) keeps its traceback; so does every
 error when ``HMR_JAX_TRACEBACK=1`` is set.
 """

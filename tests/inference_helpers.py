@@ -203,8 +203,13 @@ def walking_person(n: int = 24, h: int = 128, w: int = 192, seed: int = 0) -> tu
       ``(frames, boxes)``: n (h, w, 3) uint8 RGB frames and (n, 4) ``x1, y1, x2, y2`` pixel boxes of
       the person (the projection's bounds).
     """
-    from data_prep.synthetic import CANONICAL_TO_CAMERA_FACING, StandInBody, _rotation_xyz, random_background
+    from data_prep.synthetic import CANONICAL_TO_CAMERA_FACING, random_background
+    from hmr_jax.geometry.rotations_np import euler_xyz_to_matrix
     from hmr_jax.render import PerspectiveCamera, rasterize, shade
+    from hmr_jax.testing.box_person import StandInBody
+
+    def bend(degrees):
+        return euler_xyz_to_matrix(np.deg2rad(np.array([degrees, 0.0, 0.0])))
 
     rng = np.random.default_rng(seed)
     body = StandInBody()
@@ -214,8 +219,7 @@ def walking_person(n: int = 24, h: int = 128, w: int = 192, seed: int = 0) -> tu
     frames, boxes = [], []
     for i in range(n):
         swing = 30 * np.sin(2 * np.pi * i / 12)
-        bends = {"l_knee": _rotation_xyz(np.array([swing, 0, 0])), "r_knee": _rotation_xyz(np.array([-swing, 0, 0])),
-                 "l_elbow": _rotation_xyz(np.array([-swing, 0, 0])), "r_elbow": _rotation_xyz(np.array([swing, 0, 0]))}
+        bends = {"l_knee": bend(swing), "r_knee": bend(-swing), "l_elbow": bend(-swing), "r_elbow": bend(swing)}
         v = body._pose(bends)
         v = (v - v.mean(0)) @ CANONICAL_TO_CAMERA_FACING.T
         x = -1.3 + 2.6 * i / max(n - 1, 1)                  # metres, left to right at 4.5 m

@@ -153,6 +153,29 @@ def test_command_line_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "temp").iterdir()) == ["cache", "gradio", "tmp"]   # nothing served
 
 
+def test_flags(tmp_path, capsys):
+    """--help lists the flags (status 0); the documented limits are the defaults; a bad enum value or an
+    unknown flag is one ``error:`` line naming it (status 2) and nothing is created."""
+    assert app.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--detector: <auto|yolo|full>", "--max-upload-mb", "--queue-size", "--temp-dir", "--port"):
+        assert flag in text, flag
+    args = app._parse(["--checkpoint", "c"])
+    assert (args.host, args.port, args.detector, args.temp_dir, args.batch_size) == ("127.0.0.1", 7860, "auto", None, 8)
+    assert (args.max_upload_mb, args.max_pixels, args.max_side, args.max_hypotheses, args.max_steps,
+            args.max_persons, args.queue_size) == (10, 40_000_000, 1280, 8, 20, 8, 16)
+    assert app._parse(["--checkpoint=c", "--max-side=640", "--host", "0.0.0.0"]).max_side == 640
+    for argv, words in [(["--detector", "boxes"], "flag --detector=boxes: value should be one of <auto|yolo|full>"),
+                        (["--max-side", "big"], "flag --max-side=big"),
+                        (["--prot", "80"], "Unknown command line flag 'prot'"),
+                        (["extra"], "unexpected argument extra")]:
+        rc = app.main(["--checkpoint", "c", "--temp-dir", str(tmp_path / "temp"), *argv])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+        assert "see python -m hmr_jax.app --help" in err
+    assert not (tmp_path / "temp").exists()
+
+
 def test_detector_choice(tmp_path):
     from hmr_jax.detection import DetectionError, FullImageDetector, YoloDetector
     from test_detection_yolo import constant_model, raw_output

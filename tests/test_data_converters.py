@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from data_prep import bedlam_animations, cliff_npz, common, emdb, threedpw
+from hmr_jax import cli
 from hmr_jax.data import augment as aug
 from hmr_jax.data import records, shards
 from hmr_jax.geometry import rotations_np
@@ -300,6 +301,47 @@ def test_cliff_npz_command_line(tmp_path, capsys):
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and err[0].startswith("error: ") and "already holds" in err[0]
     assert cliff_npz.main(args + ["--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--split", "val"], "flag --split=val: value should be one of <train|validation|test>"),
+    (["--spilt", "test"], "Unknown command line flag 'spilt'"),
+    (["--max-box", "big"], "flag --max-box=big: invalid literal for int()"),
+    (["sequenceFiles"], "unexpected argument sequenceFiles"),
+    (["--split"], "Missing value for flag --split"),
+])
+def test_converter_flag_errors_are_one_line(tmp_path, capsys, argv, words):
+    """A bad enum value, an unknown flag, a bad number or a stray argument: one ``error:`` line naming it,
+    exit status 2, nothing written."""
+    out = tmp_path / "out"
+    rc = threedpw.main(["--root", str(tmp_path), "--out", str(out), *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+    assert not (out / "manifest.json").exists()
+
+
+def test_converter_flags_and_help(capsys):
+    """--help lists every flag (the shared output flags too) and returns 0; the documented defaults."""
+    for module, program, flags in [
+            (threedpw, "threedpw", ["--split: <train|validation|test>", "--root"]),
+            (emdb, "emdb", ["--subset: <emdb1|emdb2>", "--root"]),
+            (cliff_npz, "cliff_npz", ["--npz", "--images", "--dataset"]),
+            (bedlam_animations, "bedlam_animations", ["--gender-policy: <original|file>", "--stride"])]:
+        assert module.main(["--help"]) == 0
+        text = capsys.readouterr().out
+        for flag in flags + ["--body-models", "--out", "--records-per-shard", "--[no]overwrite"]:
+            assert flag in text, (program, flag)
+        if module is not bedlam_animations:
+            assert "--margin" in text and "--max-box" in text, program
+    a = cli.parse_command(["--root", "r", "--out", "o"], threedpw._define, "threedpw")
+    assert (a.split, a.body_models, a.records_per_shard, a.margin, a.max_box, a.overwrite) == (
+        "test", "body_models", 1000, 1.5, 448, False)
+    assert common.output_options(a) == dict(records_per_shard=1000, overwrite=False, margin=1.5, max_box=448)
+    a = cli.parse_command(["--root=r", "--out=o", "--gender-policy", "file", "--overwrite"],
+                          bedlam_animations._define, "bedlam_animations")
+    assert (a.gender_policy, a.stride, a.records_per_shard, a.overwrite) == ("file", 1, 2000, True)
+    with pytest.raises(ValueError, match="Flag --out must have a value"):
+        cli.parse_command(["--npz", "x.npz"], cliff_npz._define, "cliff_npz")
 
 
 def test_cliff_npz_errors(tmp_path, body):

@@ -361,3 +361,46 @@ def test_second_run_on_a_busy_output_folder_is_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and f"pid {os.getpid()}" in err[0], err
     assert sorted(p.name for p in out.iterdir()) == [".lock"]   # nothing written
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--detector", "yolov8"], "flag --detector=yolov8: value should be one of <auto|yolo|boxes|full>"),
+    (["--num-sample", "2"], "Unknown command line flag 'num-sample'"),
+    (["--num-samples", "two"], "flag --num-samples=two: invalid literal for int()"),
+    (["--smooth-camera=1"], "flag --smooth-camera=1: expected MIN_CUTOFF,BETA (2 comma-separated numbers)"),
+    ([], "flag --checkpoint=None: Flag --checkpoint must have a value other than None"),   # required
+])
+def test_bad_flags_are_one_line(tmp_path, capsys, argv, words):
+    """A bad value, an unknown flag or a missing required one: one ``error:`` line naming the flag,
+    exit status 2, nothing written."""
+    out = tmp_path / "out"
+    base = ["--images", "x.png", "--out", str(out)] + (["--checkpoint", str(tmp_path / "ckpt")] if argv else [])
+    rc = sample.main(base + argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+    assert "see sample.py --help" in err and not out.exists()
+
+
+def test_flags_help_and_paths(capsys):
+    """--help lists the flags and returns 0; the documented defaults; paths after --images and
+    positional ones are all images; booleans take --flag / --noflag, values --name value or --name=value."""
+    from hmr_jax.video.smoothing import CAMERA_SMOOTHING, VERTEX_SMOOTHING
+
+    assert sample.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--detector: <auto|yolo|boxes|full>", "--[no]smpl-fit", "--smooth-vertices: MIN_CUTOFF,BETA",
+                 "--images", "--generate", "--video", "--max-frames", "--track-max-age"):
+        assert flag in text, flag
+    args = sample._parse(["--checkpoint", "c", "--out", "o", "--images", "a.png", "photos/", "b.png"])
+    assert args.images == ["a.png", "photos/", "b.png"] and args.checkpoint == "c" and args.out == "o"
+    assert (args.detector, args.num_samples, args.every, args.max_frames, args.generate) == ("auto", 1, 1, None, None)
+    assert (args.smpl_fit, args.smooth, args.faithful, args.detection_threshold, args.focal) == (
+        False, False, False, 0.5, 1000.0)
+    assert args.smooth_vertices == (VERTEX_SMOOTHING.min_cutoff, VERTEX_SMOOTHING.beta)
+    assert args.smooth_camera == (CAMERA_SMOOTHING.min_cutoff, CAMERA_SMOOTHING.beta)
+    assert args.joint_regressor == "body_models/J_regressor_h36m.npy" and args.batch_size == 16
+    args = sample._parse(["a.png", "--checkpoint=c", "--out=o", "--images=b.png", "--smpl-fit", "--smooth",
+                          "--nosmooth", "--detector=boxes", "--smooth-camera", "2,0.5", "--generate", "4"])
+    assert args.images == ["b.png", "a.png"] and args.smpl_fit and not args.smooth and args.detector == "boxes"
+    assert args.smooth_camera == (2.0, 0.5) and args.generate == 4
+    assert sample._parse(["--checkpoint", "c", "--out", "o", "--video", "v.mp4"]).images is None

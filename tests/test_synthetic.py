@@ -132,14 +132,26 @@ def test_cli_with_the_standin_body(tmp_path, capsys):
     out = tmp_path / "cli"
     sheet = tmp_path / "sheet.png"
     assert synthetic.main(["--out", str(out), "--num", "3", "--standin-body", "--image-size", "64",
-                           "--levels", "1", "--contact-sheet", str(sheet), "--quiet"]) == 0
+                           "--levels", "1,2", "--contact-sheet", str(sheet), "--quiet"]) == 0
     assert len(shards.open_dataset(out)) == 3
+    topology = shards.open_dataset(out).metadata["topology"]
+    assert topology["levels"] == ["1", "2"] and len(topology["points_per_level"]) == 2   # --levels=A,B: a list
     assert Image.open(sheet).size[0] > 64
     capsys.readouterr()
     assert synthetic.main(["--out", str(out), "--num", "1", "--standin-body", "--quiet"]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and err[0].startswith("error: ") and "already holds" in err[0]  # one line, no traceback
     assert len(shards.open_dataset(out)) == 3  # the existing dataset untouched
+    for argv, words in [(["--topology", "smpl"], "flag --topology=smpl: value should be one of"),
+                        (["--levels", "1", "2"], "unexpected argument 2"),   # a list is one comma-separated value
+                        (["--num-examples", "2"], "Unknown command line flag 'num-examples'"),
+                        ([], "Flag --num must have a value other than None")]:
+        rc = synthetic.main(["--out", str(tmp_path / "bad"), "--standin-body", "--quiet"]
+                            + (["--num", "1"] if argv else []) + argv)
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+    assert not (tmp_path / "bad").exists()
+    assert synthetic.main(["--help"]) == 0 and "--[no]standin-body" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -167,3 +179,11 @@ def test_inspect_sheet(standin_set, tmp_path, capsys):
     assert '"records": 6' in capsys.readouterr().out
     w, h = Image.open(out).size
     assert w == 4 * (224 + 2) + 2 and h == 2 * (224 + 2) + 2
+    other = tmp_path / "other.png"
+    for argv, words in [([], "give one image dataset folder, got 0"),
+                        ([str(standin_set), "more"], "give one image dataset folder, got 2"),
+                        ([str(standin_set), "--backbone", "vgg"], "flag --backbone=vgg: value should be one of")]:
+        rc = inspect.main(argv + ["--out", str(other)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+    assert not other.exists()

@@ -169,7 +169,7 @@ def test_smooth_lowers_the_jitter(clip, tmp_path, capsys):
     np.testing.assert_array_equal(v_smooth[0], v_raw[0])           # the first sample passes unchanged
     # stronger settings smooth more
     rc, _, stronger, _ = _run(clip, tmp_path / "stronger", H.standin_predictor(noise=0.02, seed=3), "--smooth",
-                              "--smooth-vertices", "0.3", "5")
+                              "--smooth-vertices", "0.3,5")
     assert rc == 0 and _jitter(stronger[0]["vertices"]) < _jitter(v_smooth)
 
 
@@ -233,7 +233,10 @@ def test_video_errors_are_one_line(clip, tmp_path, capsys):
         (["--video", clip["video"], "--every", "0"], "--every must be >= 1"),
         (["--video", clip["video"], "--max-frames", "0"], "--max-frames must be >= 1"),
         (["--video", clip["video"], "--images", "x.png"], "not both"),
-        (["--video", clip["video"], "--smooth-vertices", "0", "1"], "MIN_CUTOFF > 0"),
+        (["--video", clip["video"], "--smooth-vertices", "0,1"], "MIN_CUTOFF > 0"),
+        (["--video", clip["video"], "--smooth-vertices", "0.3", "5"],   # two numbers are one flag value: 0.3,5
+         "flag --smooth-vertices=0.3: expected MIN_CUTOFF,BETA (2 comma-separated numbers)"),
+        (["--video", clip["video"], "x.png"], "not both"),   # a positional path is an image
         (["--video", clip["video"], "--smpl-fit"], "--images only"),
     ]
     for argv, words in cases:
