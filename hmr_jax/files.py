@@ -26,6 +26,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -266,31 +267,11 @@ def exclusive_lock(path: str | os.PathLike, what: str = "", *, wait_s: float = 0
       LockHeldError: naming the holder's host and pid, and what to do.
     """
     path = pathlib.Path(path)
-    import logging
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     deadline = time.monotonic() + max(float(wait_s), 0.0)
     try:
         while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                locked = True
-            except BlockingIOError:
-                locked = False
-            except OSError:  # a filesystem without flock: the holder record alone decides
-                locked = None
-            holder = _read_holder(fd)
-            age = time.time() - os.fstat(fd).st_mtime if holder else None
-            if locked is False:
-                live = True
-            elif holder.get("pid") is None:
-                live = False
-            elif holder.get("host") == socket.gethostname():
-                live = (int(holder["pid"]) != os.getpid()
-                        and _pid_alive(int(holder["pid"]), holder.get("start")))
-                if live and locked:  # flock granted: the process lives but does not hold it
-                    live = False
-            else:
-                live = age is not None and age < stale_after_s
+            live, holder, age = _lock_state(fd, stale_after_s)
             if not live:
                 break
             if time.monotonic() >= deadline:
@@ -303,38 +284,74 @@ def exclusive_lock(path: str | os.PathLike, what: str = "", *, wait_s: float = 0
         if holder.get("pid") is not None:
             logging.getLogger(__name__).warning("Taking over the stale lock %s of %s.", path,
                                                 _describe(holder, age))
-        me = {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid()),
-              "since": time.strftime("%Y-%m-%d %H:%M:%S"), "what": what}
-        data = json.dumps(me).encode("utf-8")
-        # In place (not atomic_write): the lock lives on this inode. One small pwrite.
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, data + b"\n", 0)
-            os.fsync(fd)
-        except OSError as e:
-            if is_disk_full(e):
-                raise DiskFullError(path, "lock file") from e
-            raise
-        stop = threading.Event()
-
-        def beat():
-            while not stop.wait(heartbeat_s):
-                try:
-                    os.utime(fd)
-                except OSError:
-                    pass
-
-        thread = threading.Thread(target=beat, name=f"lock-heartbeat:{path}", daemon=True)
-        thread.start()
-        try:
-            yield path
-        finally:
-            stop.set()
-            thread.join(timeout=5)
-            if _read_holder(fd).get("pid") == os.getpid():
-                os.ftruncate(fd, 0)
+        _write_holder(fd, path, what)
+        with _heartbeat(fd, path, heartbeat_s):
+            try:
+                yield path
+            finally:
+                if _read_holder(fd).get("pid") == os.getpid():
+                    os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # releases flock
+
+
+def _lock_state(fd: int, stale_after_s: float) -> tuple[bool, dict, float | None]:
+    """``(live, holder record, heartbeat age in s)`` of the lock file ``fd`` (flock taken when free),
+    by the rule of :func:`exclusive_lock`."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        locked = True
+    except BlockingIOError:
+        locked = False
+    except OSError:  # a filesystem without flock: the holder record alone decides
+        locked = None
+    holder = _read_holder(fd)
+    age = time.time() - os.fstat(fd).st_mtime if holder else None
+    if locked is False:
+        return True, holder, age
+    if holder.get("pid") is None:
+        return False, holder, age
+    if holder.get("host") == socket.gethostname():
+        live = int(holder["pid"]) != os.getpid() and _pid_alive(int(holder["pid"]), holder.get("start"))
+        # flock granted: the process may live but does not hold the lock
+        return bool(live and not locked), holder, age
+    return age is not None and age < stale_after_s, holder, age
+
+
+def _write_holder(fd: int, path: pathlib.Path, what: str) -> None:
+    """This process's ``{"host", "pid", "start", "since", "what"}`` into the lock file, in place
+    (not atomic_write: the lock lives on this inode; one small pwrite)."""
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid()),
+          "since": time.strftime("%Y-%m-%d %H:%M:%S"), "what": what}
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode("utf-8") + b"\n", 0)
+        os.fsync(fd)
+    except OSError as e:
+        if is_disk_full(e):
+            raise DiskFullError(path, "lock file") from e
+        raise
+
+
+@contextlib.contextmanager
+def _heartbeat(fd: int, path: pathlib.Path, every_s: float) -> Iterator[None]:
+    """Touch the lock file every ``every_s`` seconds from a daemon thread while the block runs."""
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(every_s):
+            try:
+                os.utime(fd)
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=beat, name=f"lock-heartbeat:{path}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def folder_lock(folder: str | os.PathLike, what: str = "", *, name: str = ".lock", **kwargs):

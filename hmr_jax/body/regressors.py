@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hmr_jax.body.model_io import read_body_model_file
 from hmr_jax.errors import UserError
 from hmr_jax.files import atomic_open
 from hmr_jax.safe_read import read_npy
@@ -305,8 +306,6 @@ def write_smpl24_regressor(model_file: str | os.PathLike, out: str | os.PathLike
 
     Written to a temporary name then renamed. Returns the array.
     """
-    from hmr_jax.body.model_io import read_body_model_file
-
     arrays = read_body_model_file(model_file)
     if arrays.kind != "smpl":
         raise JointRegressorError(

@@ -33,7 +33,10 @@ import dataclasses
 import os
 from typing import Any, Sequence
 
+import grain
+import jax
 import numpy as np
+from absl import flags
 
 from hmr_jax.data import augment as aug
 from hmr_jax.data.shards import DatasetError, open_dataset
@@ -49,16 +52,12 @@ class Source:
 
 def ensure_absl_flags_parsed() -> None:
     """Marks absl flags as parsed (Grain 0.2 worker processes fail otherwise)."""
-    from absl import flags
-
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
 
 
 def _process_shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
     if shard_index is None or shard_count is None:
-        import jax
-
         shard_index = jax.process_index() if shard_index is None else shard_index
         shard_count = jax.process_count() if shard_count is None else shard_count
     if not 0 <= shard_index < shard_count:
@@ -110,8 +109,6 @@ class _Transform:
 
 def _source_datasets(sources: list[Source], kind: str | None, train: bool, seed: int,
                      num_epochs: int | None, shard_index: int, shard_count: int, skip_bad: bool = False):
-    import grain
-
     opened = [open_dataset(s.path, kind=kind) for s in sources]
     parts = []
     for i, d in enumerate(opened):
@@ -129,8 +126,6 @@ def _source_datasets(sources: list[Source], kind: str | None, train: bool, seed:
 
 
 def _mix(parts, sources: list[Source], concatenate: bool = False):
-    import grain
-
     if len(parts) == 1:
         return parts[0]
     if concatenate:  # evaluation: every record of every source, one source after the other
@@ -162,8 +157,6 @@ def host_share(stream, batch_size: int, shard_index: int, shard_count: int):
       a ``grain.MapDataset`` whose elements ``[kB, (k+1)B)`` are process ``shard_index``'s slice
       of global batch ``k`` (the stream itself for one process).
     """
-    import grain
-
     if shard_count == 1:
         return stream
     global_batch = batch_size * shard_count
@@ -172,8 +165,6 @@ def host_share(stream, batch_size: int, shard_index: int, shard_count: int):
 
 
 def _finish(ds, batch_size: int, drop_remainder: bool, num_workers: int, prefetch_buffer: int, read_threads: int):
-    import grain
-
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
                                               prefetch_buffer_size=2 * batch_size if read_threads else 0))
     it = it.batch(batch_size, drop_remainder=drop_remainder)
@@ -326,8 +317,6 @@ def example_pipeline(examples, *, batch_size: int, train: bool = True, transform
     Returns:
       a ``grain.IterDataset`` of batches (each field with a leading batch axis).
     """
-    import grain
-
     drop_remainder = train if drop_remainder is None else drop_remainder
     num_epochs = 1 if num_epochs is None and not train else num_epochs
     shard_index, shard_count = _process_shard(shard_index, shard_count)

@@ -30,7 +30,7 @@ from hmr_jax.inference.crops import InferenceError, PersonCrop, as_rgb_uint8, cr
 from hmr_jax.inference.model import (DEFAULT_BATCH_SIZE, ImageModel, _as_key, bucket_sizes, load_image_model,
                                      pad_rows)
 from hmr_jax.mesh.io import load_faces
-from hmr_jax.render import MESH_COLOR, PerspectiveCamera, render_mesh
+from hmr_jax.render import MESH_COLOR, PerspectiveCamera, render_mesh, side_view
 
 
 @dataclasses.dataclass
@@ -156,8 +156,6 @@ class ImagePrediction:
         Returns:
           (height, width, 3) uint8.
         """
-        from hmr_jax.render import side_view
-
         scene = self._scene(faces, hypothesis)
         if scene is None:
             return np.full((self.height, self.width, 3), 255, np.uint8)

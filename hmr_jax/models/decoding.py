@@ -68,6 +68,7 @@ import numpy as np
 
 from hmr_jax.geometry.rotations import rotation_6d_to_matrix
 from hmr_jax.models import mega as M
+from hmr_jax.models.mesh_vqvae import MeshVQVAE
 
 
 # ------------------------------------------------------------------------------------------
@@ -168,6 +169,46 @@ def _schedule(steps: int, seq_length: int):
     return ratio, mask_len
 
 
+def _sample_masked(logits, noise, patches, is_mask, positions=None):
+    """Tokens drawn at the masked positions and their logits (``inf`` where already known).
+
+    Args:
+      logits: (N, P, V) decoder logits, at ``positions`` (N, P) of the S-long sequence when given
+        (else P = S); noise: (N, S, V) Gumbel noise (already scaled by the temperature);
+      patches: (N, S) int32 current tokens; is_mask: (N, S) bool, still masked.
+    Returns:
+      ``(tokens (N, S) int32, logits of the drawn tokens (N, S) float32)``.
+    """
+    n, seq = patches.shape
+    if positions is not None:
+        noise = jnp.take_along_axis(noise, positions[..., None], axis=1)
+    sampled = jnp.argmax(logits + noise, axis=-1).astype(jnp.int32)
+    sampled_logits = jnp.take_along_axis(logits, sampled[..., None], axis=-1)[..., 0]
+    if positions is not None:
+        row = jnp.arange(n)[:, None]
+        sampled = patches.at[row, positions].set(sampled)
+        sampled_logits = jnp.full((n, seq), jnp.inf, jnp.float32).at[row, positions].set(sampled_logits)
+    return jnp.where(is_mask, sampled, patches), jnp.where(is_mask, sampled_logits, jnp.inf)
+
+
+def _remask(confidence, is_mask, mask_len, last, faithful: bool):
+    """(N, S) bool: the positions masked again for the next step, the ``mask_len`` least confident.
+
+    ``faithful``: the original's cut (every position at or below the ``m``-th smallest confidence
+    of each row, with ``m`` from the first row's count: ties can mask more); otherwise exactly
+    ``m`` per row by stable rank, none on the ``last`` step.
+    """
+    count = jnp.sum(is_mask, axis=-1)
+    if faithful:
+        m = jnp.maximum(1, jnp.minimum(count[0] - 1, mask_len))
+        cut = jnp.sort(confidence, axis=-1)[:, m - 1]
+        return confidence <= cut[:, None]
+    m = jnp.maximum(1, jnp.minimum(count - 1, mask_len))
+    m = jnp.where(last, 0, m)
+    rank = jnp.argsort(jnp.argsort(confidence, axis=-1, stable=True), axis=-1, stable=True)
+    return rank < m[:, None]
+
+
 @functools.partial(jax.jit, static_argnames=("model", "steps", "num_samples", "batch_size", "faithful",
                                                "return_steps"))
 def _mega_generate(model, variables, cond, key, gen_temp, noise, *, steps, num_samples,
@@ -223,27 +264,8 @@ def _mega_generate(model, variables, cond, key, gen_temp, noise, *, steps, num_s
             n_conf = temp * jax.random.gumbel(k2, (n, seq), jnp.float32)
         else:
             n_logits, n_conf = noise_s
-        if positions is not None:
-            n_logits = jnp.take_along_axis(n_logits, positions[..., None], axis=1)
-        sampled = jnp.argmax(logits + n_logits, axis=-1).astype(jnp.int32)
-        sampled_logits = jnp.take_along_axis(logits, sampled[..., None], axis=-1)[..., 0]
-        if positions is not None:
-            row = jnp.arange(n)[:, None]
-            sampled = patches.at[row, positions].set(sampled)
-            sampled_logits = jnp.full((n, seq), jnp.inf, jnp.float32).at[row, positions].set(sampled_logits)
-        sampled = jnp.where(is_mask, sampled, patches)
-        sampled_logits = jnp.where(is_mask, sampled_logits, jnp.inf)
-        confidence = sampled_logits + n_conf
-        count = jnp.sum(is_mask, axis=-1)
-        if faithful:
-            m = jnp.maximum(1, jnp.minimum(count[0] - 1, m_len))
-            cut = jnp.sort(confidence, axis=-1)[:, m - 1]
-            masking = confidence <= cut[:, None]
-        else:
-            m = jnp.maximum(1, jnp.minimum(count - 1, m_len))
-            m = jnp.where(last, 0, m)
-            rank = jnp.argsort(jnp.argsort(confidence, axis=-1, stable=True), axis=-1, stable=True)
-            masking = rank < m[:, None]
+        sampled, sampled_logits = _sample_masked(logits, n_logits, patches, is_mask, positions)
+        masking = _remask(sampled_logits + n_conf, is_mask, m_len, last, faithful)
         patches = jnp.where(masking, 0, sampled)
         return (patches, ~masking), (patches if return_steps else None)
 
@@ -371,8 +393,6 @@ def _meshes_from_tokens(mesh_decode, tokens, rot6d):
 
 def mesh_decoder_fn(model, variables) -> Callable[[jnp.ndarray], jnp.ndarray]:
     """``ids (M, 54) -> meshes (M, 6890, 3)`` for a Mesh-VQ-VAE module and its variables (jitted)."""
-    from hmr_jax.models.mesh_vqvae import MeshVQVAE
-
     @jax.jit
     def decode(ids):
         return model.apply(variables, jnp.asarray(ids, jnp.int32), method=MeshVQVAE.decode)

@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hmr_jax.models.backbones import build_backbone
 from hmr_jax.models.transformer import Block, Dtype
 
 _POS_INIT = nn.initializers.truncated_normal(stddev=0.02)
@@ -485,8 +486,6 @@ def build_mega(config: Any, dtype: Dtype = jnp.float32) -> nn.Module:
         raise ValueError("not a MEGA config (no 'mega' entry); was the checkpoint converted as mega_*?")
     kwargs = dict(config["mega"])
     if config.get("backbone"):
-        from hmr_jax.models.backbones import build_backbone
-
         fields = {"seq_length", "emb_dim", "encoder_layer", "encoder_head", "decoder_layer", "decoder_head",
                   "num_embeddings", "dim_tokens", "cond_length", "cond_dim", "cond_dropout"}
         return CVQMAE(backbone=build_backbone(config["backbone"], dtype=dtype), dtype=dtype,
