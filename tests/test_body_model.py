@@ -258,3 +258,18 @@ def test_joint_regressors_follow_the_vertex_count_of_the_files(tmp_path):
     np.save(tmp_path / "flat.npy", h36m.reshape(-1))
     with pytest.raises(JointRegressorError, match=r"\(joints, vertices\) matrix"):
         load_joint_regressor(tmp_path / "flat.npy", 17)
+
+
+def test_smpl24_regressor_command_line(body_models, tmp_path, capsys):
+    """``python -m hmr_jax.body.regressors SMPL.pkl OUT.npy`` writes SMPL's 24-joint regressor; a
+    wrong argument count or a missing model is one ``error:`` line (status 2), nothing written."""
+    from hmr_jax.body import regressors
+
+    out = tmp_path / "J_regressor_24.npy"
+    assert regressors.main([str(body_models[0] / "smpl" / "SMPL_NEUTRAL.pkl"), str(out)]) == 0
+    np.testing.assert_allclose(np.load(out), body_models[1]["smpl"]["J_regressor"], atol=1e-7)
+    for argv in ([str(out)], [str(tmp_path / "absent.pkl"), str(tmp_path / "o.npy")]):
+        assert regressors.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: "), err
+    assert not (tmp_path / "o.npy").exists()

@@ -230,7 +230,7 @@ def test_cli_writes_loadable_files(tmp_path, capsys):
     tpl = tmp_path / "sphere.ply"
     mesh_io.write_ply(tpl, m.vertices, m.faces, colors)
     out = tmp_path / "conn"
-    assert build.main([str(tpl), str(out), "--levels", "1", "2", "1", "2:2:1", "1"]) == 0
+    assert build.main([str(tpl), str(out), "--levels=1,2,1,2:2:1,1"]) == 0
     printed = capsys.readouterr().out
     assert "connection_layer_lst" in printed and "642" in printed
     meta = json.loads((out / "hierarchy.json").read_text())
@@ -258,7 +258,7 @@ def test_cli_writes_loadable_files(tmp_path, capsys):
     # A second run refuses to overwrite; bad options fail with a message, not a traceback.
     assert build.main([str(tpl), str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert build.main([str(tpl), str(tmp_path / "x"), "--levels", "3:1:1"]) == 2
+    assert build.main([str(tpl), str(tmp_path / "x"), "--levels=3:1:1"]) == 2
     assert "radius_unpool" in capsys.readouterr().err
     assert build.main([str(tmp_path / "missing.ply"), str(tmp_path / "y")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -266,7 +266,7 @@ def test_cli_writes_loadable_files(tmp_path, capsys):
 
 def test_cli_reproduces_released_files(reference_dir, tmp_path, capsys):
     out = tmp_path / "smpl"
-    args = [str(reference_dir / "template.ply"), str(out), "--levels", *build.DEFAULT_LEVELS]
+    args = [str(reference_dir / "template.ply"), str(out), "--levels=" + ",".join(build.DEFAULT_LEVELS)]
     assert build.main(args + ["--keep-centers", "dfaust"]) == 0
     assert "54" in capsys.readouterr().out
     for k in range(len(build.DEFAULT_LEVELS)):
@@ -284,3 +284,17 @@ def test_stride_center_search_gives_a_sparser_next_level():
     np.testing.assert_array_equal(full.levels[0].pool, short.levels[0].pool)
     assert short.levels[1].pool[:, 0].mean() < full.levels[1].pool[:, 0].mean()
     assert short.levels[1].pool[:, 0].min() >= 2  # still connected to a neighbour
+
+
+def test_cli_flags_are_absl_and_bad_ones_one_line(tmp_path, capsys):
+    """The absl flag style of every command: --help exits 0, a bad enum value / an unknown flag /
+    a missing path is one ``error:`` line and status 2, nothing written."""
+    assert build.main(["--help"]) == 0
+    assert "--levels" in capsys.readouterr().out
+    for argv, says in ((["a.ply", str(tmp_path / "o"), "--center-search=wide"], "--center-search"),
+                       (["a.ply", str(tmp_path / "o"), "--nope"], "nope"),
+                       (["a.ply"], "TEMPLATE and OUT_DIR")):
+        assert build.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and says in err[0], err
+    assert not (tmp_path / "o").exists()

@@ -20,11 +20,11 @@ them):
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import pathlib
-from typing import Iterable
+import sys
+from typing import Iterable, Sequence
 
 import flax.struct
 import jax
@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from hmr_jax.body.model_io import read_body_model_file
-from hmr_jax.errors import UserError
+from hmr_jax.cli import parse_command
+from hmr_jax.errors import UserError, command_line
 from hmr_jax.files import atomic_open
 from hmr_jax.safe_read import read_npy
 
@@ -321,15 +322,24 @@ def write_smpl24_regressor(model_file: str | os.PathLike, out: str | os.PathLike
     return reg
 
 
-def main(argv: list[str] | None = None) -> None:
-    """CLI: ``python -m hmr_jax.body.regressors SMPL_MODEL.pkl body_models/J_regressor_24.npy``."""
-    parser = argparse.ArgumentParser(description="Extract SMPL's 24-joint regressor from an SMPL model file.")
-    parser.add_argument("model_file", help="SMPL .pkl (chumpy objects are fine)")
-    parser.add_argument("out", help="destination .npy, e.g. body_models/J_regressor_24.npy")
-    args = parser.parse_args(argv)
-    reg = write_smpl24_regressor(args.model_file, args.out)
-    print(f"wrote {args.out}: {reg.shape}")
+@command_line
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: ``python -m hmr_jax.body.regressors SMPL_MODEL.pkl body_models/J_regressor_24.npy``;
+    0 on success; a bad file is one ``error:`` line (exit status 2)."""
+    args = parse_command(argv, lambda fv: None, "python -m hmr_jax.body.regressors",
+                         "python -m hmr_jax.body.regressors SMPL_MODEL OUT.npy\n\nExtract SMPL's 24-joint "
+                         "regressor from an SMPL model file (.pkl, chumpy objects are fine) into OUT.npy.",
+                         positional="paths")
+    if args is None:   # --help
+        return 0
+    if len(args.paths) != 2:
+        raise ValueError(f"expected SMPL_MODEL and OUT.npy, got {len(args.paths)} argument(s) "
+                         "(see python -m hmr_jax.body.regressors --help)")
+    model_file, out = args.paths
+    reg = write_smpl24_regressor(model_file, out)
+    print(f"wrote {out}: {reg.shape}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

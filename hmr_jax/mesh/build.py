@@ -32,14 +32,13 @@ in red (:data:`DFAUST_RED_CENTERS`, ``--keep-centers dfaust``).
 
 Command line::
 
-    python -m hmr_jax.mesh.build TEMPLATE.ply OUT_DIR --levels 1 2 1 2 1 2 1
+    python -m hmr_jax.mesh.build TEMPLATE.ply OUT_DIR --levels=1,2,1,2,1,2,1
 
 writes ``_pool0..6.npy``, ``_unpool0..6.npy``, ``_center_lst0..6.npy`` and ``hierarchy.json``
 (layer names, point counts and the ``connection_layer_lst`` for a Mesh-VQ-VAE config).
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import hashlib
@@ -51,7 +50,9 @@ import time
 from typing import Sequence
 
 import numpy as np
+from absl import flags
 
+from hmr_jax.cli import parse_command
 from hmr_jax.files import atomic_open, atomic_write
 from hmr_jax.mesh import io as mesh_io
 
@@ -354,7 +355,7 @@ def build_hierarchy(
     """
     specs = [parse_level(x) if isinstance(x, str) else x for x in levels]
     if not specs:
-        raise HierarchyError("no level given: pass at least one level (e.g. --levels 1 2 1 2)")
+        raise HierarchyError("no level given: pass at least one level (e.g. --levels=1,2,1,2)")
     for i, s in enumerate(specs):
         s.validate(i)
     num_vertices = int(num_vertices)
@@ -521,35 +522,43 @@ def _parse_ids(text: str) -> list[int]:
         raise HierarchyError(f"--keep-centers {text!r}: expected comma-separated vertex ids or 'dfaust'") from None
 
 
+def _define(fv: flags.FlagValues) -> None:
+    """This command's absl flags (parsed by :func:`hmr_jax.cli.parse_command`)."""
+    flags.DEFINE_list("levels", list(DEFAULT_LEVELS), "one entry per level, finest first, comma-separated: STRIDE "
+                      "(radii = stride) or STRIDE:RADIUS_POOL:RADIUS_UNPOOL in hops", flag_values=fv)
+    flags.DEFINE_boolean("no-red-centers", False, "ignore pure-red template vertices (by default they stay "
+                         "centres)", flag_values=fv)
+    flags.DEFINE_string("keep-centers", "", "comma-separated vertex ids that stay centres at every level, or "
+                        "'dfaust' for the ids that reproduce the released dfaust2 SMPL files (with "
+                        "--levels=1,2,1,2,1,2,1,2)", flag_values=fv)
+    flags.DEFINE_enum("center-search", "full", ["full", "stride"], "next-level graph joins centres within "
+                      "2*stride-1 hops (full) or stride hops", flag_values=fv)
+    flags.DEFINE_boolean("overwrite", False, "replace connection files already in OUT_DIR", flag_values=fv)
+
+
+_USAGE = """python -m hmr_jax.mesh.build TEMPLATE OUT_DIR [--levels=1,2,1,2,1,2,1] [flags]
+
+Build a pooling/unpooling hierarchy (MeshConvolution connection matrices) for a triangle mesh:
+TEMPLATE (.ply or .obj) -> OUT_DIR/_poolK.npy, _unpoolK.npy, _center_lstK.npy and hierarchy.json.
+Example (SMPL, 54 latent points; with --keep-centers=dfaust the files equal the released
+Mesh-VQ-VAE ones): python -m hmr_jax.mesh.build body_models/template.ply body_models/ConnectionMatrices
+--levels=1,2,1,2,1,2,1"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry: ``python -m hmr_jax.mesh.build TEMPLATE OUT_DIR --levels ...``."""
-    p = argparse.ArgumentParser(
-        prog="python -m hmr_jax.mesh.build",
-        description="Build a pooling/unpooling hierarchy (MeshConvolution connection matrices) for a triangle mesh.",
-        epilog="Example (SMPL, 54 latent points; with --keep-centers dfaust the files equal the released "
-        "Mesh-VQ-VAE ones): python -m hmr_jax.mesh.build body_models/template.ply "
-        "body_models/ConnectionMatrices --levels 1 2 1 2 1 2 1",
-    )
-    p.add_argument("template", help="the template mesh (.ply or .obj)")
-    p.add_argument("out_dir", help="folder for _poolK.npy, _unpoolK.npy, _center_lstK.npy and hierarchy.json")
-    p.add_argument(
-        "--levels", nargs="+", default=list(DEFAULT_LEVELS), metavar="S[:RP:RU]",
-        help="one entry per level, finest first: STRIDE (radii = stride) or STRIDE:RADIUS_POOL:RADIUS_UNPOOL "
-        "in hops (default: %(default)s)",
-    )  # fmt: skip
-    p.add_argument(
-        "--no-red-centers", action="store_true",
-        help="ignore pure-red template vertices (by default they stay centres)",
-    )  # fmt: skip
-    p.add_argument(
-        "--keep-centers", default="", metavar="IDS",
-        help="comma-separated vertex ids that stay centres at every level, or 'dfaust' for the ids that "
-        "reproduce the released dfaust2 SMPL files (with --levels 1 2 1 2 1 2 1 2)",
-    )  # fmt: skip
-    p.add_argument("--center-search", choices=("full", "stride"), default="full",
-                   help="next-level graph joins centres within 2*stride-1 hops (full, default) or stride hops")  # fmt: skip
-    p.add_argument("--overwrite", action="store_true", help="replace connection files already in OUT_DIR")
-    args = p.parse_args(argv)
+    """Command-line entry: ``python -m hmr_jax.mesh.build TEMPLATE OUT_DIR --levels=...``; 0 on
+    success, 2 (after one ``error:`` line) on a bad flag, mesh or hierarchy."""
+    try:
+        args = parse_command(argv, _define, "python -m hmr_jax.mesh.build", _USAGE, positional="paths")
+        if args is None:   # --help
+            return 0
+        if len(args.paths) != 2:
+            raise ValueError(f"expected TEMPLATE and OUT_DIR, got {len(args.paths)} argument(s) "
+                             "(see python -m hmr_jax.mesh.build --help)")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    args.template, args.out_dir = args.paths
     try:
         specs = [parse_level(x) for x in args.levels]
         keep = _parse_ids(args.keep_centers)
