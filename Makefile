@@ -44,7 +44,7 @@ FUZZ_EXAMPLES ?= 2000
 fuzz: $(VENV)/.stamp-test
 	rm -f fuzz_report.json
 	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_REPORT=fuzz_report.json \
-		$(PY) -m pytest tests/test_fuzz_files.py tests/test_fuzz_conversion.py tests/test_fuzz_data.py \
+		$(PY) -m pytest tests/fuzz \
 		-s -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # The web app in headless Chromium (tests marked `browser`). Chromium comes from the Debian

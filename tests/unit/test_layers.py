@@ -9,8 +9,9 @@ from __future__ import annotations
 import ast
 import os
 import pathlib
+from helpers import REPO_ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 
 #: (layer name, module prefixes). Lowest first; an import may go to its own layer or below.
 LAYERS = (

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 import convert_torch_weights
-import inference_helpers as H
+from helpers import inference as H
 import sample
 from hmr_jax.conversion import common
 from hmr_jax.mesh.io import read_mesh
@@ -205,7 +205,7 @@ def test_detector_choice(setup, capsys, tmp_path):
 
 
 def test_yolo_boxes_reach_the_crops(setup, capsys):
-    """--detector yolo on a small ONNX graph with the YOLOv8 output layout (tests/test_detection_yolo.py):
+    """--detector yolo on a small ONNX graph with the YOLOv8 output layout (tests/unit/test_detection_yolo.py):
     the persons sample.py predicts are the detector's boxes above --detection-threshold."""
     from hmr_jax.detection import YoloDetector
     from test_detection_yolo import constant_model, raw_output

@@ -1,6 +1,6 @@
 """hmr_jax.app without a browser: the Reconstructor behind the page on a stand-in model (pictures,
 files, threshold, hypotheses grid, SMPL files, the limits) and the command line's one-line errors.
-The page itself, in headless Chromium, is tests/test_app_browser.py."""
+The page itself, in headless Chromium, is tests/integration/test_app_browser.py."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import inference_helpers as H
+from helpers import inference as H
 from hmr_jax import app
 from hmr_jax.detection import Detections
 from hmr_jax.mesh.io import read_mesh

@@ -14,8 +14,9 @@ import jax.numpy as jnp
 import pytest
 
 from hmr_jax.training.config import load_config
+from helpers import REPO_ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 CONFIG_DIR = ROOT / "configs"
 NOT_CONFIGS = {"__init__", "common"}
 NAMES = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in NOT_CONFIGS)

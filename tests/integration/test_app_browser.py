@@ -38,13 +38,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import inference_helpers as H
+from helpers import inference as H
 from hmr_jax.mesh.io import read_mesh
 from hmr_jax.render import PerspectiveCamera, rasterize
+from helpers import REPO_ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 HW = (256, 384)
 STARTUP_S = 300
 REQUEST_S = 300

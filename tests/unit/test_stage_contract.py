@@ -11,8 +11,9 @@ import pytest
 from hmr_jax.data.pipeline import example_pipeline, image_pipeline, mesh_pipeline
 from hmr_jax.training.stages import STAGES, Stage, get_stage
 from hmr_jax.training.stages.base import Stage as BaseStage
+from helpers import REPO_ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO_ROOT)
 CONTRACT = ("train_pipeline", "val_batches", "frozen", "init", "load_pretrained", "loss", "validate", "predict")
 
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import fuzz_harness as fz
+from helpers import fuzz as fz
 from hmr_jax.conversion import common, fixtures, registry
 
 torch = pytest.importorskip("torch")

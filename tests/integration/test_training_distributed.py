@@ -14,8 +14,9 @@ import time
 
 import numpy as np
 import pytest
+from helpers import REPO_ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO_ROOT)
 PY = sys.executable
 TOY = os.path.join(ROOT, "configs", "train_toy.py")
 QUIET = ["--config.progress_bar=False", "--config.tensorboard=False"]

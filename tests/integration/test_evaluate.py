@@ -10,8 +10,9 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import REPO_ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO_ROOT)
 NV = 24
 
 

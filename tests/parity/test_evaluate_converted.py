@@ -22,8 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import REPO_ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO_ROOT)
 NUM_IMAGES = 4
 
 # ~60 s on an idle 2-core CPU (HRNet, MEGA and the 6890-vertex decoder compile twice: in

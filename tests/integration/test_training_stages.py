@@ -14,9 +14,10 @@ import pytest
 from hmr_jax.training.config import load_config
 from hmr_jax.training.metric_writers import read_metrics
 from hmr_jax.training.trainer import train
-from stage_helpers import grid_faces, quick
+from helpers.stages import grid_faces, quick
+from helpers import REPO_ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO_ROOT)
 NV = 24  # the toy datasets' "mesh" is a 24-point skeleton
 
 

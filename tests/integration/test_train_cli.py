@@ -5,8 +5,9 @@ import json
 import os
 import subprocess
 import sys
+from helpers import REPO_ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO_ROOT)
 TOY = os.path.join(ROOT, "configs", "train_toy.py")
 
 

@@ -2,8 +2,8 @@
 annotation files ``data_prep`` converts (3DPW and EMDB pickles, BEDLAM / CLIFF ``.npz``).
 
 Seeds come from the project's writers (``hmr_jax.testing.toy_data``'s records and datasets) and from the
-stand-ins of ``tests/test_data_converters.py`` written in the official layouts. Checks as in
-``fuzz_harness.check_reader``: the reader's own error (``RecordError``, ``DatasetError``,
+stand-ins of ``tests/unit/test_data_converters.py`` written in the official layouts. Checks as in
+``helpers.fuzz.check_reader``: the reader's own error (``RecordError``, ``DatasetError``,
 ``ConversionInputError``) naming the file, no other exception, no hang, no memory blow-up,
 nothing written.
 """
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import fuzz_harness as fz
+from helpers import fuzz as fz
 from data_prep import cliff_npz, common, emdb, threedpw
 from hmr_jax.data import records, shards
 from hmr_jax.testing import toy_data as toy

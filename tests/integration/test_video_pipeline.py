@@ -1,5 +1,5 @@
 """``sample.py --video`` and hmr_jax.video.pipeline: a rendered 24-frame clip of a person walking
-across the frame (tests/inference_helpers.walking_person) with injected per-frame boxes.
+across the frame (tests/helpers/inference.walking_person) with injected per-frame boxes.
 
 * end to end on the fixture-converted MEGA (6890-vertex meshes): one track with one id over all
   frames, its .npz, an overlay video of 24 frames of the input size drawn where the meshes project;
@@ -16,7 +16,7 @@ import json
 import numpy as np
 import pytest
 
-import inference_helpers as H
+from helpers import inference as H
 import sample
 from hmr_jax.detection import DetectionError
 from hmr_jax.mesh.io import read_mesh

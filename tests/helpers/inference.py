@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hmr_jax.training.config import load_config
-from stage_helpers import grid_faces
+from helpers.stages import grid_faces
 
 NV = 24          # tokenizer mesh: a 4 x 6 vertex grid
 NUM_TOKENS = 8

@@ -8,8 +8,9 @@ import subprocess
 import sys
 
 from hmr_jax import runtime
+from helpers import REPO_ROOT
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 
 

@@ -33,9 +33,10 @@ from hmr_jax.training.config import load_config
 from hmr_jax.training.metric_writers import read_metrics
 from hmr_jax.training.stages import LossOutput, Stage, Variables
 from hmr_jax.training.trainer import train
-from stage_helpers import quick
+from helpers import REPO_ROOT
+from helpers.stages import quick
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 TOY = ROOT / "configs" / "train_toy.py"
 
 

@@ -3,7 +3,7 @@
 Seeds are files in the real formats written by the project's own writers and stand-ins; each
 example mutates one (bytes: truncated, bit-flipped, overwritten, numbers replaced; values: wrong
 shapes, dtypes, types, missing / extra keys) and checks the reader with
-:func:`fuzz_harness.check_reader` (its own error type naming the file, no hang, no memory
+:func:`helpers.fuzz.check_reader` (its own error type naming the file, no hang, no memory
 blow-up, nothing written). Hostile files (size-lying headers, pickle bombs) are checked one by one.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import scipy.sparse
 from hypothesis import given
 from hypothesis import strategies as st
 
-import fuzz_harness as fz
+from helpers import fuzz as fz
 from hmr_jax.body import model_io
 from hmr_jax.body.regressors import JointRegressorError, load_joint_regressor
 from hmr_jax.testing.smpl_files import make_standin_arrays

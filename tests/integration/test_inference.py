@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-import inference_helpers as H
+from helpers import inference as H
 from hmr_jax.data.augment import BACKBONE_INPUTS, IMAGENET_MEAN, IMAGENET_STD
 from hmr_jax.detection import Detections
 from hmr_jax.inference import (InferenceError, Predictor, crop_person, fit_body_params, load_generator,
