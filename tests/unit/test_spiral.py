@@ -28,7 +28,7 @@ def sphere_setup(tmp_path_factory):
     m = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
     template = root / "sphere.ply"
     mesh_io.write_ply(template, m.vertices, m.faces)
-    assert build.main([str(template), str(root / "conn"), "--levels", *LEVELS]) == 0
+    assert build.main([str(template), str(root / "conn"), "--levels=" + ",".join(LEVELS)]) == 0
     meta = json.loads((root / "conn" / "hierarchy.json").read_text())
     config = {
         "conv": "spiral",

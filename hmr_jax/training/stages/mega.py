@@ -106,7 +106,22 @@ class MegaPretrainStage(_TokenizerMixin, Stage):
                 "pve_mm": 1000 * jnp.mean(jnp.linalg.norm(mesh - batch["vertices"], axis=-1), -1)}
 
 
-class MegaStage(_TokenizerMixin, Stage):
+class _ImageMixin:
+    """What the image stages (MEGA, VQ-HPS) share: the backbone kind of ``config.backbone`` and
+    the image record pipelines cropped for it."""
+
+    @property
+    def backbone(self) -> str:
+        return self.config.backbone.kind
+
+    def train_pipeline(self, local_batch, seed):
+        return common.image_train_pipeline(self.config, local_batch, seed, self.backbone)
+
+    def val_batches(self, local_batch):
+        return common.val_batches(self.config, local_batch, "image", self.backbone)
+
+
+class MegaStage(_TokenizerMixin, _ImageMixin, Stage):
     """Config: ``mega`` (CVQMAE sizes incl. ``cond_length`` / ``cond_dim`` / ``cond_dropout``),
     ``backbone`` (a backbone config, see ``hmr_jax.models.backbones.build_backbone``; ``kind``
     hrnet | resnet | vit selects the crop), ``tokenizer.path``, ``body_models`` (folder with the
@@ -126,18 +141,8 @@ class MegaStage(_TokenizerMixin, Stage):
         self._load_tokenizer()
         self.regressors = common.load_regressors(config)
 
-    @property
-    def backbone(self) -> str:
-        return self.config.backbone.kind
-
     def frozen(self):
         return {"tokenizer": self._tokenizer_vars, "regressors": self.regressors.frozen()}
-
-    def train_pipeline(self, local_batch, seed):
-        return common.image_train_pipeline(self.config, local_batch, seed, self.backbone)
-
-    def val_batches(self, local_batch):
-        return common.val_batches(self.config, local_batch, "image", self.backbone)
 
     def init(self, rng, batch):
         b = batch["image"].shape[0]

@@ -22,13 +22,13 @@ from hmr_jax.models.vqhps import build_vqhps, pose_from_mesh
 from hmr_jax.training import losses
 from hmr_jax.training.stages import common
 from hmr_jax.training.stages.base import LossOutput, Stage, Variables
-from hmr_jax.training.stages.mega import _TokenizerMixin
+from hmr_jax.training.stages.mega import _ImageMixin, _TokenizerMixin
 
 _FIELDS = ("model_dim", "num_heads", "feedforward_dim", "num_enc_layers", "num_dec_layers",
            "dict_size", "num_tokens", "dropout", "autoreg", "seq_len", "pose_dim")
 
 
-class VQHPSStage(_TokenizerMixin, Stage):
+class VQHPSStage(_TokenizerMixin, _ImageMixin, Stage):
     """Config: ``vqhps`` (regressor sizes), ``backbone`` (see ``configs/common.py``),
     ``tokenizer.path``, ``body_models``, ``tpose``, ``data.train`` / ``val``, ``init.backbone``."""
 
@@ -49,19 +49,9 @@ class VQHPSStage(_TokenizerMixin, Stage):
                 load_layout_regressor(config.body_models, "h36m17", int(config.get("num_vertices", 6890))))
         self._pose_init = pose_from_mesh(h36m, tpose)
 
-    @property
-    def backbone(self) -> str:
-        return self.config.backbone.kind
-
     def frozen(self):
         return {"tokenizer": self._tokenizer_vars, "regressors": self.regressors.frozen(),
                 "pose_init": self._pose_init}
-
-    def train_pipeline(self, local_batch, seed):
-        return common.image_train_pipeline(self.config, local_batch, seed, self.backbone)
-
-    def val_batches(self, local_batch):
-        return common.val_batches(self.config, local_batch, "image", self.backbone)
 
     def init(self, rng, batch):
         b = batch["image"].shape[0]
