@@ -172,6 +172,8 @@ class ImageModel:
       pose_init: VQ-HPS's starting pose (51,) (the T-pose's 17 H36M joints, meters), else None.
       batch_size: rows per compiled call (see :func:`bucket_sizes`).
       path, tokenizer_path: where they were read from.
+      mesh: the devices a batch is split over (axis ``"batch"``), None for one device; see
+        :func:`batch_mesh`.
     """
 
     kind: str
@@ -189,6 +191,7 @@ class ImageModel:
     batch_size: int = DEFAULT_BATCH_SIZE
     path: str = ""
     tokenizer_path: str = ""
+    mesh: jax.sharding.Mesh | None = None
 
     @property
     def family(self) -> str:
@@ -240,7 +243,7 @@ class ImageModel:
         key = _as_key(key, seed)
         parts = []
         for c, (start, stop, size) in enumerate(chunks(len(crops), self.batch_size)):
-            out = self._run(jnp.asarray(pad_rows(crops[start:stop], size)), num_samples, mode,
+            out = self._run(self._place(pad_rows(crops[start:stop], size)), num_samples, mode,
                             jax.random.fold_in(key, first_chunk + c), **settings)
             parts.append({k: np.asarray(v)[:stop - start] for k, v in out.items()})
         if not parts:
@@ -250,6 +253,13 @@ class ImageModel:
                     "rot6d": np.zeros((0, 6), np.float32), "rotmat": np.zeros((0, 3, 3), np.float32),
                     "cam": np.zeros((0, 3), np.float32)}
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _place(self, images: np.ndarray) -> jax.Array:
+        """A padded batch on the device(s): split over :attr:`mesh` by rows when its size divides
+        the batch (each device computes its rows; the same values), else on one device."""
+        if self.mesh is not None and images.shape[0] % self.mesh.size == 0:
+            return jax.device_put(images, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("batch")))
+        return jnp.asarray(images)
 
     def _run(self, images, num_samples, mode, key, *, faithful, **generate) -> dict:
         """One fixed-size batch through the model and the tokenizer (device arrays); ``generate``:
@@ -275,9 +285,35 @@ class ImageModel:
                 "rotmat": meshes["rotmat"], "cam": out["cam"]}
 
 
+def batch_mesh(devices: int | None = None) -> jax.sharding.Mesh | None:
+    """The devices a batch of persons is split over, or None for one device.
+
+    ``devices=None`` decides: every local device of an accelerator (GPUs, TPU cores), and one on a
+    CPU. On a CPU, ``import hmr_jax`` keeps XLA's one host device, whose convolutions and matmuls
+    use every core: measured on a 2-core AVX-512 machine in one run (``benchmarks/bench_devices.py``),
+    one host device per core was 1.03x (HRNet-w48, batch 16) and 1.10x (MEGA-HRNet deterministic,
+    batch 16) as fast at inference, as fast at batch 1, and 0.88x as fast for HRNet-w48
+    training (batch 8), so the process-wide choice is one device; where a user starts more host
+    devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``) they are used. ``devices=1``:
+    one device; ``devices=K``: the first K local devices.
+
+    Raises:
+      InferenceError: more devices asked for than exist.
+    """
+    local = jax.local_devices()
+    if devices is None:
+        devices = len(local)
+    if not 1 <= devices <= len(local):
+        raise InferenceError(f"devices={devices}: this process has {len(local)} local device(s) "
+                             f"({local[0].platform}); ask for 1 to {len(local)}")
+    if devices == 1:
+        return None
+    return jax.sharding.Mesh(np.array(local[:devices]), ("batch",))
+
+
 def load_image_model(path: str | os.PathLike, tokenizer: str | None = None, *, connections: str | None = None,
                      joint_regressor=None, tpose=None, dtype=None,
-                     batch_size: int = DEFAULT_BATCH_SIZE) -> ImageModel:
+                     batch_size: int = DEFAULT_BATCH_SIZE, devices: int | None = None) -> ImageModel:
     """Load a MEGA / VQ-HPS image model with its tokenizer.
 
     Args:
@@ -290,10 +326,13 @@ def load_image_model(path: str | os.PathLike, tokenizer: str | None = None, *, c
         (meters), arrays or ``.npy`` paths (default: a workdir's ``body_models`` / ``tpose``).
       dtype: computation dtype (default: float32, or the workdir's ``config.dtype``).
       batch_size: persons per compiled call.
+      devices: devices a batch is split over (:func:`batch_mesh`; default: all of an accelerator's,
+        one CPU device).
     Raises:
       InferenceError: a folder of another kind (e.g. a tokenizer or the unconditional MEGA), a
-        tokenizer that does not fit the model, missing VQ-HPS inputs.
+        tokenizer that does not fit the model, missing VQ-HPS inputs, too many devices.
     """
+    mesh = batch_mesh(devices)
     ckpt = _read(path, checkpoints.IMAGE_KINDS)
     model = checkpoints.build_model(ckpt, dtype)
     is_vqhps = ckpt.kind in checkpoints.VQHPS_KINDS
@@ -304,10 +343,16 @@ def load_image_model(path: str | os.PathLike, tokenizer: str | None = None, *, c
     pose_init = _vqhps_pose_init(ckpt, joint_regressor, tpose, nv) if is_vqhps else None
     backbone, geometry = _geometry(ckpt)
     bucket_sizes(batch_size)
-    return ImageModel(kind=ckpt.kind, model=model, variables=ckpt.variables, tokenizer=tok_model,
+    variables = ckpt.variables
+    if mesh is not None:   # every device holds the weights
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        variables, tok_vars = jax.device_put((variables, tok_vars), replicated)
+        decode = decoding.mesh_decoder_fn(tok_model, tok_vars)
+    return ImageModel(kind=ckpt.kind, model=model, variables=variables, tokenizer=tok_model,
                       tokenizer_variables=tok_vars, backbone=backbone, geometry=geometry,
                       decoding=decoding_defaults(ckpt), num_vertices=nv, num_tokens=num_tokens, decode=decode,
-                      pose_init=pose_init, batch_size=int(batch_size), path=str(path), tokenizer_path=tok_path)
+                      pose_init=pose_init, batch_size=int(batch_size), path=str(path), tokenizer_path=tok_path,
+                      mesh=mesh)
 
 
 def _vqhps_pose_init(ckpt, joint_regressor, tpose, num_vertices: int) -> np.ndarray:

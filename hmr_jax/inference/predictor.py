@@ -203,7 +203,7 @@ class Predictor:
     def load(cls, path: str | os.PathLike, tokenizer: str | None = None, *, faces=None,
              detector: Detector | None = None, connections: str | None = None, joint_regressor=None,
              tpose=None, dtype=None, batch_size: int = DEFAULT_BATCH_SIZE,
-             focal_length: float = FOCAL_LENGTH) -> "Predictor":
+             focal_length: float = FOCAL_LENGTH, devices: int | None = None) -> "Predictor":
         """Load a converted MEGA / VQ-HPS folder or a ``train.py`` workdir (see
         :func:`~hmr_jax.inference.model.load_image_model` for the arguments).
 
@@ -222,7 +222,7 @@ class Predictor:
         if tpose is None and mesh_vertices is not None:
             tpose = mesh_vertices - mesh_vertices.mean(0)
         model = load_image_model(path, tokenizer, connections=connections, joint_regressor=joint_regressor,
-                                 tpose=tpose, dtype=dtype, batch_size=batch_size)
+                                 tpose=tpose, dtype=dtype, batch_size=batch_size, devices=devices)
         return cls(model, faces_arr, detector, focal_length)
 
     # ------------------------------------------------------------------------------------

@@ -4,17 +4,22 @@ detector, full-image cameras, workdir vs converted loading, SMPL fits, and the e
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
+from helpers import REPO_ROOT
 from helpers import inference as H
 from hmr_jax.data.augment import BACKBONE_INPUTS, IMAGENET_MEAN, IMAGENET_STD
 from hmr_jax.detection import Detections
 from hmr_jax.inference import (InferenceError, Predictor, crop_person, fit_body_params, load_generator,
                                load_image_model, square_box)
+from hmr_jax.inference.model import batch_mesh
 
 
 @pytest.fixture(scope="module")
@@ -392,3 +397,54 @@ def test_demo_pictures_and_evaluation_load_through_the_api(tiny, tmp_path):
     det = evaluation.load_predictor(workdir, "deterministic")
     np.testing.assert_allclose(det.predict(images, None),
                                load_image_model(path, tiny["tok"]).predict_crops(images)["vertices"][:, 0], atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# devices
+
+_SPLIT = r"""
+import json, sys
+import hmr_jax  # noqa: F401  (XLA defaults; the test's XLA_FLAGS ask for 2 host devices)
+import jax, numpy as np
+from hmr_jax.inference import load_image_model
+
+path, tok = sys.argv[1], sys.argv[2]
+one, two = load_image_model(path, tok, devices=1), load_image_model(path, tok)
+g = one.geometry
+crops = np.random.default_rng(0).standard_normal((5, g.crop, g.width, 3)).astype(np.float32)
+out = {"devices": jax.device_count(), "mesh": None if two.mesh is None else int(two.mesh.size),
+       "split_rows": len(two._place(crops[:4]).sharding.device_set),
+       "odd_rows": len(two._place(crops[:1]).sharding.device_set)}
+for n, mode in ((1, "deterministic"), (3, "stochastic")):
+    a, b = one.predict_crops(crops, n, seed=1), two.predict_crops(crops, n, seed=1)
+    out[mode] = {"tokens_equal": bool((a["tokens"] == b["tokens"]).all()),
+                 "vertices_err": float(np.abs(a["vertices"] - b["vertices"]).max()),
+                 "cam_err": float(np.abs(a["cam"] - b["cam"]).max())}
+print(json.dumps(out))
+"""
+
+
+def test_batches_split_over_devices_give_the_same_meshes(tiny, tmp_path):
+    """With 2 host devices, load_image_model splits each padded batch by rows over both (weights
+    replicated), batch 1 stays on one device, and the meshes equal the one-device run's."""
+    path, _, _ = tiny["mega_resnet"]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONPATH=str(REPO_ROOT),
+               JAX_PLATFORMS="cpu")
+    run = subprocess.run([sys.executable, "-c", _SPLIT, path, tiny["tok"]], env=env, capture_output=True,
+                         text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 2 and out["mesh"] == 2
+    assert out["split_rows"] == 2 and out["odd_rows"] == 1
+    for mode in ("deterministic", "stochastic"):
+        assert out[mode]["tokens_equal"], out
+        assert out[mode]["vertices_err"] < 1e-5 and out[mode]["cam_err"] < 1e-5, out
+
+
+def test_device_choice(tiny):
+    """One CPU device by default (no mesh); asking for more devices than exist is one clear error."""
+    assert batch_mesh() is None and batch_mesh(1) is None
+    with pytest.raises(InferenceError, match="local device"):
+        batch_mesh(len(jax.local_devices()) + 1)
+    with pytest.raises(InferenceError, match="local device"):
+        load_image_model(tiny["mega_resnet"][0], tiny["tok"], devices=0)
