@@ -9,7 +9,8 @@ parse with :func:`parse_flags` (or :func:`parse_command`, which gives the values
 the same flag syntax on a fresh ``FlagValues`` per call, so one call's values never leak into the
 next. A value that is several numbers is one comma-separated flag (:func:`define_floats`); a
 list of names is ``flags.DEFINE_list`` (``--levels=1,2,1``) or, for paths,
-``flags.DEFINE_multi_string`` (repeat the flag).
+``flags.DEFINE_multi_string`` (repeat the flag). Names of several words are spelled with hyphens
+(``--num-samples``, ``--batch-size``) in every command; ``tests/unit/test_cli_style.py`` checks it.
 """
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ from PIL import Image
 from data_prep import synthetic
 from hmr_jax import evaluation
 from hmr_jax.body.regressors import fit_joint_regressor, regressor_path
-from hmr_jax.cli import parse_flags
+from hmr_jax.cli import parse_command
 from hmr_jax.errors import command_line
 from hmr_jax.data import decode_record, image_pipeline, open_dataset
 from hmr_jax.files import atomic_open, atomic_write
@@ -194,14 +194,14 @@ def _train(config, workdir: str) -> float:
 
 
 def _define(fv: flags.FlagValues) -> None:
-    """The demo's flags (absl, parsed by :func:`hmr_jax.cli.parse_flags`)."""
+    """The demo's flags (absl, parsed by :func:`hmr_jax.cli.parse_command`)."""
     flags.DEFINE_string("out", "demo_out", "Folder of everything the demo writes.", flag_values=fv)
     flags.DEFINE_boolean("quick", False, "Tiny data and step counts (a smoke test).", flag_values=fv)
-    flags.DEFINE_integer("num_train", None, "Training images (default 1536; 64 with --quick).", flag_values=fv)
-    flags.DEFINE_integer("num_test", None, "Held-out images (default 96; 16 with --quick).", flag_values=fv)
-    flags.DEFINE_integer("tokenizer_steps", None, "Tokenizer training steps (default: its config's).",
+    flags.DEFINE_integer("num-train", None, "Training images (default 1536; 64 with --quick).", flag_values=fv)
+    flags.DEFINE_integer("num-test", None, "Held-out images (default 96; 16 with --quick).", flag_values=fv)
+    flags.DEFINE_integer("tokenizer-steps", None, "Tokenizer training steps (default: its config's).",
                          flag_values=fv)
-    flags.DEFINE_integer("mega_steps", None, "MEGA training steps (default: its config's).", flag_values=fv)
+    flags.DEFINE_integer("mega-steps", None, "MEGA training steps (default: its config's).", flag_values=fv)
     flags.DEFINE_boolean("standin", False, "Use hmr_jax.testing.box_person.StandInBody (a box-person) instead of "
                          "Anny (tests).", flag_values=fv)
 
@@ -250,12 +250,9 @@ def main(argv=None) -> dict:
 
     Returns the results (``{predictor: metrics_mm}``) also written to ``out/results.json``.
     """
-    parsed = parse_flags(sys.argv[1:] if argv is None else argv, _define, "python -m hmr_jax.demo", __doc__)
-    if parsed is None:
+    args = parse_command(argv, _define, "python -m hmr_jax.demo", __doc__)
+    if args is None:   # --help
         return {}
-    args, rest = parsed
-    if rest:
-        raise ValueError(f"unexpected arguments {rest} (see python -m hmr_jax.demo --help)")
     if not flags.FLAGS.is_parsed():   # Grain's worker processes read absl flags
         flags.FLAGS.mark_as_parsed()
     absl_logging.set_verbosity(absl_logging.WARNING)

@@ -167,8 +167,8 @@ def test_demo_end_to_end_quick(tmp_path):
     from hmr_jax import demo
 
     out = tmp_path / "demo"
-    args = ["--out", str(out), "--quick", "--num_train", "32", "--num_test", "16", "--tokenizer_steps", "10",
-            "--mega_steps", "4"]
+    args = ["--out", str(out), "--quick", "--num-train", "32", "--num-test", "16", "--tokenizer-steps", "10",
+            "--mega-steps", "4"]
     results = demo.main(args)
     assert set(results) == {"MEGA deterministic", "MEGA stochastic (min of 4)", "mean training mesh (baseline)"}
     for m in results.values():
@@ -195,8 +195,8 @@ def test_demo_end_to_end_with_the_standin_body(tmp_path):
     from hmr_jax import demo
 
     out = tmp_path / "demo"
-    results = demo.main(["--out", str(out), "--quick", "--standin", "--num_train", "32", "--num_test", "16",
-                         "--tokenizer_steps", "4", "--mega_steps", "2"])
+    results = demo.main(["--out", str(out), "--quick", "--standin", "--num-train", "32", "--num-test", "16",
+                         "--tokenizer-steps", "4", "--mega-steps", "2"])
     assert set(results) == {"MEGA deterministic", "MEGA stochastic (min of 4)", "mean training mesh (baseline)"}
     for m in results.values():
         assert all(np.isfinite(m[k]) and m[k] > 0 for k in ("pve", "mpjpe", "pa_mpjpe"))

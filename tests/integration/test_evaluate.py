@@ -69,8 +69,8 @@ def test_mean_mesh_baseline_matches_numpy(split):
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "evaluate.py"), "--mode=mean_mesh",
-         f"--mean_mesh={split / 'mean.npy'}", "--split=toy_test", f"--data_root={split}",
-         f"--body_models={split / 'body_models'}", "--batch_size=4", f"--out={out}"],
+         f"--mean-mesh={split / 'mean.npy'}", "--split=toy_test", f"--data-root={split}",
+         f"--body-models={split / 'body_models'}", "--batch-size=4", f"--out={out}"],
         capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "PA-MPJPE" in proc.stdout and "10 images" in proc.stdout
@@ -91,6 +91,6 @@ def test_mean_mesh_baseline_matches_numpy(split):
 
 def test_missing_split_is_a_clear_error(split):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), "--mode=mean_mesh",
-                           f"--mean_mesh={split / 'mean.npy'}", "--split=nowhere",
-                           f"--data_root={split}"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+                           f"--mean-mesh={split / 'mean.npy'}", "--split=nowhere",
+                           f"--data-root={split}"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode != 0 and "nowhere" in proc.stderr

@@ -417,7 +417,7 @@ def test_command_lines_print_one_error_line(tmp_path):
         "train.py": ([str(ROOT / "train.py"), f"--config={TOY}", f"--workdir={tmp_path / 'w'}",
                       "--config.stage=nope"], "config.stage='nope' is unknown"),
         "evaluate.py": ([str(ROOT / "evaluate.py"), f"--split={tmp_path / 'nowhere'}", "--mode=mean_mesh",
-                         f"--mean_mesh={tmp_path / 'm.npy'}"], "neither a folder"),
+                         f"--mean-mesh={tmp_path / 'm.npy'}"], "neither a folder"),
         "convert_torch_weights.py": ([str(ROOT / "convert_torch_weights.py"), str(garbage), "--out",
                                       str(tmp_path / "c")], "model.pt"),
         "data_prep.threedpw": (["-m", "data_prep.threedpw", "--root", str(tmp_path), "--out", str(tmp_path / "d")],

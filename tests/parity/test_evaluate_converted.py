@@ -97,7 +97,7 @@ def evaluated(setup):
          "--config", os.path.join(ROOT, "configs", "train_mega.py") + ":hrnet",
          f"--config.tokenizer.path={setup / 'tokenizer'}", f"--config.body_models={setup / 'body_models'}",
          f"--checkpoint={setup / 'mega'}", f"--split={setup / 'split'}", "--mode=deterministic",
-         f"--batch_size={NUM_IMAGES}", f"--out={out}"],
+         f"--batch-size={NUM_IMAGES}", f"--out={out}"],
         capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out, proc.stdout
