@@ -107,22 +107,23 @@ def default_dtypes() -> str:
 
 
 def parse_dtypes(text: str) -> list[str]:
-    """Comma list of ``f32`` / ``bf16``; raises ``SystemExit`` with an ``error:`` line otherwise."""
+    """Comma list of ``f32`` / ``bf16``; ``ValueError`` otherwise (one ``error:`` line, status 2, from a
+    ``main`` wrapped in :func:`hmr_jax.errors.command_line`)."""
     names = [d for d in text.split(",") if d]
     for d in names:
         if d not in DTYPES:
-            raise SystemExit(f"error: unknown dtype {d!r}; use a comma list of {', '.join(DTYPES)}")
+            raise ValueError(f"unknown dtype {d!r}; use a comma list of {', '.join(DTYPES)}")
     return names
 
 
 def parse_ints(text: str, what: str) -> list[int]:
-    """Comma list of positive integers (batch sizes...); ``SystemExit`` with an ``error:`` line otherwise."""
+    """Comma list of positive integers (batch sizes...); ``ValueError`` naming ``what`` otherwise."""
     try:
         values = [int(x) for x in text.split(",") if x]
     except ValueError:
         values = []
     if not values or min(values) < 1:
-        raise SystemExit(f"error: {what} must be a comma list of positive integers, got {text!r}")
+        raise ValueError(f"{what} must be a comma list of positive integers, got {text!r}")
     return values
 
 
