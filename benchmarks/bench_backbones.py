@@ -89,14 +89,9 @@ def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("batches", "1,16", "comma list of batch sizes", flag_values=fv)
     flags.DEFINE_string("dtypes", None, "comma list of f32, bf16 (default: f32 on a CPU, f32,bf16 on an "
                         "accelerator)", flag_values=fv)
-    flags.DEFINE_string("original", None, "root of the original MEGA checkout: also time its HRNet-w48",
-                        flag_values=fv)
-    flags.DEFINE_string("original-deps", None, "folder with timm / yacs for the original (pip --target)",
-                        flag_values=fv)
+    _common.define_original(fv, "root of the original MEGA checkout: also time its HRNet-w48")
     flags.DEFINE_boolean("quick", False, "HRNet-w48, f32, 3 rounds", flag_values=fv)
-    flags.DEFINE_integer("min-rounds", 3, "interleaved rounds at least", flag_values=fv)
-    flags.DEFINE_integer("max-rounds", 10, "interleaved rounds at most", flag_values=fv)
-    flags.DEFINE_float("budget-s", 30.0, "stop adding rounds after this many seconds", flag_values=fv)
+    _common.define_rounds(fv, 3, 10, 30.0)
 
 
 @command_line

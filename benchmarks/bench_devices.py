@@ -36,6 +36,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
 import hmr_jax  # noqa: E402,F401  (XLA CPU flags before JAX starts, in this process and the workers)
+import _common  # noqa: E402
 from hmr_jax.cli import parse_command  # noqa: E402
 from hmr_jax.errors import command_line  # noqa: E402
 
@@ -51,7 +52,6 @@ def _workload(name: str):
     import jax.numpy as jnp
     import numpy as np
 
-    import _common
     from hmr_jax.training.config import load_config
 
     kind, batch = name.rsplit("_b", 1)
@@ -157,9 +157,7 @@ def _define(fv: flags.FlagValues) -> None:
     """This benchmark's absl flags (parsed by :func:`hmr_jax.cli.parse_command`)."""
     flags.DEFINE_string("workloads", ",".join(WORKLOADS), f"comma list of {', '.join(WORKLOADS)}", flag_values=fv)
     flags.DEFINE_integer("devices", os.cpu_count(), "host devices of the split (default: cores)", flag_values=fv)
-    flags.DEFINE_integer("min-rounds", 3, "alternating rounds at least", flag_values=fv)
-    flags.DEFINE_integer("max-rounds", 6, "alternating rounds at most", flag_values=fv)
-    flags.DEFINE_float("budget-s", 60.0, "stop adding rounds after this many seconds", flag_values=fv)
+    _common.define_rounds(fv, 3, 6, 60.0, "alternating rounds (one device, split)")
     flags.DEFINE_boolean("quick", False, "hrnet_b16 and det_b16, 3 rounds", flag_values=fv)
     flags.DEFINE_boolean("child", False, "internal: run as one of the two worker processes the benchmark starts "
                          "(commands on stdin, one JSON line per answer on stdout)", flag_values=fv)
@@ -187,8 +185,6 @@ def main(argv=None) -> int:
             raise ValueError(f"unknown workload {name!r} in --workloads; one of {', '.join(WORKLOADS)}")
     if args.devices < 2:
         raise ValueError("--devices must be >= 2 (the split needs two devices)")
-
-    import _common
 
     result = _common.machine()
     result["split_devices"] = args.devices

@@ -156,14 +156,9 @@ def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("dtypes", None, "comma list of f32, bf16 (default: f32 on a CPU, f32,bf16 on an "
                         "accelerator)", flag_values=fv)
     flags.DEFINE_integer("steps", 5, "decoding steps of the stochastic mode", flag_values=fv)
-    flags.DEFINE_string("original", None, "root of the original MEGA checkout: time it in the same run",
-                        flag_values=fv)
-    flags.DEFINE_string("original-deps", None, "folder with timm / yacs for the original (pip --target)",
-                        flag_values=fv)
+    _common.define_original(fv, "root of the original MEGA checkout: time it in the same run")
     flags.DEFINE_boolean("quick", False, "f32, det b1 / b16 and stoch25, 3 rounds", flag_values=fv)
-    flags.DEFINE_integer("min-rounds", 3, "interleaved rounds at least", flag_values=fv)
-    flags.DEFINE_integer("max-rounds", 10, "interleaved rounds at most", flag_values=fv)
-    flags.DEFINE_float("budget-s", 60.0, "stop adding rounds after this many seconds", flag_values=fv)
+    _common.define_rounds(fv, 3, 10, 60.0)
     flags.DEFINE_boolean("flops-only", False, "only count the work (no compile, no timing)", flag_values=fv)
 
 

@@ -90,20 +90,16 @@ def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("checkpoint", None, "converted Mesh-VQ-VAE folder (default: random weights)",
                         flag_values=fv)
     flags.DEFINE_string("batches", "1,16", "comma-separated batch sizes", flag_values=fv)
-    flags.DEFINE_string("original", None, "root of the original Mesh-VQ-VAE checkout: time it in the same run",
-                        flag_values=fv)
-    flags.DEFINE_string("original-deps", None, "extra folder on sys.path for the original's packages",
-                        flag_values=fv)
+    _common.define_original(fv, "root of the original Mesh-VQ-VAE checkout: time it in the same run",
+                            "extra folder on sys.path for the original's packages")
     flags.DEFINE_boolean("quick", False, "batches 1 and 16, 3 rounds", flag_values=fv)
-    flags.DEFINE_integer("min-rounds", 3, "interleaved rounds at least", flag_values=fv)
-    flags.DEFINE_integer("max-rounds", 20, "interleaved rounds at most", flag_values=fv)
-    flags.DEFINE_float("budget-s", 20.0, "stop adding rounds after this many seconds", flag_values=fv)
+    _common.define_rounds(fv, 3, 20, 20.0)
 
 
 @command_line
 def main(argv=None) -> int:
-    """Run the benchmark and print one JSON line; 0, or 2 after one ``error:`` line on a bad flag or
-    missing connection files."""
+    """Time the tokenizer's encode / decode (and the original's) and print one JSON line; 0, or 2 after
+    one ``error:`` line on a bad flag or missing connection files."""
     args = parse_command(argv, _define, PROGRAM, __doc__)
     if args is None:   # --help
         return 0

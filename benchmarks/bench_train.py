@@ -68,6 +68,8 @@ import time  # noqa: E402
 from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
 
+import hmr_jax  # noqa: E402,F401  (XLA CPU flags before JAX starts)
+import _common  # noqa: E402
 from hmr_jax.cli import parse_command  # noqa: E402
 from hmr_jax.errors import command_line  # noqa: E402
 
@@ -240,7 +242,6 @@ def ours_hrnet_fwd_bwd(images):
     import jax
     import jax.numpy as jnp
 
-    import _common
     from hmr_jax.models.backbones import hrnet_w48
 
     model = hrnet_w48()
@@ -329,8 +330,6 @@ def run_full_size(args, connections, tmp, originals) -> dict:
     original's (when given) step by step; float32."""
     import jax
 
-    import _common
-
     out: dict = {}
     targets = {}
     for b in _common.parse_ints(args.image_batches, "--image-batches") if args.image_batches else []:
@@ -395,7 +394,6 @@ def _find_connections(arg):
 
 def run_scaling(args, connections):
     """Child process (8 simulated devices): the scaling figures as a dict."""
-    import hmr_jax  # noqa: F401  (XLA CPU flags before JAX starts)
     import jax
 
     out = {"stage": args.scaling_stage, "dtype": "float32", "devices": {}}
@@ -440,23 +438,18 @@ def _define(fv: flags.FlagValues) -> None:
                         "'' to skip)", flag_values=fv)
     flags.DEFINE_string("hrnet-batches", None, "batches of HRNet-w48 forward + backward alone (default 2,8; '' "
                         "to skip)", flag_values=fv)
-    flags.DEFINE_string("original", None, "root of the original MEGA checkout: time its training step too",
-                        flag_values=fv)
+    _common.define_original(fv, "root of the original MEGA checkout: time its training step too")
     flags.DEFINE_string("original-mesh-vqvae", None, "root of the original Mesh-VQ-VAE checkout (its "
                         "tokenizer)", flag_values=fv)
-    flags.DEFINE_string("original-deps", None, "folder with timm / yacs for the original (pip --target)",
-                        flag_values=fv)
-    flags.DEFINE_integer("min-rounds", 3, "interleaved steps, ours and the original's", flag_values=fv)
-    flags.DEFINE_integer("max-rounds", 5, "interleaved steps at most", flag_values=fv)
-    flags.DEFINE_float("budget-s", 120.0, "stop adding rounds after this many seconds", flag_values=fv)
+    _common.define_rounds(fv, 3, 5, 120.0, "interleaved steps (ours and the original's)")
     flags.DEFINE_boolean("scaling-child", False, "internal: the scaling subprocess (simulated devices) the "
                          "benchmark starts; prints the scaling figures as one JSON line", flag_values=fv)
 
 
 @command_line
 def main(argv=None) -> int:
-    """Run the benchmark and print one JSON line; 0, or 2 after one ``error:`` line on a bad flag or
-    missing connection files."""
+    """Time each stage's train step, the full-size step and the scaling (a subprocess), print one JSON
+    line; 0, or 2 after one ``error:`` line on a bad flag or missing connection files."""
     args = parse_command(argv, _define, PROGRAM, __doc__)
     if args is None:   # --help
         return 0
@@ -484,10 +477,7 @@ def main(argv=None) -> int:
     if "xla_force_host_platform_device_count" in xla_flags:
         os.environ["XLA_FLAGS"] = " ".join(f for f in xla_flags.split()
                                            if "xla_force_host_platform_device_count" not in f)
-    import hmr_jax  # noqa: F401  (XLA CPU flags before JAX starts)
     import jax
-
-    import _common
 
     originals = None
     if args.original:
