@@ -13,6 +13,8 @@ CPU flags before JAX starts.
   :func:`_original.randomize_torch` applies the same scheme to the original's PyTorch modules,
   so both sides compute on values of the same size (no denormals on either side).
 * :func:`target` -- one target entry: the two times, their ratio and whether it is met.
+* :func:`define_rounds`, :func:`define_original` -- the absl flags the scripts share (rounds and
+  budget of :func:`interleave`; the original's checkout).
 """
 from __future__ import annotations
 
@@ -20,9 +22,11 @@ import os
 import platform
 import re
 import subprocess
+import sys
 import time
 from typing import Callable
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -107,23 +111,44 @@ def default_dtypes() -> str:
 
 
 def parse_dtypes(text: str) -> list[str]:
-    """Comma list of ``f32`` / ``bf16``; raises ``SystemExit`` with an ``error:`` line otherwise."""
+    """Comma list of ``f32`` / ``bf16``; ``ValueError`` otherwise (one ``error:`` line, status 2, from a
+    ``main`` wrapped in :func:`hmr_jax.errors.command_line`)."""
     names = [d for d in text.split(",") if d]
     for d in names:
         if d not in DTYPES:
-            raise SystemExit(f"error: unknown dtype {d!r}; use a comma list of {', '.join(DTYPES)}")
+            raise ValueError(f"unknown dtype {d!r}; use a comma list of {', '.join(DTYPES)}")
     return names
 
 
 def parse_ints(text: str, what: str) -> list[int]:
-    """Comma list of positive integers (batch sizes...); ``SystemExit`` with an ``error:`` line otherwise."""
+    """Comma list of positive integers (batch sizes...); ``ValueError`` naming ``what`` otherwise."""
     try:
         values = [int(x) for x in text.split(",") if x]
     except ValueError:
         values = []
     if not values or min(values) < 1:
-        raise SystemExit(f"error: {what} must be a comma list of positive integers, got {text!r}")
+        raise ValueError(f"{what} must be a comma list of positive integers, got {text!r}")
     return values
+
+
+def define_rounds(fv: flags.FlagValues, min_rounds: int, max_rounds: int, budget_s: float,
+                  what: str = "interleaved rounds") -> None:
+    """Declare ``--min-rounds``, ``--max-rounds`` and ``--budget-s`` (seconds) on ``fv`` with these
+    defaults: how many rounds :func:`interleave` (or a script's own alternation, ``what``) runs."""
+    module = sys.argv[0]   # --help lists them with the script's own flags (absl's name for __main__'s)
+    flags.DEFINE_integer("min-rounds", min_rounds, f"{what} at least", flag_values=fv, module_name=module)
+    flags.DEFINE_integer("max-rounds", max_rounds, f"{what} at most", flag_values=fv, module_name=module)
+    flags.DEFINE_float("budget-s", budget_s, "stop adding rounds after this many seconds (once --min-rounds are "
+                       "done)", flag_values=fv, module_name=module)
+
+
+def define_original(fv: flags.FlagValues, checkout: str,
+                    deps: str = "folder with timm / yacs for the original (pip --target)") -> None:
+    """Declare ``--original`` (``checkout``: what the root of the original's checkout is for) and
+    ``--original-deps`` (``deps``) on ``fv``; both default to None (not timed)."""
+    module = sys.argv[0]
+    flags.DEFINE_string("original", None, checkout, flag_values=fv, module_name=module)
+    flags.DEFINE_string("original-deps", None, deps, flag_values=fv, module_name=module)
 
 
 def interleave(candidates: dict[str, Callable[[], object]], min_rounds: int = 3, max_rounds: int = 10,

@@ -5,6 +5,9 @@ Usage:
       [--dtypes f32] [--original /path/to/MEGA [--original-deps DIR]] [--quick]
       [--min-rounds 3] [--max-rounds 10] [--budget-s 30]
 
+Flags are absl's (``--name value`` or ``--name=value``; ``--flag`` / ``--noflag``; ``--help``
+lists them).
+
 Models: HRNet-w48 (224 x 224 -> 7 x 7 x 720), ResNet-50 (224 x 224 -> 7 x 7 x 2048), ViT-H
 (256 x 192 -> 16 x 12 x 1280), random float32 parameters (He-scaled kernels, unit BatchNorm;
 speed does not depend on the values). Default dtypes: f32 on a CPU, f32 and bf16 on an
@@ -24,7 +27,6 @@ compile_s, rounds}; with ``--original`` also ``original_hrnet_w48_f32_b{batch}``
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -33,12 +35,17 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import hmr_jax  # noqa: E402,F401  (XLA CPU flags before JAX starts)
+from absl import flags  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import _common  # noqa: E402
+from hmr_jax.cli import parse_command  # noqa: E402
+from hmr_jax.errors import command_line  # noqa: E402
 from hmr_jax.models.backbones import hrnet_w48, resnet50, vit_huge  # noqa: E402
+
+PROGRAM = "python benchmarks/bench_backbones.py"
 
 BACKBONES = {
     "hrnet_w48": (lambda dtype: hrnet_w48(dtype=dtype), (224, 224)),
@@ -76,25 +83,29 @@ def original_hrnet(original, images: np.ndarray):
     return call
 
 
+def _define(fv: flags.FlagValues) -> None:
+    """This benchmark's absl flags (parsed by :func:`hmr_jax.cli.parse_command`)."""
+    flags.DEFINE_string("backbones", ",".join(BACKBONES), f"comma list of {', '.join(BACKBONES)}", flag_values=fv)
+    flags.DEFINE_string("batches", "1,16", "comma list of batch sizes", flag_values=fv)
+    flags.DEFINE_string("dtypes", None, "comma list of f32, bf16 (default: f32 on a CPU, f32,bf16 on an "
+                        "accelerator)", flag_values=fv)
+    _common.define_original(fv, "root of the original MEGA checkout: also time its HRNet-w48")
+    flags.DEFINE_boolean("quick", False, "HRNet-w48, f32, 3 rounds", flag_values=fv)
+    _common.define_rounds(fv, 3, 10, 30.0)
+
+
+@command_line
 def main(argv=None) -> int:
-    """Run the benchmark and print one JSON line."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbones", default=",".join(BACKBONES))
-    p.add_argument("--batches", default="1,16")
-    p.add_argument("--dtypes", default=None, help="default: f32 on a CPU, f32,bf16 on an accelerator")
-    p.add_argument("--original", help="root of the original MEGA checkout: also time its HRNet-w48")
-    p.add_argument("--original-deps", help="folder with timm / yacs for the original (pip --target)")
-    p.add_argument("--quick", action="store_true", help="HRNet-w48, f32, 3 rounds")
-    p.add_argument("--min-rounds", type=int, default=3)
-    p.add_argument("--max-rounds", type=int, default=10)
-    p.add_argument("--budget-s", type=float, default=30.0, help="stop adding rounds after this")
-    args = p.parse_args(argv)
+    """Run the benchmark and print one JSON line; 0, or 2 after one ``error:`` line on a bad flag."""
+    args = parse_command(argv, _define, PROGRAM, __doc__)
+    if args is None:   # --help
+        return 0
     if args.quick:
         args.backbones, args.dtypes, args.max_rounds = "hrnet_w48", "f32", 3
     names = args.backbones.split(",")
     for name in names:
         if name not in BACKBONES:
-            raise SystemExit(f"error: unknown backbone {name!r}; one of {', '.join(BACKBONES)}")
+            raise ValueError(f"unknown backbone {name!r} in --backbones; one of {', '.join(BACKBONES)}")
     dtypes = _common.parse_dtypes(args.dtypes or _common.default_dtypes())
     batches = _common.parse_ints(args.batches, "--batches")
     original = None

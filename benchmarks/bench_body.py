@@ -1,6 +1,9 @@
 """Speed of the body model, the metrics and the fit; prints ONE JSON line.
 
     python benchmarks/bench_body.py [--body-model body_models/smplh/neutral/model.npz] [--batch 64]
+        [--repeats 10] [--fit-batch 8]
+
+Flags are absl's (``--name value`` or ``--name=value``; ``--help`` lists them).
 
 Uses the real SMPL+H file when given / present, else a stand-in with the same shapes (speed
 does not depend on the values). Figures: SMPL+H forward (meshes/s at the batch size), metric
@@ -9,20 +12,28 @@ mesh (closed-form start + LM iterations, batch of 8), all after compilation.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
+import sys
 import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from hmr_jax.body import JointRegressors, fit_to_vertices, load_body_model
-from hmr_jax.testing.smpl_files import write_standin_model
-from hmr_jax.metrics import mesh_errors
+import hmr_jax  # noqa: E402,F401  (XLA CPU flags before JAX starts)
+from absl import flags  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from hmr_jax.body import JointRegressors, fit_to_vertices, load_body_model  # noqa: E402
+from hmr_jax.cli import parse_command  # noqa: E402
+from hmr_jax.errors import command_line  # noqa: E402
+from hmr_jax.metrics import mesh_errors  # noqa: E402
+from hmr_jax.testing.smpl_files import write_standin_model  # noqa: E402
+
+PROGRAM = "python benchmarks/bench_body.py"
 
 
 def _time(fn, repeats):
@@ -34,13 +45,22 @@ def _time(fn, repeats):
     return (time.perf_counter() - start) / repeats
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--body-model", default="body_models/smplh/neutral/model.npz")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--fit-batch", type=int, default=8)
-    args = parser.parse_args()
+def _define(fv: flags.FlagValues) -> None:
+    """This benchmark's absl flags (parsed by :func:`hmr_jax.cli.parse_command`)."""
+    flags.DEFINE_string("body-model", "body_models/smplh/neutral/model.npz", "SMPL+H model.npz; "
+                        "a stand-in of the same shapes when it is missing", flag_values=fv)
+    flags.DEFINE_integer("batch", 64, "meshes per forward / metrics call", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("repeats", 10, "timed calls after the warm-up", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("fit-batch", 8, "meshes of the fit (at most --batch)", lower_bound=1, flag_values=fv)
+
+
+@command_line
+def main(argv=None) -> int:
+    """Time the body model, the metrics and the fit; print one JSON line. 0, or 2 after one
+    ``error:`` line on a bad flag or body model file."""
+    args = parse_command(argv, _define, PROGRAM, __doc__)
+    if args is None:   # --help
+        return 0
 
     source = "real"
     path = pathlib.Path(args.body_model)
@@ -82,7 +102,8 @@ def main() -> None:
         "fit_mean_vertex_error_mm": round(1e3 * float(jnp.mean(err)), 4),
         "cpu_count": os.cpu_count(),
     }))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,10 @@
 """One CPU device (multi-threaded ops) vs one host device per core (batch split); ONE JSON line.
 
     python benchmarks/bench_devices.py [--workloads hrnet_b16,det_b16,stoch25_b2,vqhps_b16,hrnet_train_b8]
-        [--min-rounds 3] [--max-rounds 6] [--budget-s 60] [--quick]
+        [--devices N] [--min-rounds 3] [--max-rounds 6] [--budget-s 60] [--quick]
+
+Flags are absl's (``--name value`` or ``--name=value``; ``--flag`` / ``--noflag``; ``--help``
+lists them).
 
 The question of issue 13 item 2: on a CPU, is a batch faster split over ``os.cpu_count()`` host
 devices (``--xla_force_host_platform_device_count``, ``NamedSharding`` on the batch axis, weights
@@ -22,13 +25,22 @@ first_call_s}.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 
+from absl import flags
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+import hmr_jax  # noqa: E402,F401  (XLA CPU flags before JAX starts, in this process and the workers)
+import _common  # noqa: E402
+from hmr_jax.cli import parse_command  # noqa: E402
+from hmr_jax.errors import command_line  # noqa: E402
+
+PROGRAM = "python benchmarks/bench_devices.py"
 WORKLOADS = ("hrnet_b16", "det_b16", "stoch25_b2", "vqhps_b16", "hrnet_train_b8")
 QUICK = ("hrnet_b16", "det_b16")
 COUNT_FLAG = "--xla_force_host_platform_device_count"
@@ -40,7 +52,6 @@ def _workload(name: str):
     import jax.numpy as jnp
     import numpy as np
 
-    import _common
     from hmr_jax.training.config import load_config
 
     kind, batch = name.rsplit("_b", 1)
@@ -86,7 +97,7 @@ def _workload(name: str):
         v = _common.random_variables(jax.eval_shape(
             lambda: model.init(jax.random.PRNGKey(0), jnp.asarray(images[:1]), jnp.asarray(pose[:1]))))
         return (lambda v, x: decoding.vqhps_predict(model, v, x[0], x[1])["tokens"]), v, (images, pose)
-    raise SystemExit(f"error: unknown workload {name!r}; one of {', '.join(WORKLOADS)}")
+    raise ValueError(f"unknown workload {name!r}; one of {', '.join(WORKLOADS)}")
 
 
 def _serve() -> None:
@@ -94,7 +105,6 @@ def _serve() -> None:
     there are several), ``run NAME`` runs it once; each answer is one JSON line on stdout."""
     import time
 
-    import hmr_jax  # noqa: F401  (XLA CPU flags before JAX starts)
     import jax
     import numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -143,22 +153,27 @@ class _Child:
         self.proc.wait(timeout=60)
 
 
+def _define(fv: flags.FlagValues) -> None:
+    """This benchmark's absl flags (parsed by :func:`hmr_jax.cli.parse_command`)."""
+    flags.DEFINE_string("workloads", ",".join(WORKLOADS), f"comma list of {', '.join(WORKLOADS)}", flag_values=fv)
+    flags.DEFINE_integer("devices", os.cpu_count(), "host devices of the split (default: cores)", flag_values=fv)
+    _common.define_rounds(fv, 3, 6, 60.0, "alternating rounds (one device, split)")
+    flags.DEFINE_boolean("quick", False, "hrnet_b16 and det_b16, 3 rounds", flag_values=fv)
+    flags.DEFINE_boolean("child", False, "internal: run as one of the two worker processes the benchmark starts "
+                         "(commands on stdin, one JSON line per answer on stdout)", flag_values=fv)
+
+
+@command_line
 def main(argv=None) -> int:
-    """Time every workload on one device and split over one device per core; one JSON line."""
+    """Time every workload on one device and split over one device per core; one JSON line. 0, or 2
+    after one ``error:`` line on a bad flag."""
     import time
 
     import numpy as np
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workloads", default=",".join(WORKLOADS))
-    p.add_argument("--devices", type=int, default=os.cpu_count(), help="host devices of the split (default: cores)")
-    p.add_argument("--min-rounds", type=int, default=3)
-    p.add_argument("--max-rounds", type=int, default=6)
-    p.add_argument("--budget-s", type=float, default=60.0)
-    p.add_argument("--quick", action="store_true", help="hrnet_b16 and det_b16, 3 rounds")
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    sys.path.insert(0, ROOT)
+    args = parse_command(argv, _define, PROGRAM, __doc__)
+    if args is None:   # --help
+        return 0
     if args.child:
         _serve()
         return 0
@@ -167,12 +182,9 @@ def main(argv=None) -> int:
     names = args.workloads.split(",")
     for name in names:
         if name not in WORKLOADS:
-            raise SystemExit(f"error: unknown workload {name!r}; one of {', '.join(WORKLOADS)}")
+            raise ValueError(f"unknown workload {name!r} in --workloads; one of {', '.join(WORKLOADS)}")
     if args.devices < 2:
-        raise SystemExit("error: --devices must be >= 2 (the split needs two devices)")
-    import hmr_jax  # noqa: F401  (XLA CPU flags before JAX starts)
-
-    import _common
+        raise ValueError("--devices must be >= 2 (the split needs two devices)")
 
     result = _common.machine()
     result["split_devices"] = args.devices

@@ -5,6 +5,9 @@ Usage:
       [--steps 5] [--original /path/to/MEGA [--original-deps DIR]] [--quick]
       [--min-rounds 3] [--max-rounds 10] [--budget-s 60] [--flops-only]
 
+Flags are absl's (``--name value`` or ``--name=value``; ``--flag`` / ``--noflag``; ``--help``
+lists them).
+
 The released configuration (``configs/mega_hrnet.py``: HRNet-w48, 224 x 224 crops, emb 1024,
 12 + 4 blocks), random parameters (speed does not depend on the values). Modes:
 
@@ -42,7 +45,6 @@ time / ours) and ``targets``.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -53,11 +55,14 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
 import hmr_jax  # noqa: E402,F401  (XLA CPU flags before JAX starts)
+from absl import flags  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import _common  # noqa: E402
+from hmr_jax.cli import parse_command  # noqa: E402
+from hmr_jax.errors import command_line  # noqa: E402
 from hmr_jax.models import decoding  # noqa: E402
 from hmr_jax.models.mega import build_mega  # noqa: E402
 
@@ -140,31 +145,39 @@ def original_fns(model, mode: str, images: np.ndarray, steps: int) -> dict:
     return {"mode": run, "hrnet": hrnet(copies)}
 
 
+PROGRAM = "python benchmarks/bench_inference.py"
+
+
+def _define(fv: flags.FlagValues) -> None:
+    """This benchmark's absl flags (parsed by :func:`hmr_jax.cli.parse_command`)."""
+    flags.DEFINE_string("modes", "det,stoch25", "comma list of det, stochN (N hypotheses of one image)",
+                        flag_values=fv)
+    flags.DEFINE_string("batches", "1,16", "comma list of batch sizes of the deterministic mode", flag_values=fv)
+    flags.DEFINE_string("dtypes", None, "comma list of f32, bf16 (default: f32 on a CPU, f32,bf16 on an "
+                        "accelerator)", flag_values=fv)
+    flags.DEFINE_integer("steps", 5, "decoding steps of the stochastic mode", flag_values=fv)
+    _common.define_original(fv, "root of the original MEGA checkout: time it in the same run")
+    flags.DEFINE_boolean("quick", False, "f32, det b1 / b16 and stoch25, 3 rounds", flag_values=fv)
+    _common.define_rounds(fv, 3, 10, 60.0)
+    flags.DEFINE_boolean("flops-only", False, "only count the work (no compile, no timing)", flag_values=fv)
+
+
+@command_line
 def main(argv=None) -> int:
-    """Run the benchmark and print one JSON line."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--modes", default="det,stoch25")
-    p.add_argument("--batches", default="1,16", help="batch sizes of the deterministic mode")
-    p.add_argument("--dtypes", default=None, help="default: f32 on a CPU, f32,bf16 on an accelerator")
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--original", help="root of the original MEGA checkout: time it in the same run")
-    p.add_argument("--original-deps", help="folder with timm / yacs for the original (pip --target)")
-    p.add_argument("--quick", action="store_true", help="f32, det b1 / b16 and stoch25, 3 rounds")
-    p.add_argument("--min-rounds", type=int, default=3)
-    p.add_argument("--max-rounds", type=int, default=10)
-    p.add_argument("--budget-s", type=float, default=60.0, help="stop adding rounds after this")
-    p.add_argument("--flops-only", action="store_true", help="only count the work (no compile, no timing)")
-    args = p.parse_args(argv)
+    """Run the benchmark and print one JSON line; 0, or 2 after one ``error:`` line on a bad flag."""
+    args = parse_command(argv, _define, PROGRAM, __doc__)
+    if args is None:   # --help
+        return 0
     if args.quick:
         args.modes, args.batches, args.dtypes, args.max_rounds = "det,stoch25", "1,16", "f32", 3
     modes = args.modes.split(",")
     for m in modes:
         if m != "det" and not (m.startswith("stoch") and m.removeprefix("stoch").isdigit()):
-            raise SystemExit(f"error: unknown mode {m!r}; use det or stochN, e.g. stoch25")
+            raise ValueError(f"unknown mode {m!r} in --modes; use det or stochN, e.g. stoch25")
     dtypes = _common.parse_dtypes(args.dtypes or _common.default_dtypes())
     batches = _common.parse_ints(args.batches, "--batches")
     if args.steps < 1:
-        raise SystemExit("error: --steps must be >= 1")
+        raise ValueError("--steps must be >= 1")
     original = None
     if args.original and not args.flops_only:
         import _original

@@ -1,11 +1,13 @@
 """Input pipeline speed: records per second through the full augmentation pipeline.
 
-``python benchmarks/bench_input.py [--data DIR] [--backbone hrnet] [--batch-size 32] [--seconds 8]``
+``python benchmarks/bench_input.py [--data DIR] [--backbone hrnet] [--batch-size 32] [--seconds 8] [--workers 0,1,2]``
+
+Flags are absl's (``--name value`` or ``--name=value``; ``--help`` lists them).
 
 Reads an image dataset folder (default: a temporary set of toy records with 384x384 JPEGs,
 about the size of the stored person regions), runs ``hmr_jax.data.image_pipeline`` with
 augmentation on (decode, crop with scale / rotation / flip, colour noise, normalisation,
-batching) with 0, 1 and 2 worker processes, and prints one JSON line::
+batching) with 0, 1 and 2 worker processes (``--workers``, a comma list), and prints one JSON line::
 
     {"records_per_s_workers0": ..., "records_per_s_workers1": ..., "records_per_s_workers2": ...,
      "backbone": "hrnet", "batch_size": 32, ...}
@@ -16,14 +18,20 @@ gives the software rasteriser's time to draw a 14k-vertex mesh over a 256x256 im
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import tempfile
 import time
 
+from absl import flags
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from hmr_jax.cli import parse_command  # noqa: E402
+from hmr_jax.errors import command_line  # noqa: E402
+
+PROGRAM = "python benchmarks/bench_input.py"
 
 
 def _measure(data: str, backbone: str, batch_size: int, workers: int, seconds: float) -> float:
@@ -60,14 +68,36 @@ def _render_ms(repeats: int = 5) -> float:
     return (time.perf_counter() - t0) / repeats * 1e3
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=None, help="image dataset folder (default: generated toy records)")
-    p.add_argument("--backbone", default="hrnet", choices=["hrnet", "resnet", "vit"])
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seconds", type=float, default=8.0, help="measuring time per setting")
-    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    a = p.parse_args()
+def _define(fv: flags.FlagValues) -> None:
+    """This benchmark's absl flags (parsed by :func:`hmr_jax.cli.parse_command`)."""
+    flags.DEFINE_string("data", None, "image dataset folder (default: generated toy records)", flag_values=fv)
+    flags.DEFINE_enum("backbone", "hrnet", ["hrnet", "resnet", "vit"], "the backbone's input pipeline (crop size, "
+                      "normalisation)", flag_values=fv)
+    flags.DEFINE_integer("batch-size", 32, "records per batch", lower_bound=1, flag_values=fv)
+    flags.DEFINE_float("seconds", 8.0, "measuring time per setting (seconds)", flag_values=fv)
+    flags.DEFINE_list("workers", ["0", "1", "2"], "worker process counts to measure, comma-separated",
+                      flag_values=fv)
+
+
+def _workers(values: list[str]) -> list[int]:
+    """``--workers`` as integers >= 0; ValueError naming the flag otherwise."""
+    try:
+        counts = [int(v) for v in values]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 0:
+        raise ValueError(f"--workers must be a comma list of worker counts >= 0 (e.g. --workers=0,1,2), got "
+                         f"{','.join(values)!r} (see {PROGRAM} --help)")
+    return counts
+
+
+@command_line
+def main(argv=None) -> int:
+    """Measure every worker count and print one JSON line; 0, or 2 after one ``error:`` line on a bad flag."""
+    a = parse_command(argv, _define, PROGRAM, __doc__)
+    if a is None:   # --help
+        return 0
+    workers = _workers(a.workers)
     with tempfile.TemporaryDirectory() as tmp:
         data = a.data
         if data is None:
@@ -76,12 +106,13 @@ def main() -> None:
             data = os.path.join(tmp, "toy")
             write_toy_image_dataset(data, 256, seed=0, height=384, width=384, records_per_shard=64)
         result = {f"records_per_s_workers{w}": round(_measure(data, a.backbone, a.batch_size, w, a.seconds), 1)
-                  for w in a.workers}
+                  for w in workers}
     result["render_ms_14k_vertices_256"] = round(_render_ms(), 1)
     result.update({"backbone": a.backbone, "batch_size": a.batch_size, "augment": True,
                    "data": a.data or "toy 384x384 JPEG records", "cpu_count": os.cpu_count()})
     print(json.dumps(result))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,6 +4,9 @@
         [--checkpoint converted/mesh_vqvae_54] [--batches 1,16] [--original /path/to/Mesh-VQ-VAE]
         [--quick] [--min-rounds 3] [--max-rounds 20] [--budget-s 20]
 
+Flags are absl's (``--name value`` or ``--name=value``; ``--flag`` / ``--noflag``; ``--help``
+lists them).
+
 Released configuration (54 tokens, 512 codes, dfaust2 connections), float32, after compilation
 (``compile_s`` reported apart). Weights: the converted checkpoint if given, else random (speed
 does not depend on the values).
@@ -23,7 +26,6 @@ Prints ONE JSON line: the machine (CPU model and features, cores, load, XLA flag
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -34,11 +36,16 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import hmr_jax  # noqa: E402,F401  (XLA CPU flags before JAX starts)
+from absl import flags  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import _common  # noqa: E402
+from hmr_jax.cli import parse_command  # noqa: E402
+from hmr_jax.errors import command_line  # noqa: E402
+
+PROGRAM = "python benchmarks/bench_mesh_vqvae.py"
 
 #: The issue's target: encode + decode at least this many times faster than the original.
 TARGET_SPEEDUP = 5.0
@@ -76,24 +83,31 @@ def ours_fns(args):
     return variables, fns
 
 
-def main(argv=None) -> dict:
-    """Run the benchmark and print one JSON line."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--connections", default=_default_connections(), help="folder with _pool*.npy / _unpool*.npy")
-    p.add_argument("--checkpoint", help="converted Mesh-VQ-VAE folder (default: random weights)")
-    p.add_argument("--batches", default="1,16", help="comma-separated batch sizes")
-    p.add_argument("--original", help="root of the original Mesh-VQ-VAE checkout: time it in the same run")
-    p.add_argument("--original-deps", help="extra folder on sys.path for the original's packages")
-    p.add_argument("--quick", action="store_true", help="batches 1 and 16, 3 rounds")
-    p.add_argument("--min-rounds", type=int, default=3)
-    p.add_argument("--max-rounds", type=int, default=20)
-    p.add_argument("--budget-s", type=float, default=20.0, help="stop adding rounds after this")
-    args = p.parse_args(argv)
+def _define(fv: flags.FlagValues) -> None:
+    """This benchmark's absl flags (parsed by :func:`hmr_jax.cli.parse_command`)."""
+    flags.DEFINE_string("connections", _default_connections(), "folder with _pool*.npy / _unpool*.npy",
+                        flag_values=fv)
+    flags.DEFINE_string("checkpoint", None, "converted Mesh-VQ-VAE folder (default: random weights)",
+                        flag_values=fv)
+    flags.DEFINE_string("batches", "1,16", "comma-separated batch sizes", flag_values=fv)
+    _common.define_original(fv, "root of the original Mesh-VQ-VAE checkout: time it in the same run",
+                            "extra folder on sys.path for the original's packages")
+    flags.DEFINE_boolean("quick", False, "batches 1 and 16, 3 rounds", flag_values=fv)
+    _common.define_rounds(fv, 3, 20, 20.0)
+
+
+@command_line
+def main(argv=None) -> int:
+    """Time the tokenizer's encode / decode (and the original's) and print one JSON line; 0, or 2 after
+    one ``error:`` line on a bad flag or missing connection files."""
+    args = parse_command(argv, _define, PROGRAM, __doc__)
+    if args is None:   # --help
+        return 0
     if args.quick:
         args.batches, args.max_rounds = "1,16", 3
     batches = _common.parse_ints(args.batches, "--batches")
     if not os.path.isfile(os.path.join(args.connections, "_pool0.npy")):
-        raise SystemExit(f"error: no dfaust2 connection files in {args.connections}; pass --connections DIR "
+        raise FileNotFoundError(f"no dfaust2 connection files in {args.connections}; pass --connections DIR "
                          "(the folder with _pool0.npy ... _unpool6.npy)")
     original = None
     if args.original:
@@ -157,8 +171,8 @@ def main(argv=None) -> dict:
         result["targets"] = targets
     result["load_average_end"] = _common.load_average()
     print(json.dumps(result))
-    return result
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,6 +4,8 @@ One-Euro filter on synthetic noisy tracks, over a grid of parameters.
 Usage:
   python benchmarks/bench_smoothing.py [--seeds 4] [--seconds 8]
 
+Flags are absl's (``--name value`` or ``--name=value``; ``--help`` lists them).
+
 A synthetic track at 30 fps and at 10 fps (``--every 3`` of a 30 fps video), for several seeds:
 
 * mesh vertices (camera-aligned axes, centred): a body of 60 points turning by 90 degrees in one
@@ -19,17 +21,21 @@ parameters of least error, per quantity and frame rate.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
 import sys
 
+from absl import flags
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from hmr_jax.cli import parse_command  # noqa: E402
+from hmr_jax.errors import command_line  # noqa: E402
 from hmr_jax.video.smoothing import CAMERA_SMOOTHING, VERTEX_SMOOTHING, one_euro  # noqa: E402
+
+PROGRAM = "python benchmarks/bench_smoothing.py"
 
 MIN_CUTOFFS = (0.1, 0.3, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0)
 BETAS = (0.0, 0.3, 1.0, 3.0, 10.0, 20.0, 50.0)
@@ -63,11 +69,19 @@ def _measure(clean: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return rmse, jitter
 
 
+def _define(fv: flags.FlagValues) -> None:
+    """This benchmark's absl flags (parsed by :func:`hmr_jax.cli.parse_command`)."""
+    flags.DEFINE_integer("seeds", 4, "synthetic tracks (seeds) per frame rate", lower_bound=1, flag_values=fv)
+    flags.DEFINE_float("seconds", 8.0, "length of each synthetic track (seconds)", flag_values=fv)
+
+
+@command_line
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, default=4)
-    p.add_argument("--seconds", type=float, default=8.0)
-    args = p.parse_args(argv)
+    """Score the One-Euro grid on the synthetic tracks and print one JSON line; 0, or 2 after one
+    ``error:`` line on a bad flag."""
+    args = parse_command(argv, _define, PROGRAM, __doc__)
+    if args is None:   # --help
+        return 0
     defaults = {"vertices": VERTEX_SMOOTHING, "camera": CAMERA_SMOOTHING}
     out = {}
     for fps in (30, 10):

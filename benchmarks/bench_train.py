@@ -8,6 +8,9 @@ data-parallel scaling; prints ONE JSON line.
     python benchmarks/bench_train.py --stages mega_hrnet,vqhps_resnet --dtypes bfloat16 --scaling ''
     python benchmarks/bench_train.py --released       # released sizes and batches (an accelerator)
 
+Flags are absl's (``--name value`` or ``--name=value``; ``--flag`` / ``--noflag``; ``--help``
+lists them); an empty value (``--scaling ''`` or ``--scaling=``) skips that part.
+
 Each stage runs its real jitted train step (the one ``train.py`` uses: frozen tokenizer, loss,
 gradients, AdamW, sharded over a device mesh) on synthetic batches of the stage's shapes. The
 frozen tokenizer is the released-size Mesh-VQ-VAE, randomly initialised (speed does not depend on
@@ -55,7 +58,6 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import argparse  # noqa: E402
 import copy  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
@@ -63,7 +65,15 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
+from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
+
+import hmr_jax  # noqa: E402,F401  (XLA CPU flags before JAX starts)
+import _common  # noqa: E402
+from hmr_jax.cli import parse_command  # noqa: E402
+from hmr_jax.errors import command_line  # noqa: E402
+
+PROGRAM = "python benchmarks/bench_train.py"
 
 NV = 6890
 STAGES = ("mesh_vqvae", "mega_pretrain", "mega_hrnet", "mega_resnet", "mega_vit", "vqhps_hrnet",
@@ -115,7 +125,7 @@ def _body_models(tmp):
 def stage_config(name, connections, tmp, released):
     """``(config, kind, reduced)`` of a stage: kind "mesh" or "image"; reduced = the overrides."""
     if name not in STAGES:
-        raise SystemExit(f"bench_train: unknown stage {name!r}; choose from {','.join(STAGES)}")
+        raise ValueError(f"unknown stage {name!r}; choose from {','.join(STAGES)}")
     c = _config(name)
     if name == "mesh_vqvae":
         c.model.autoencoder.connection_folder = connections
@@ -232,7 +242,6 @@ def ours_hrnet_fwd_bwd(images):
     import jax
     import jax.numpy as jnp
 
-    import _common
     from hmr_jax.models.backbones import hrnet_w48
 
     model = hrnet_w48()
@@ -321,8 +330,6 @@ def run_full_size(args, connections, tmp, originals) -> dict:
     original's (when given) step by step; float32."""
     import jax
 
-    import _common
-
     out: dict = {}
     targets = {}
     for b in _common.parse_ints(args.image_batches, "--image-batches") if args.image_batches else []:
@@ -381,13 +388,12 @@ def _find_connections(arg):
                               "ConnectionMatrices")):
         if os.path.isfile(os.path.join(cand, "_pool0.npy")):
             return cand
-    raise SystemExit("bench_train: the dfaust2 connection files are needed: pass --connections DIR "
-                     "(the folder with _pool0.npy ... _unpool7.npy)")
+    raise FileNotFoundError("the dfaust2 connection files are needed: pass --connections DIR "
+                            "(the folder with _pool0.npy ... _unpool7.npy)")
 
 
 def run_scaling(args, connections):
     """Child process (8 simulated devices): the scaling figures as a dict."""
-    import hmr_jax  # noqa: F401  (XLA CPU flags before JAX starts)
     import jax
 
     out = {"stage": args.scaling_stage, "dtype": "float32", "devices": {}}
@@ -411,31 +417,42 @@ def run_scaling(args, connections):
     return out
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--connections", default="", help="folder of the dfaust2 _pool*/_unpool*.npy")
-    parser.add_argument("--stages", default=None, help=f"comma list of {','.join(STAGES)}")
-    parser.add_argument("--dtypes", default=None, help="float32,bfloat16")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per measurement (2)")
-    parser.add_argument("--scaling", default=None, help="device counts, e.g. 1,2,4,8 ('' to skip)")
-    parser.add_argument("--scaling-stage", default="mega_pretrain")
-    parser.add_argument("--released", action="store_true",
-                        help="released model and batch sizes (an accelerator; hours on a CPU)")
-    parser.add_argument("--quick", action="store_true",
-                        help="mega_pretrain (cpu profile), full-size MEGA-HRNet and HRNet-w48 at batch 2, "
-                             "float32, scaling 1,2")
-    parser.add_argument("--image-batches", default=None,
-                        help="batches of the full-size MEGA-HRNet image stage (default 2,8; '' to skip)")
-    parser.add_argument("--hrnet-batches", default=None,
-                        help="batches of HRNet-w48 forward + backward alone (default 2,8; '' to skip)")
-    parser.add_argument("--original", help="root of the original MEGA checkout: time its training step too")
-    parser.add_argument("--original-mesh-vqvae", help="root of the original Mesh-VQ-VAE checkout (its tokenizer)")
-    parser.add_argument("--original-deps", help="folder with timm / yacs for the original (pip --target)")
-    parser.add_argument("--min-rounds", type=int, default=3, help="interleaved steps, ours and the original's")
-    parser.add_argument("--max-rounds", type=int, default=5)
-    parser.add_argument("--budget-s", type=float, default=120.0)
-    parser.add_argument("--scaling-child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+def _define(fv: flags.FlagValues) -> None:
+    """This benchmark's absl flags (parsed by :func:`hmr_jax.cli.parse_command`)."""
+    flags.DEFINE_string("connections", "", "folder of the dfaust2 _pool*/_unpool*.npy (default: "
+                        "body_models/ConnectionMatrices or $HMR_JAX_REFERENCE_DIR/ConnectionMatrices)",
+                        flag_values=fv)
+    flags.DEFINE_string("stages", None, f"comma list of {', '.join(STAGES)} (default: all; --quick: "
+                        f"{','.join(QUICK_STAGES)})", flag_values=fv)
+    flags.DEFINE_string("dtypes", None, "comma list of float32, bfloat16 (default: both; --quick: float32)",
+                        flag_values=fv)
+    flags.DEFINE_integer("steps", None, "timed steps per measurement (default 2)", flag_values=fv)
+    flags.DEFINE_string("scaling", None, "device counts, e.g. 1,2,4,8 (default; --quick: 1,2; '' to skip)",
+                        flag_values=fv)
+    flags.DEFINE_string("scaling-stage", "mega_pretrain", "the stage of the scaling figures", flag_values=fv)
+    flags.DEFINE_boolean("released", False, "released model and batch sizes (an accelerator; hours on a CPU)",
+                         flag_values=fv)
+    flags.DEFINE_boolean("quick", False, "mega_pretrain (cpu profile), full-size MEGA-HRNet and HRNet-w48 at "
+                         "batch 2, float32, scaling 1,2", flag_values=fv)
+    flags.DEFINE_string("image-batches", None, "batches of the full-size MEGA-HRNet image stage (default 2,8; "
+                        "'' to skip)", flag_values=fv)
+    flags.DEFINE_string("hrnet-batches", None, "batches of HRNet-w48 forward + backward alone (default 2,8; '' "
+                        "to skip)", flag_values=fv)
+    _common.define_original(fv, "root of the original MEGA checkout: time its training step too")
+    flags.DEFINE_string("original-mesh-vqvae", None, "root of the original Mesh-VQ-VAE checkout (its "
+                        "tokenizer)", flag_values=fv)
+    _common.define_rounds(fv, 3, 5, 120.0, "interleaved steps (ours and the original's)")
+    flags.DEFINE_boolean("scaling-child", False, "internal: the scaling subprocess (simulated devices) the "
+                         "benchmark starts; prints the scaling figures as one JSON line", flag_values=fv)
+
+
+@command_line
+def main(argv=None) -> int:
+    """Time each stage's train step, the full-size step and the scaling (a subprocess), print one JSON
+    line; 0, or 2 after one ``error:`` line on a bad flag or missing connection files."""
+    args = parse_command(argv, _define, PROGRAM, __doc__)
+    if args is None:   # --help
+        return 0
     args.stages = args.stages if args.stages is not None else (
         ",".join(QUICK_STAGES) if args.quick else ",".join(STAGES))
     args.dtypes = args.dtypes if args.dtypes is not None else ("float32" if args.quick else "float32,bfloat16")
@@ -447,23 +464,20 @@ def main():
     if args.quick:
         args.max_rounds = args.min_rounds
     if args.original and not args.original_mesh_vqvae:
-        raise SystemExit("error: the original MEGA training step needs the original tokenizer too: "
+        raise ValueError("the original MEGA training step needs the original tokenizer too: "
                          "pass --original-mesh-vqvae /path/to/Mesh-VQ-VAE")
     connections = _find_connections(args.connections)
 
     if args.scaling_child:
         print(json.dumps(run_scaling(args, connections)))
-        return
+        return 0
 
     # This process measures on the real single device: no simulated devices here.
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" in flags:
-        os.environ["XLA_FLAGS"] = " ".join(f for f in flags.split()
+    xla_flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in xla_flags:
+        os.environ["XLA_FLAGS"] = " ".join(f for f in xla_flags.split()
                                            if "xla_force_host_platform_device_count" not in f)
-    import hmr_jax  # noqa: F401  (XLA CPU flags before JAX starts)
     import jax
-
-    import _common
 
     originals = None
     if args.original:
@@ -511,8 +525,8 @@ def main():
     if args.scaling:
         env = dict(os.environ)
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
-        cmd = [sys.executable, os.path.abspath(__file__), "--scaling-child", "--connections", connections,
-               "--scaling", args.scaling, "--scaling-stage", args.scaling_stage, "--steps", str(args.steps)]
+        cmd = [sys.executable, os.path.abspath(__file__), "--scaling-child", f"--connections={connections}",
+               f"--scaling={args.scaling}", f"--scaling-stage={args.scaling_stage}", f"--steps={args.steps}"]
         if args.released:
             cmd.append("--released")
         proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
@@ -525,7 +539,8 @@ def main():
     result["loadavg_end"] = _loadavg()
     result["wall_s"] = round(time.perf_counter() - t_start, 1)
     print(json.dumps(result))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
