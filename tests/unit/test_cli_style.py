@@ -6,7 +6,7 @@ import ast
 
 from helpers import REPO_ROOT
 
-COMMANDS = ("train.py", "evaluate.py", "sample.py", "convert_torch_weights.py", "hmr_jax", "data_prep")
+COMMANDS = ("train.py", "evaluate.py", "sample.py", "convert_torch_weights.py", "hmr_jax", "data_prep", "benchmarks")
 DEFINES = ("DEFINE_string", "DEFINE_integer", "DEFINE_float", "DEFINE_boolean", "DEFINE_bool", "DEFINE_enum",
            "DEFINE_list", "DEFINE_multi_string", "DEFINE_multi_integer", "define_floats")
 
