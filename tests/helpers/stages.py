@@ -1,7 +1,11 @@
 """Shared pieces of the training-stage tests: a grid mesh, short quiet runs."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+
+from hmr_jax.models.mesh_vqvae import RELEASED_54
 
 
 def grid_faces(h: int, w: int) -> np.ndarray:
@@ -23,3 +27,15 @@ def quick(c, steps: int):
     c.tensorboard = False
     c.checkpoint.every_steps = steps
     return c
+
+
+def tiny_tokenizer_model(conn_folder) -> dict:
+    """A tiny Mesh-VQ-VAE model config (3 pooling levels, 4-channel codes, 16 codes) over the
+    connection files in ``conn_folder``: the released layout at test sizes."""
+    m = copy.deepcopy(RELEASED_54)
+    m["autoencoder"] = dict(connection_folder=str(conn_folder), initial_connection="pool0",
+                            layers=["pool0", "pool1", "pool2", "unpool2", "unpool1", "unpool0"],
+                            channels=[16, 16, 4, 16, 16, 3], weight_nums=[9, 0, 9, 9, 0, 9],
+                            residual_rates=[0, 1, 0, 0, 1, 0], connection_sha256=None)
+    m["quantizer"].update(embedding_dim=4, num_embeddings=16)
+    return m

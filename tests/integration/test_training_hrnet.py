@@ -5,7 +5,6 @@ that the parameters (backbone included) and the BatchNorm statistics change, and
 summed loss is what the terms say."""
 from __future__ import annotations
 
-import copy
 import os
 
 import jax
@@ -15,7 +14,7 @@ import pytest
 from hmr_jax.training.config import load_config
 from hmr_jax.training.metric_writers import read_metrics
 from hmr_jax.training.trainer import train
-from helpers.stages import grid_faces, quick
+from helpers.stages import grid_faces, quick, tiny_tokenizer_model
 from helpers import REPO_ROOT
 
 ROOT = str(REPO_ROOT)
@@ -31,7 +30,6 @@ def runs(tmp_path_factory):
     summary and its initial variables)."""
     from hmr_jax.testing.toy_data import write_toy_image_dataset, write_toy_mesh_dataset
     from hmr_jax.mesh.build import build_hierarchy, write_hierarchy
-    from hmr_jax.models.mesh_vqvae import RELEASED_54
 
     root = tmp_path_factory.mktemp("hrnet_stage")
     write_hierarchy(build_hierarchy(grid_faces(4, 6), NV, ["1", "2", "1"]), root / "conn")
@@ -44,13 +42,7 @@ def runs(tmp_path_factory):
         np.save(root / "body_models" / name, reg / reg.sum(1, keepdims=True))
 
     tok = quick(load_config("train_mesh_vqvae"), 4)
-    m = copy.deepcopy(RELEASED_54)
-    m["autoencoder"] = dict(connection_folder=str(root / "conn"), initial_connection="pool0",
-                            layers=["pool0", "pool1", "pool2", "unpool2", "unpool1", "unpool0"],
-                            channels=[16, 16, 4, 16, 16, 3], weight_nums=[9, 0, 9, 9, 0, 9],
-                            residual_rates=[0, 1, 0, 0, 1, 0], connection_sha256=None)
-    m["quantizer"].update(embedding_dim=4, num_embeddings=16)
-    tok.model = m
+    tok.model = tiny_tokenizer_model(root / "conn")
     tok.batch_size = 8
     tok.data.train = str(root / "meshes")
     train(tok, str(root / "tokenizer"))

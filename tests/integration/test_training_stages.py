@@ -4,7 +4,6 @@ reduced ResNet (one bottleneck per stage). Each
 checks that its losses are finite, that training lowers them and that state is updated."""
 from __future__ import annotations
 
-import copy
 import os
 
 import jax
@@ -14,7 +13,7 @@ import pytest
 from hmr_jax.training.config import load_config
 from hmr_jax.training.metric_writers import read_metrics
 from hmr_jax.training.trainer import train
-from helpers.stages import grid_faces, quick
+from helpers.stages import grid_faces, quick, tiny_tokenizer_model
 from helpers import REPO_ROOT
 
 ROOT = str(REPO_ROOT)
@@ -59,15 +58,7 @@ def tiny(tmp_path_factory):
 
 
 def _tokenizer_config(c, tiny):
-    from hmr_jax.models.mesh_vqvae import RELEASED_54
-
-    m = copy.deepcopy(RELEASED_54)
-    m["autoencoder"] = dict(connection_folder=str(tiny / "conn"), initial_connection="pool0",
-                            layers=["pool0", "pool1", "pool2", "unpool2", "unpool1", "unpool0"],
-                            channels=[16, 16, 4, 16, 16, 3], weight_nums=[9, 0, 9, 9, 0, 9],
-                            residual_rates=[0, 1, 0, 0, 1, 0], connection_sha256=None)
-    m["quantizer"].update(embedding_dim=4, num_embeddings=16)
-    c.model = m
+    c.model = tiny_tokenizer_model(tiny / "conn")
     return c
 
 
