@@ -16,6 +16,7 @@ BENCHMARKS = REPO_ROOT / "benchmarks"
 SCRIPTS = {
     "bench_backbones.py": "--backbones",
     "bench_body.py": "--body-model",
+    "bench_conv_grad.py": "--batches",
     "bench_devices.py": "--workloads",
     "bench_inference.py": "--flops-only",
     "bench_input.py": "--workers",

@@ -9,12 +9,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hmr_jax.models.backbones.layers import Conv, conv2d
+from hmr_jax.models.backbones.layers import TAPS_MAX_BATCH, Conv, conv2d
 
 CASES = [  # batch, size, in, out, kernel, stride, padding
     (2, 9, 3, 4, 3, 1, 1), (2, 10, 3, 4, 3, 2, 1), (1, 9, 3, 5, 3, 2, 1), (2, 8, 4, 6, 1, 1, 0),
     (2, 7, 4, 6, 1, 2, 0), (2, 11, 3, 2, 7, 2, 3), (1, 6, 2, 3, 3, 1, 0),
+    # above layers.TAPS_MAX_BATCH: the kernel gradient's convolution form (stride 1 and 2)
+    (3, 9, 3, 4, 3, 1, 1), (4, 10, 3, 4, 3, 2, 1), (3, 8, 2, 3, 5, 1, 2), (4, 7, 4, 6, 1, 2, 0),
 ]
+
+
+def test_cases_cover_both_kernel_gradient_forms():
+    assert any(b <= TAPS_MAX_BATCH and k > 1 for b, _, _, _, k, s, _ in CASES)  # per-tap matmuls
+    assert any(b > TAPS_MAX_BATCH and k > 1 for b, _, _, _, k, _, _ in CASES)  # convolution form
 
 
 def _reference(x, w, s, p):
@@ -34,9 +41,10 @@ def test_gradients_equal_autodiff(b, h, cin, cout, k, s, p):
         np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-5, atol=1e-5 * float(jnp.abs(r).max()))
 
 
-def test_gradients_inside_a_scan():
+@pytest.mark.parametrize("batch", [2, 4])
+def test_gradients_inside_a_scan(batch):
     rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.standard_normal((2, 8, 8, 4)), jnp.float32)
+    x = jnp.asarray(rng.standard_normal((batch, 8, 8, 4)), jnp.float32)
     ws = jnp.asarray(rng.standard_normal((3, 3, 3, 4, 4)) * 0.3, jnp.float32)
 
     def run(f):
