@@ -15,7 +15,7 @@ CASES = [  # batch, size, in, out, kernel, stride, padding
     (2, 9, 3, 4, 3, 1, 1), (2, 10, 3, 4, 3, 2, 1), (1, 9, 3, 5, 3, 2, 1), (2, 8, 4, 6, 1, 1, 0),
     (2, 7, 4, 6, 1, 2, 0), (2, 11, 3, 2, 7, 2, 3), (1, 6, 2, 3, 3, 1, 0),
     # above layers.TAPS_MAX_BATCH: the kernel gradient's convolution form (stride 1 and 2)
-    (3, 9, 3, 4, 3, 1, 1), (4, 10, 3, 4, 3, 2, 1), (3, 8, 2, 3, 5, 1, 2), (4, 7, 4, 6, 1, 2, 0),
+    (5, 9, 3, 4, 3, 1, 1), (6, 10, 3, 4, 3, 2, 1), (5, 8, 2, 3, 5, 1, 2), (6, 7, 4, 6, 1, 2, 0),
 ]
 
 
@@ -41,7 +41,7 @@ def test_gradients_equal_autodiff(b, h, cin, cout, k, s, p):
         np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-5, atol=1e-5 * float(jnp.abs(r).max()))
 
 
-@pytest.mark.parametrize("batch", [2, 4])
+@pytest.mark.parametrize("batch", [TAPS_MAX_BATCH, TAPS_MAX_BATCH + 1])
 def test_gradients_inside_a_scan(batch):
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.standard_normal((batch, 8, 8, 4)), jnp.float32)

@@ -21,8 +21,15 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 Dtype = Any
+
+#: Name of every :class:`Conv` output for ``jax.checkpoint`` policies: the scanned HRNet blocks
+#: save only these for the backward pass (:data:`SAVE_CONV_OUTPUTS`) and recompute the cheap
+#: batch norms, ReLUs and sums between them.
+CONV_OUTPUT = "conv_output"
+SAVE_CONV_OUTPUTS = jax.checkpoint_policies.save_only_these_names(CONV_OUTPUT)
 
 # torch.nn.BatchNorm2d(momentum=0.1) == Flax momentum 0.9 (weight of the old running value).
 BN_MOMENTUM = 0.9
@@ -133,9 +140,9 @@ def _conv2d_bwd(stride, padding, residuals, dy):
 #: Largest batch for which the kernel gradient is taken as per-tap matmuls
 #: (:func:`_kernel_gradient_taps`); larger batches use the convolution form. Measured with
 #: ``benchmarks/bench_conv_grad.py`` on 2 cores (AMD EPYC Zen 5, f32; HRNet-w48 forward +
-#: backward in training mode, both forms in one process), taps vs convolution: batch 1 0.59 vs
-#: 0.73 s, batch 2 1.03 vs 1.14 s, batch 4 1.99 vs 1.99 s, batch 8 4.30 vs 3.81 s.
-TAPS_MAX_BATCH = 2
+#: backward in training mode, both forms in one process), taps vs convolution: batch 1 0.57 vs
+#: 0.71 s, batch 2 1.02 vs 1.06 s, batch 4 1.95 vs 2.09 s, batch 8 3.86 vs 3.63 s.
+TAPS_MAX_BATCH = 4
 
 
 def _kernel_gradient(x, dy, k, stride, padding, extra_h, extra_w):
@@ -143,7 +150,7 @@ def _kernel_gradient(x, dy, k, stride, padding, extra_h, extra_w):
 
     Both forms are ones XLA:CPU runs multi-threaded inside a loop body too:
 
-    * batch <= :data:`TAPS_MAX_BATCH`: :func:`_kernel_gradient_taps`;
+    * batch <= :data:`TAPS_MAX_BATCH` (4): :func:`_kernel_gradient_taps`;
     * otherwise one canonical NHWC / HWIO convolution (XLA hands it to Eigen): batch = input
       channels, features = images, the window = the output gradient (dilated by the stride);
       the high side's padding drops the rows / columns no output window reaches (negative
@@ -202,7 +209,7 @@ class Conv(nn.Module):
         y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.stride, self.padding)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32).astype(self.dtype)
-        return y
+        return checkpoint_name(y, CONV_OUTPUT)
 
 
 def conv(
