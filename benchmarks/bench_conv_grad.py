@@ -26,13 +26,14 @@ sys.path.insert(0, ROOT)
 
 import hmr_jax  # noqa: E402,F401  (XLA CPU flags before JAX starts)
 import _common  # noqa: E402
+import bench_train  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hmr_jax.cli import parse_command  # noqa: E402
 from hmr_jax.errors import command_line  # noqa: E402
-from hmr_jax.models.backbones import hrnet_w48, layers  # noqa: E402
+from hmr_jax.models.backbones import layers  # noqa: E402
 
 PROGRAM = "python benchmarks/bench_conv_grad.py"
 
@@ -44,20 +45,13 @@ def _define(fv: flags.FlagValues) -> None:
 
 
 def _step(batch: int, form: str):
-    """``(compiled gradient function, its arguments)`` with the kernel gradient forced to ``form``."""
-    model = hrnet_w48()
-    x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, 224, 224, 3), np.float32))
-    variables = _common.random_variables(jax.eval_shape(model.init, jax.random.key(0), x))
-
-    def loss(params, stats, x):
-        y, updates = model.apply({"params": params, "batch_stats": stats}, x, train=True, mutable=["batch_stats"])
-        return jnp.mean(y), updates["batch_stats"]
-
-    args = (variables["params"], variables["batch_stats"], x)
+    """HRNet-w48's compiled training gradient (bench_train's, the one its HRNet figures time) with the
+    kernel gradient forced to ``form``: a no-argument call returning (gradients, batch statistics)."""
+    images = np.random.default_rng(0).standard_normal((batch, 224, 224, 3)).astype(np.float32)
     saved = layers.TAPS_MAX_BATCH
     layers.TAPS_MAX_BATCH = batch if form == "taps" else 0  # read when the gradient is traced
     try:
-        return jax.jit(jax.grad(loss, has_aux=True)).lower(*args).compile(), args
+        return bench_train.ours_hrnet_fwd_bwd(images)[0]
     finally:
         layers.TAPS_MAX_BATCH = saved
 
@@ -72,11 +66,10 @@ def main(argv=None) -> int:
     out = {"machine": _common.machine(), "taps_max_batch": layers.TAPS_MAX_BATCH, "batches": {}}
     for batch in batches:
         steps = {form: _step(batch, form) for form in ("taps", "conv")}
-        grads = {form: jax.tree.leaves(fn(*a)[0]) for form, (fn, a) in steps.items()}
+        grads = {form: jax.tree.leaves(call()[0]) for form, call in steps.items()}
         for p, q in zip(grads["taps"], grads["conv"]):
             np.testing.assert_allclose(np.asarray(q), np.asarray(p), rtol=1e-3, atol=1e-4 * float(jnp.abs(p).max()))
-        times = _common.interleave({form: (lambda fn=fn, a=a: jax.block_until_ready(fn(*a)))
-                                    for form, (fn, a) in steps.items()}, args.min_rounds, args.max_rounds, args.budget_s)
+        times = _common.interleave(steps, args.min_rounds, args.max_rounds, args.budget_s)
         entry = {f"{form}_s": round(t["s"], 4) for form, t in times.items()}
         entry["fastest"] = min(("taps", "conv"), key=lambda f: times[f]["s"])
         entry["picked"] = "taps" if batch <= layers.TAPS_MAX_BATCH else "conv"
