@@ -9,7 +9,8 @@ Flags are absl's (``--name value`` or ``--name=value``; ``--flag`` / ``--noflag`
 lists them).
 
 The released configuration (``configs/mega_hrnet.py``: HRNet-w48, 224 x 224 crops, emb 1024,
-12 + 4 blocks), random parameters (speed does not depend on the values). Modes:
+12 + 4 blocks), random parameters (speed does not depend on the values), in the inference layout
+``load_image_model`` gives (:func:`hmr_jax.models.layouts.for_inference`). Modes:
 
 * ``det``: MEGA's deterministic mode (backbone, everything masked, one pass, argmax), at every
   ``--batches`` size;
@@ -64,6 +65,7 @@ import _common  # noqa: E402
 from hmr_jax.cli import parse_command  # noqa: E402
 from hmr_jax.errors import command_line  # noqa: E402
 from hmr_jax.models import decoding  # noqa: E402
+from hmr_jax.models.layouts import for_inference  # noqa: E402
 from hmr_jax.models.mega import build_mega  # noqa: E402
 
 
@@ -76,12 +78,15 @@ def _config():
 def work_gflop(mode: str, batch: int, steps: int, variables) -> dict:
     """GFLOP per call of the backbone and of the whole mode (float32 graph, matmuls and convolutions).
 
-    Counted on the jaxpr of the functions that run (so work skipped by the decoder is not counted).
+    Counted on the jaxpr of the functions that run (so work skipped by the decoder, or by the
+    inference layout's precomputed encoding, is not counted); the backbone on the checkpoint
+    layout (the same convolutions as the inference layout, in scans the count follows).
     """
     model = build_mega(_config())
     images = jax.ShapeDtypeStruct((batch, 224, 224, 3), jnp.float32)
     backbone = _common.gflop(functools.partial(decoding._condition, model), variables, images)
     cond = jax.eval_shape(decoding._condition, model, variables, images)
+    model, variables = for_inference(model, variables)
     if mode == "det":
         tokens = jax.ShapeDtypeStruct((batch, 54), jnp.int32)
         visible = jax.ShapeDtypeStruct((batch, 54), jnp.bool_)
@@ -98,7 +103,8 @@ def work_gflop(mode: str, batch: int, steps: int, variables) -> dict:
 
 def ours_fn(mode: str, batch: int, dtype_name: str, steps: int, variables, images: np.ndarray):
     """A no-argument call of our decoding (blocks until the tokens are ready)."""
-    model = build_mega(_config(), dtype=_common.DTYPES[dtype_name])
+    # the layout users get from load_image_model (HRNet unstacked, the all-masked encoding precomputed)
+    model, variables = for_inference(build_mega(_config(), dtype=_common.DTYPES[dtype_name]), variables)
     x = jax.device_put(images)
     key = jax.random.PRNGKey(0)
     if mode == "det":

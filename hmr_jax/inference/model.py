@@ -2,7 +2,9 @@
 
 :func:`load_image_model` reads a converted folder or a ``train.py`` workdir through
 :mod:`hmr_jax.checkpoints`, with its tokenizer, and checks that they fit together (token
-count, codebook size). :meth:`ImageModel.predict_crops` is the one place that chooses between
+count, codebook size), and puts the model in its inference layout
+(:func:`hmr_jax.models.layouts.for_inference`: HRNet's weights unstacked, MEGA's all-masked
+encoding precomputed; same outputs, faster). :meth:`ImageModel.predict_crops` is the one place that chooses between
 MEGA's deterministic mode (every token masked, one pass), MEGA's stochastic decoding (N
 hypotheses per person from one batched call; the backbone runs once per person) and VQ-HPS's
 single pass.
@@ -35,6 +37,7 @@ from hmr_jax.data.augment import BACKBONE_INPUTS, BackboneInput
 from hmr_jax.inference.crops import InferenceError
 from hmr_jax.mesh.connections import ConnectionFileError
 from hmr_jax.models import decoding
+from hmr_jax.models.layouts import for_inference
 from hmr_jax.models.mesh_vqvae import MeshVQVAE, config_to_dict
 from hmr_jax.models.vqhps import pose_from_mesh
 from hmr_jax.training.config import load_config
@@ -163,7 +166,8 @@ class ImageModel:
 
     Attributes:
       kind: ``mega_hrnet`` / ``mega_resnet`` / ``mega_vit`` / ``vqhps_hrnet`` / ``vqhps_resnet``.
-      model, variables: the Flax module and its variables.
+      model, variables: the Flax module and its variables, in the inference layout
+        (:func:`hmr_jax.models.layouts.for_inference`; checkpoints keep the training layout).
       tokenizer, tokenizer_variables: the Mesh-VQ-VAE decoding the tokens.
       backbone: ``hrnet`` / ``resnet`` / ``vit`` (the crop kind of the data pipeline).
       geometry: the crops the model takes (square side, width, keypoint range, normalisation).
@@ -334,7 +338,7 @@ def load_image_model(path: str | os.PathLike, tokenizer: str | None = None, *, c
     """
     mesh = batch_mesh(devices)
     ckpt = _read(path, checkpoints.IMAGE_KINDS)
-    model = checkpoints.build_model(ckpt, dtype)
+    model, variables = for_inference(checkpoints.build_model(ckpt, dtype), ckpt.variables)
     is_vqhps = ckpt.kind in checkpoints.VQHPS_KINDS
     num_tokens = int(model.num_tokens if is_vqhps else model.seq_length)
     num_embeddings = int(model.dict_size if is_vqhps else model.num_embeddings)
@@ -343,7 +347,6 @@ def load_image_model(path: str | os.PathLike, tokenizer: str | None = None, *, c
     pose_init = _vqhps_pose_init(ckpt, joint_regressor, tpose, nv) if is_vqhps else None
     backbone, geometry = _geometry(ckpt)
     bucket_sizes(batch_size)
-    variables = ckpt.variables
     if mesh is not None:   # every device holds the weights
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         variables, tok_vars = jax.device_put((variables, tok_vars), replicated)
@@ -431,10 +434,10 @@ def load_generator(path: str | os.PathLike, tokenizer: str | None = None, *, con
       InferenceError: a folder of another kind, or a tokenizer that does not fit.
     """
     ckpt = _read(path, (checkpoints.UNCONDITIONAL_KIND,))
-    model = checkpoints.build_model(ckpt, dtype)
+    model, variables = for_inference(checkpoints.build_model(ckpt, dtype), ckpt.variables)
     _, _, decode, nv, _ = _load_tokenizer(tokenizer, connections, ckpt, int(model.seq_length),
                                           int(model.num_embeddings))
     bucket_sizes(batch_size)
-    return Generator(model=model, variables=ckpt.variables, decode=decode, decoding=decoding_defaults(ckpt),
+    return Generator(model=model, variables=variables, decode=decode, decoding=decoding_defaults(ckpt),
                      num_vertices=nv, num_tokens=int(model.seq_length), batch_size=int(batch_size),
                      path=str(path))

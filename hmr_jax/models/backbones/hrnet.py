@@ -16,13 +16,29 @@ Architecture (width W, 48 for the released models):
 The unused 1x1 ``final_layer`` (24 joint heat-maps) of the original is not built: the converter
 accounts for its weights explicitly. ``head="none"`` returns the four stage-4 branches instead
 (the upstream pose network without its heat-map layer).
+
+Two parameter layouts of the same network (the MaxText ``scan_layers`` idea):
+
+* ``scan_layers=True`` (checkpoints, the converter, training): a stage's modules and a branch's
+  blocks are scanned, so their parameters are stacked (``stage{s}/branch{j}/conv1/kernel`` has
+  leading axes (modules, 4)); compiles fast, and the backward pass saves only convolution outputs;
+* ``scan_layers=False`` (inference, :func:`unstack_variables` converts once at load):
+  ``stage{s}_{m}/branch{j}/block{k}/...``, every weight its own array. A scan copies each
+  iteration's weights out of the stacks (twice: module, then block), ~35 ms of a 130 ms
+  batch-1 forward pass on 2 CPU cores; here the modules are unrolled and a branch's blocks run in
+  a loop that picks block k's weights with ``lax.switch`` (no copies, and the loop keeps XLA from
+  fusing the whole residual chain of a branch into every consumer, which a plain unroll does).
+  Training in this layout runs the blocks one after the other (correct, slower to compile).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import re
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hmr_jax.models.backbones.layers import SAVE_CONV_OUTPUTS, BatchNorm, Bottleneck, ConvBN, conv
 
@@ -88,15 +104,48 @@ _BranchBlocks = nn.scan(
 )
 
 
+class _UnstackedBlocks(nn.Module):
+    """The 4 basic blocks of a branch with their own parameters (``block{k}``): the inference layout.
+
+    At inference a loop over k runs ``lax.switch(k, blocks)`` (flax's lifted ``while_loop`` and
+    ``switch``): each block reads its own weights in place. Initialisation and training run the
+    blocks one after the other.
+    """
+
+    features: int
+    dtype: Dtype
+
+    def setup(self):
+        self.blocks = [BasicBlock(self.features, self.dtype, name=f"block{k}") for k in range(BLOCKS_PER_BRANCH)]
+
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """(B, H, W, C) -> (B, H, W, C)."""
+        if train or self.is_initializing():
+            for block in self.blocks:
+                x = block(x, train)
+            return x
+        branches = [lambda mdl, h, k=k: mdl.blocks[k](h) for k in range(BLOCKS_PER_BRANCH)]
+
+        def body(mdl, carry):
+            k, h = carry
+            return k + 1, nn.switch(k, branches, mdl, h)
+
+        return nn.while_loop(lambda mdl, carry: carry[0] < BLOCKS_PER_BRANCH, body, self, (jnp.int32(0), x))[1]
+
+
 def _upsample_nearest(x: jnp.ndarray, factor: int) -> jnp.ndarray:
     """Nearest-neighbour up-sampling of (B, H, W, C) by an integer factor."""
     return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
 
 
-def _hr_module(xs: Sequence[jnp.ndarray], channels: Sequence[int], dtype: Dtype, train: bool) -> list[jnp.ndarray]:
+def _hr_module(xs: Sequence[jnp.ndarray], channels: Sequence[int], dtype: Dtype, train: bool,
+               scan_blocks: bool = True) -> list[jnp.ndarray]:
     """Body of a high-resolution module (submodules created in the calling module)."""
     n = len(channels)
-    xs = [_BranchBlocks(c, dtype, train, name=f"branch{j}")(xs[j], None)[0] for j, c in enumerate(channels)]
+    if scan_blocks:
+        xs = [_BranchBlocks(c, dtype, train, name=f"branch{j}")(xs[j], None)[0] for j, c in enumerate(channels)]
+    else:
+        xs = [_UnstackedBlocks(c, dtype, name=f"branch{j}")(xs[j], train) for j, c in enumerate(channels)]
     if n == 1:
         return xs
     fused = []
@@ -125,22 +174,24 @@ class HighResolutionModule(nn.Module):
     """One multi-branch module: per-branch basic blocks, then the all-to-all fusion.
 
     Submodules: ``branch{j}`` (the 4 basic blocks of branch j, scanned: parameters with a
-    leading axis of 4); ``fuse{i}_{j}`` for j > i (1x1 convolution + BN, then nearest
+    leading axis of 4; with ``scan_blocks=False`` ``branch{j}/block{k}``); ``fuse{i}_{j}`` for j > i (1x1 convolution + BN, then nearest
     up-sampling by 2^(j-i)); ``fuse{i}_{j}_{k}`` for j < i (k-th 3x3/2 convolution + BN, with
     ReLU except after the last one). The branch outputs are summed per target branch, then ReLU.
 
     Attributes:
       channels: channels of each branch (W * 2^j).
       dtype: computation dtype.
+      scan_blocks: stacked block parameters (True) or one set per block (the inference layout).
     """
 
     channels: Sequence[int]
     dtype: Dtype = jnp.float32
+    scan_blocks: bool = True
 
     @nn.compact
     def __call__(self, xs: Sequence[jnp.ndarray], train: bool = False) -> list[jnp.ndarray]:
         """List of (B, H/2^j, W/2^j, channels[j]) -> list of the same shapes."""
-        return _hr_module(xs, self.channels, self.dtype, train)
+        return _hr_module(xs, self.channels, self.dtype, train, self.scan_blocks)
 
 
 class _ModuleStep(nn.Module):
@@ -172,8 +223,9 @@ class HRNet(nn.Module):
     ``layer1_{k}``; ``transition{s}_{i}`` (a changed-width branch) or ``transition{s}_{i}_{k}``
     (k-th 3x3/2 convolution of a new branch); ``stage{s}``: the stage's 1, 4 or 3 modules
     (:class:`HighResolutionModule` layout) scanned, i.e. every parameter of a stage has a leading
-    axis of length ``modules`` and the branch blocks a second one of length 4;
-    ``downsample_stage_{b}_{k}``.
+    axis of length ``modules`` and the branch blocks a second one of length 4 (with
+    ``scan_layers=False``: ``stage{s}_{m}`` per module, ``branch{j}/block{k}`` per block, see the
+    module docstring); ``downsample_stage_{b}_{k}``.
 
     Attributes:
       width: channels of the highest-resolution branch (48 for the released models, 32 for
@@ -181,11 +233,14 @@ class HRNet(nn.Module):
       head: ``"downsample_conv"`` (the originals: strided convolutions + concatenation) or
         ``"none"`` (return the four stage-4 branches).
       dtype: computation dtype (float32 default, bfloat16 for speed); parameters stay float32.
+      scan_layers: the stacked parameter layout (True: checkpoints, training) or the unstacked
+        inference layout (False; :func:`unstack_variables` converts).
     """
 
     width: int = 48
     head: str = "downsample_conv"
     dtype: Dtype = jnp.float32
+    scan_layers: bool = True
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, train: bool = False):
@@ -236,7 +291,11 @@ class HRNet(nn.Module):
                         out_c = c if k == n_new - 1 else pre_channels[-1]
                         z = ConvBN(out_c, 3, stride=2, dtype=d, name=f"transition{s - 1}_{i}_{k}")(z, train)
                     xs.append(z)
-            xs, _ = _stage_modules(modules)(tuple(channels), d, train, name=f"stage{s}")(tuple(xs), None)
+            if self.scan_layers:
+                xs, _ = _stage_modules(modules)(tuple(channels), d, train, name=f"stage{s}")(tuple(xs), None)
+            else:
+                for m in range(modules):
+                    xs = HighResolutionModule(tuple(channels), d, scan_blocks=False, name=f"stage{s}_{m}")(xs, train)
             xs = list(xs)
             self.sow("intermediates", f"stage{s}_out", tuple(xs))
             ys, pre_channels = xs, channels
@@ -262,3 +321,83 @@ def hrnet_w48(**kwargs) -> HRNet:
 def hrnet_w32(**kwargs) -> HRNet:
     """HRNet-w32 with the strided-convolution head (480 channels)."""
     return HRNet(width=32, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------
+# Parameter layouts
+
+_STAGE = re.compile(r"stage([234])$")
+_STAGE_MODULE = re.compile(r"stage([234])_(\d+)$")
+_BLOCK = re.compile(r"block(\d+)$")
+
+
+def _is_hrnet(tree: Mapping) -> bool:
+    return isinstance(tree, Mapping) and "layer1_0" in tree and (
+        "stage2" in tree or "stage2_0" in tree)
+
+
+def _take(tree, i: int):
+    return jax.tree_util.tree_map(lambda a: a[i], tree)
+
+
+def _unstack_hrnet(tree: Mapping) -> dict:
+    out = {}
+    for name, sub in tree.items():
+        if not _STAGE.match(name):
+            out[name] = sub
+            continue
+        modules = len(jax.tree_util.tree_leaves(sub)[0])
+        for m in range(modules):
+            module = _take(sub, m)
+            out[f"{name}_{m}"] = {
+                key: ({f"block{k}": _take(val, k) for k in range(BLOCKS_PER_BRANCH)}
+                      if key.startswith("branch") else val)
+                for key, val in module.items()}
+    return out
+
+
+def _stack(trees: list):
+    return jax.tree_util.tree_map(lambda *a: jnp.stack(a) if isinstance(a[0], jax.Array) else np.stack(a), *trees)
+
+
+def _stack_hrnet(tree: Mapping) -> dict:
+    out, stages = {}, {}
+    for name, sub in tree.items():
+        match = _STAGE_MODULE.match(name)
+        if not match:
+            out[name] = sub
+            continue
+        module = {key: (_stack([val[f"block{k}"] for k in range(BLOCKS_PER_BRANCH)])
+                        if key.startswith("branch") else val)
+                  for key, val in sub.items()}
+        stages.setdefault(f"stage{match.group(1)}", {})[int(match.group(2))] = module
+    for name, modules in stages.items():
+        out[name] = _stack([modules[m] for m in range(len(modules))])
+    return out
+
+
+def _relayout(tree, convert):
+    if _is_hrnet(tree):
+        return convert(tree)
+    if isinstance(tree, Mapping):
+        return {k: _relayout(v, convert) for k, v in tree.items()}
+    return tree
+
+
+def unstack_variables(variables: Mapping) -> dict:
+    """Variables of any model holding HRNets, with every HRNet in the ``scan_layers=False`` layout.
+
+    Args:
+      variables: ``{collection: {...}}`` in the stacked layout (a checkpoint's); HRNet subtrees
+        are found wherever they sit (``params/backbone``, VQ-HPS's two backbones) in every
+        collection. Host (NumPy) or device arrays.
+    Returns:
+      The same leaves re-laid: ``stage{s}`` (leading axes modules[, 4]) becomes ``stage{s}_{m}``
+      with ``branch{j}/block{k}`` per block; everything else is returned as it is.
+    """
+    return _relayout(variables, _unstack_hrnet)
+
+
+def stack_variables(variables: Mapping) -> dict:
+    """The inverse of :func:`unstack_variables` (inference layout -> the checkpoints' layout)."""
+    return _relayout(variables, _stack_hrnet)
