@@ -251,7 +251,10 @@ def test_eight_requests_from_four_clients_one_at_a_time_memory_bounded(server):
         done = peak_during(lambda: list(pool.map(call, range(8))))
     eight = peak_during.value - base
     end = proc.memory_info().rss
-    assert len(done) == 8
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:    # the same again: nothing may pile up
+        again = list(pool.map(call, range(8, 16)))
+    end2 = proc.memory_info().rss
+    assert len(done) == 8 and len(again) == 8
     for out, record in done:
         assert "1 person found" in out[4] and len(record["persons"]) == 1
         assert _decode(pathlib.Path(out[0]).read_bytes()).shape == server["image"].shape
@@ -259,9 +262,13 @@ def test_eight_requests_from_four_clients_one_at_a_time_memory_bounded(server):
     assert all(b[0] >= a[1] - 1e-3 for a, b in zip(spans, spans[1:])), spans   # one model call at a time
     mb = 1024 ** 2
     print(f"server RSS {base / mb:.0f} MB after warm-up; peak +{one / mb:.0f} MB for one request, "
-          f"+{eight / mb:.0f} MB for 8 from 4 clients; {(end - base) / mb:+.0f} MB after them")
-    # the 8 queued requests need no more memory than one at a time, and nothing accumulates
-    assert eight < one + 300 * mb and end - base < 150 * mb, (base / mb, one / mb, eight / mb, end / mb)
+          f"+{eight / mb:.0f} MB for 8 from 4 clients; {(end - base) / mb:+.0f} MB after them, "
+          f"{(end2 - end) / mb:+.0f} MB after 8 more")
+    # the 8 queued requests need no more memory than one at a time, and nothing accumulates: the
+    # first 8 leave the allocator's high-water mark of 4 client threads (measured 100-190 MB on a
+    # 2-core machine), the next 8 must add (almost) nothing to it
+    assert eight < one + 300 * mb and end - base < 300 * mb, (base / mb, one / mb, eight / mb, end / mb)
+    assert end2 - end < 60 * mb, (end / mb, end2 / mb)
 
 
 def test_nothing_written_outside_the_temp_folder(server):

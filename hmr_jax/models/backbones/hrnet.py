@@ -24,11 +24,13 @@ Two parameter layouts of the same network (the MaxText ``scan_layers`` idea):
   leading axes (modules, 4)); compiles fast, and the backward pass saves only convolution outputs;
 * ``scan_layers=False`` (inference, :func:`unstack_variables` converts once at load):
   ``stage{s}_{m}/branch{j}/block{k}/...``, every weight its own array. A scan copies each
-  iteration's weights out of the stacks (twice: module, then block), ~35 ms of a 130 ms
-  batch-1 forward pass on 2 CPU cores; here the modules are unrolled and a branch's blocks run in
-  a loop that picks block k's weights with ``lax.switch`` (no copies, and the loop keeps XLA from
-  fusing the whole residual chain of a branch into every consumer, which a plain unroll does).
-  Training in this layout runs the blocks one after the other (correct, slower to compile).
+  iteration's weights out of the stacks (twice: module, then block); here the modules are
+  unrolled and a branch's blocks run in a loop that picks block k's weights with ``lax.switch``
+  (no copies, and the loop keeps XLA from fusing the whole residual chain of a branch into every
+  consumer, which a plain unroll does: batch 16 2.7 s instead of 1.5 s). HRNet-w48 forward, 2 CPU
+  cores, alternating calls in one process: batch 1 0.121 -> 0.092 s (0.161 -> 0.127 s in a
+  slower process), batch 16 unchanged (1.49 s). Training in this layout runs the blocks one after
+  the other (correct, slower to compile).
 """
 from __future__ import annotations
 
