@@ -149,19 +149,26 @@ def make_train_step(stage: Stage, tx: optax.GradientTransformation, seed: int):
             return stage.loss(params, state["model_state"], frozen, batch, rng, step)
 
         (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
         finite = jnp.isfinite(loss)
         apply = jnp.logical_and(finite, jnp.asarray(out.valid))
 
-        def pick(new, old):
-            return jax.tree.map(lambda a, b: jnp.where(apply, a, b), new, old)
+        def update(old):
+            params, opt_state, _ = old
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, out.model_state
+
+        # One conditional around the whole update, not a jnp.where per leaf: a select keeps the old
+        # and the new parameters / moments alive at once, so the donated buffers cannot be updated
+        # in place (AdamW over MEGA-HRNet's 271 M parameters, 2 CPU cores: 0.84 s per step with
+        # the selects, 0.13-0.19 s with the conditional).
+        params, opt_state, model_state = jax.lax.cond(
+            apply, update, lambda old: old, (state["params"], state["opt_state"], state["model_state"]))
 
         new_state = {
             "step": step + 1,
-            "params": pick(params, state["params"]),
-            "opt_state": pick(opt_state, state["opt_state"]),
-            "model_state": pick(out.model_state, state["model_state"]),
+            "params": params,
+            "opt_state": opt_state,
+            "model_state": model_state,
             "nonfinite": state["nonfinite"] + (~finite).astype(jnp.int32),
             "first_nonfinite": jnp.where((state["nonfinite"] == 0) & ~finite, step,
                                          state["first_nonfinite"]),
