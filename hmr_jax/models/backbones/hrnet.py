@@ -176,9 +176,10 @@ class HighResolutionModule(nn.Module):
     """One multi-branch module: per-branch basic blocks, then the all-to-all fusion.
 
     Submodules: ``branch{j}`` (the 4 basic blocks of branch j, scanned: parameters with a
-    leading axis of 4; with ``scan_blocks=False`` ``branch{j}/block{k}``); ``fuse{i}_{j}`` for j > i (1x1 convolution + BN, then nearest
-    up-sampling by 2^(j-i)); ``fuse{i}_{j}_{k}`` for j < i (k-th 3x3/2 convolution + BN, with
-    ReLU except after the last one). The branch outputs are summed per target branch, then ReLU.
+    leading axis of 4; with ``scan_blocks=False`` ``branch{j}/block{k}``); ``fuse{i}_{j}`` for
+    j > i (1x1 convolution + BN, then nearest up-sampling by 2^(j-i)); ``fuse{i}_{j}_{k}`` for
+    j < i (k-th 3x3/2 convolution + BN, with ReLU except after the last one). The branch outputs
+    are summed per target branch, then ReLU.
 
     Attributes:
       channels: channels of each branch (W * 2^j).
@@ -297,7 +298,8 @@ class HRNet(nn.Module):
                 xs, _ = _stage_modules(modules)(tuple(channels), d, train, name=f"stage{s}")(tuple(xs), None)
             else:
                 for m in range(modules):
-                    xs = HighResolutionModule(tuple(channels), d, scan_blocks=False, name=f"stage{s}_{m}")(xs, train)
+                    module = HighResolutionModule(tuple(channels), d, scan_blocks=False, name=f"stage{s}_{m}")
+                    xs = module(xs, train)
             xs = list(xs)
             self.sow("intermediates", f"stage{s}_out", tuple(xs))
             ys, pre_channels = xs, channels
