@@ -16,7 +16,7 @@ and converting use the checkpoint layout.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Mapping
 
 import flax.linen as nn
 
