@@ -4,8 +4,8 @@
 :mod:`hmr_jax.checkpoints`, with its tokenizer, and checks that they fit together (token
 count, codebook size), and puts the model in its inference layout
 (:func:`hmr_jax.models.layouts.for_inference`: HRNet's weights unstacked, MEGA's all-masked
-encoding precomputed; same outputs, faster). :meth:`ImageModel.predict_crops` is the one place that chooses between
-MEGA's deterministic mode (every token masked, one pass), MEGA's stochastic decoding (N
+encoding precomputed; same outputs, faster). :meth:`ImageModel.predict_crops` is the one place
+that chooses between MEGA's deterministic mode (every token masked, one pass), MEGA's stochastic decoding (N
 hypotheses per person from one batched call; the backbone runs once per person) and VQ-HPS's
 single pass.
 
