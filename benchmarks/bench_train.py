@@ -33,10 +33,14 @@ mode) at ``--hrnet-batches`` (2, 8). With ``--original`` (MEGA checkout) and
 (:func:`original_image_step`) and its HRNet forward + backward run in the same process,
 interleaved step by step with ours (``--min-rounds`` / ``--max-rounds`` / ``--budget-s``; medians);
 ``targets`` says whether our step is at least as fast. See ``_original.py`` for how the original
-code is imported.
+code is imported. Host-side draws (MEGA: each batch's visible-token count, which picks the
+encoder length and so the compiled program) are taken at fixed quantiles
+(:data:`DRAW_QUANTILES`, six steps per timed call, reported per step), and the original runs the
+same counts (its ``fixed_ratio``), so both sides do the same work and the figure is the
+schedule's average.
 
-Compile time (``jit(...).lower(...).compile()``) is reported apart from the step time (mean over
-``--steps`` steps after one warm-up step). Scaling: one stage (``--scaling-stage``, default
+Compile time (``jit(...).lower(...).compile()``, every program the draws need) is reported apart
+from the step time (mean over ``--steps`` rounds after one warm-up round). Scaling: one stage (``--scaling-stage``, default
 mega_pretrain) at a fixed global batch on 1, 2, 4, 8 devices, measured in a subprocess started
 with ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (on a CPU these are host devices
 sharing the same cores: the 2-device figure is the "one device per core" question). The
@@ -61,6 +65,7 @@ sys.path.insert(0, ROOT)
 import copy  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -180,11 +185,25 @@ def _memoize_tokenizer():
         common.load_tokenizer = functools.lru_cache(maxsize=None)(common.load_tokenizer)
 
 
+#: quantiles at which the benchmarks take the stages' host-side draws (MEGA: the batch's visible
+#: count, 0 / 4 / 11 / 21 / 33 / 46 of 54 tokens; the original gets the same as ``fixed_ratio``)
+DRAW_QUANTILES = tuple((i + 0.5) / 6 for i in range(6))
+
+
+def bench_draws(stage):
+    """The stage's draws at :data:`DRAW_QUANTILES`, or one empty draw when it draws nothing."""
+    from hmr_jax.training.stages import StepDraws
+
+    draws = [stage.draws_at(q) for q in DRAW_QUANTILES]
+    return [StepDraws()] if all(d == StepDraws() for d in draws) else draws
+
+
 def prepare_step(config, kind, num_devices):
-    """``(advance, compile_s, setup_s, last_metrics)`` of the stage's jitted train step on the first
-    ``num_devices`` devices: ``advance()`` runs one step (state carried over, blocks until done);
-    ``last_metrics()`` returns the metrics of the latest step. Setup = building the stage,
-    initialising and placing variables and optimizer state."""
+    """``(advance, compile_s, setup_s, last_metrics, steps)`` of the stage's jitted train step on
+    the first ``num_devices`` devices: ``advance()`` runs ``steps`` training steps, one per draw of
+    :func:`bench_draws` (state carried over, blocks until done); ``last_metrics()`` returns the
+    metrics of the latest step. Setup = building the stage, initialising and placing variables and
+    optimizer state; compile = every program those draws need."""
     import jax
     from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -201,27 +220,34 @@ def prepare_step(config, kind, num_devices):
     setup = build_train_state(stage, config, mesh, batch, steps_per_epoch=1000)
     jax.block_until_ready(setup.state)
     setup_s = time.perf_counter() - t_setup
+    draws = bench_draws(stage)
     t0 = time.perf_counter()
-    step = setup.step_fn.lower(setup.state, setup.frozen, batch).compile()
+    programs = {}
+    for d in draws:
+        if d.program not in programs:
+            programs[d.program] = setup.step_fn.lower(setup.state, setup.frozen, batch, dict(d.values),
+                                                      d.program).compile()
     compile_s = time.perf_counter() - t0
     carried = {"state": setup.state, "metrics": None}
 
     def advance():
-        carried["state"], carried["metrics"] = step(carried["state"], setup.frozen, batch)
+        for d in draws:
+            carried["state"], carried["metrics"] = programs[d.program](carried["state"], setup.frozen, batch,
+                                                                       dict(d.values))
         jax.block_until_ready((carried["state"], carried["metrics"]))
 
-    return advance, compile_s, setup_s, (lambda: carried["metrics"])
+    return advance, compile_s, setup_s, (lambda: carried["metrics"]), len(draws)
 
 
 def measure(config, kind, num_devices, steps):
     """``(step_ms, compile_s, setup_s)`` of the stage's train step on the first ``num_devices``
-    devices (mean over ``steps`` steps after one warm-up step)."""
-    advance, compile_s, setup_s, metrics = prepare_step(config, kind, num_devices)
-    advance()  # warm-up step
+    devices (mean over ``steps`` rounds of :func:`bench_draws` after one warm-up round)."""
+    advance, compile_s, setup_s, metrics, per_round = prepare_step(config, kind, num_devices)
+    advance()  # warm-up round
     t0 = time.perf_counter()
     for _ in range(steps):
         advance()
-    ms = 1000 * (time.perf_counter() - t0) / steps
+    ms = 1000 * (time.perf_counter() - t0) / (steps * per_round)
     if not np.isfinite(float(metrics()["loss"])):
         raise RuntimeError(f"{config.stage}: non-finite loss in the benchmark")
     return ms, compile_s, setup_s
@@ -274,10 +300,12 @@ def original_hrnet_fwd_bwd(original, images):
 
 
 def original_image_step(originals, mega_config, connections, tmp, batch_np):
-    """One training step of the original MEGA-HRNet, as its ``CVQMAE_Train.one_epoch`` does it.
+    """Training steps of the original MEGA-HRNet, as its ``CVQMAE_Train.one_epoch`` does them.
 
-    Tokens from the frozen tokenizer (no gradient), ``model(tokens, images)`` (training mode, its
-    random scheduled masking), argmax tokens (visible ones kept) decoded by the tokenizer (no
+    One step per :data:`DRAW_QUANTILES` ``u``, each with ``fixed_ratio = cos(pi u / 2)`` (the
+    schedule's ratio at ``u``, so its visible counts are those our steps draw there). A step:
+    tokens from the frozen tokenizer (no gradient), ``model(tokens, images, fixed_ratio)``
+    (training mode), argmax tokens (visible ones kept) decoded by the tokenizer (no
     gradient), rotation from 6D (``_original.rotation_6d_to_matrix``, a stand-in for pytorch3d's),
     loss = cross-entropy on the masked tokens + MSE of the rotation matrices + its
     ``reprojection_loss`` (3DPW rows, 24 joints) + ``reprojection_loss_conf`` (other rows, 17
@@ -304,11 +332,11 @@ def original_image_step(originals, mega_config, connections, tmp, batch_np):
     j17 = torch.from_numpy(np.load(os.path.join(tmp, "J_regressor_h36m.npy")))
     cross_entropy, mse = torch.nn.CrossEntropyLoss(), torch.nn.MSELoss()
 
-    def call():
+    def one_step(ratio):
         opt.zero_grad()
         with torch.no_grad():
             tokens = tokenizer.get_codebook_indices(meshes)
-        logits, rot, cam, mask = model(tokens, images)
+        logits, rot, cam, mask = model(tokens, images, fixed_ratio=ratio)
         with torch.no_grad():
             pred = (logits.argmax(-1) * mask + tokens * (~mask.bool())).long()
             canonical = tokenizer.decode(pred)
@@ -322,7 +350,17 @@ def original_image_step(originals, mega_config, connections, tmp, batch_np):
         opt.step()
         return loss
 
+    def call():
+        for u in DRAW_QUANTILES:  # its masked ratio cos(pi u / 2): the visible counts of ours
+            one_step(math.cos(u * math.pi * 0.5))
+
     return call
+
+
+def _per_step(times: dict, steps: int) -> dict:
+    """:func:`_common.interleave` times of calls that run ``steps`` steps -> times per step."""
+    scaled = ("first_s", "s", "cpu_s")
+    return {name: {k: (v / steps if k in scaled else v) for k, v in t.items()} for name, t in times.items()}
 
 
 def run_full_size(args, connections, tmp, originals) -> dict:
@@ -334,12 +372,13 @@ def run_full_size(args, connections, tmp, originals) -> dict:
     targets = {}
     for b in _common.parse_ints(args.image_batches, "--image-batches") if args.image_batches else []:
         config, kind = full_image_config(connections, tmp, b)
-        advance, compile_s, setup_s, metrics = prepare_step(config, kind, 1)
+        advance, compile_s, setup_s, metrics, per_call = prepare_step(config, kind, 1)
         candidates = {"ours": advance}
         if originals:
             candidates["original"] = original_image_step(originals, dict(config.mega), connections, tmp,
                                                          _batch(kind, b, "hrnet"))
-        times = _common.interleave(candidates, args.min_rounds, args.max_rounds, args.budget_s)
+        times = _per_step(_common.interleave(candidates, args.min_rounds, args.max_rounds, args.budget_s),
+                          per_call)
         if not np.isfinite(float(metrics()["loss"])):
             raise RuntimeError("mega_hrnet full size: non-finite loss in the benchmark")
         key = f"mega_hrnet_full_f32_b{b}"

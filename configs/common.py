@@ -58,10 +58,14 @@ def tokenizer() -> ml_collections.ConfigDict:
 
 def training_mega(sizes: Mapping[str, Any]) -> ml_collections.ConfigDict:
     """A released config's ``mega`` entry plus the training-only masking settings
-    (``masking="scheduled"``: MEGA's cosine-scheduled ratio; ``mask_ratio`` for ``"random"``)."""
+    (``masking="scheduled"``: MEGA's cosine-scheduled ratio; ``mask_ratio`` for ``"random"``;
+    ``visible_buckets``: the encoder runs on the visible tokens padded to one of that many
+    lengths, one compiled step each -- 0 = every position, one step; see
+    ``hmr_jax.models.mega.visible_buckets``)."""
     m = ml_collections.ConfigDict(dict(sizes))
     m.masking = "scheduled"
     m.mask_ratio = 1.0
+    m.visible_buckets = 4
     return m
 
 

@@ -51,7 +51,8 @@ the corrected behaviour:
    feature map's size. Corrected: the feature map's grid (identical at 224 x 224).
 9. VQ-HPS's loader silently drops checkpoint keys containing ``rotcam_feat``. The converter
    drops them too but lists them, with the reason, in ``conversion.json``.
-Training-time masking draws from JAX PRNG keys instead of NumPy's / torch's global RNGs (same
+Training-time masking draws its positions from JAX PRNG keys and the batch's visible count from
+a NumPy generator seeded with ``(seed, step)`` instead of NumPy's / torch's global RNGs (same
 distributions, different draws). Faithful ``generate`` does not replay the NumPy shuffle
 inside its loop: that changes a result only if rows end a step with different numbers of
 masked tokens, which needs exact float ties.

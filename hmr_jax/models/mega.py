@@ -15,7 +15,10 @@ Masking. A *visible* mask ``(B, 54)`` (True / 1 = token known) says which tokens
 sees. The original gathers the visible tokens in a random order (NumPy's global RNG) and runs
 the encoder on them; here every position stays in place and the encoder's attention simply
 ignores masked keys, which is the same computation (attention does not depend on token order)
-with static shapes. Training masks come from :func:`random_visible_mask` (fixed ratio) and
+with static shapes. With ``num_visible`` (a static length) the encoder gathers the visible
+tokens first and runs on that many rows only, as the original: inference knows the exact count,
+training rounds the host-drawn count up to one of a few lengths (:func:`visible_buckets`, one
+compiled step each). Training masks come from :func:`random_visible_mask` (fixed ratio) and
 :func:`scheduled_visible_mask` (cosine-scheduled ratio); inference passes the mask explicitly.
 
 Behaviour of the original that changes results, reproduced only with ``faithful=True``
@@ -39,6 +42,7 @@ Image features are NHWC; token sequences ``(B, T)`` int32; features ``(B, T, C)`
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Mapping
 
@@ -85,21 +89,66 @@ def random_visible_mask(key: jax.Array, batch: int, seq_length: int, mask_ratio:
 
 
 def scheduled_visible_mask(key: jax.Array, batch: int, seq_length: int,
-                           fixed_ratio: float | None = None) -> jnp.ndarray:
+                           fixed_ratio: float | None = None, num_visible=None) -> jnp.ndarray:
     """Training masking with a cosine-scheduled ratio (original ``PatchShuffleScheduled``).
 
     One ``u ~ U(0, 1)`` per batch gives the masked ratio ``cos(pi u / 2)`` (or ``fixed_ratio``);
-    every row keeps ``int(seq_length * (1 - ratio))`` random tokens. ``fixed_ratio=1`` masks
-    everything (MEGA's deterministic mode). Returns (batch, seq_length) bool, True = visible.
+    every row keeps ``int(seq_length * (1 - ratio))`` random tokens -- or ``num_visible`` (an int
+    or traced int32 scalar, drawn on the host by :func:`scheduled_visible_count` in training).
+    ``fixed_ratio=1`` masks everything (MEGA's deterministic mode). Returns (batch, seq_length)
+    bool, True = visible.
     """
     k_ratio, k_perm = jax.random.split(key)
-    if fixed_ratio is None:
-        ratio = jnp.cos(jax.random.uniform(k_ratio, ()) * jnp.pi * 0.5)
+    if num_visible is not None:
+        keep = jnp.asarray(num_visible, jnp.int32)
+    elif fixed_ratio is None:
+        keep = jnp.floor(seq_length * (1 - jnp.cos(jax.random.uniform(k_ratio, ()) * jnp.pi * 0.5))).astype(jnp.int32)
     else:
-        ratio = jnp.asarray(fixed_ratio, jnp.float32)
-    keep = jnp.floor(seq_length * (1 - ratio)).astype(jnp.int32)
+        keep = jnp.floor(seq_length * (1 - jnp.asarray(fixed_ratio, jnp.float32))).astype(jnp.int32)
     rank = jnp.argsort(jnp.argsort(jax.random.uniform(k_perm, (batch, seq_length)), axis=-1), axis=-1)
     return rank < keep
+
+
+def scheduled_visible_count(u: float, seq_length: int) -> int:
+    """Visible tokens of the cosine schedule for a uniform draw ``u`` in [0, 1):
+    ``int(T (1 - cos(pi u / 2)))`` (the original's ``PatchShuffleScheduled``; float64)."""
+    return int(seq_length * (1.0 - math.cos(float(u) * math.pi * 0.5)))
+
+
+@functools.lru_cache(maxsize=None)
+def visible_buckets(seq_length: int, count: int) -> tuple[int, ...]:
+    """``count`` encoder lengths (ascending, the last = ``seq_length``) that minimise the expected
+    number of encoder rows when each training batch runs at the smallest length holding its
+    visible tokens, under the cosine schedule of :func:`scheduled_visible_count`.
+
+    The trainer compiles one train step per length (:meth:`hmr_jax.training.stages.Stage.step_draws`),
+    so ``count`` trades compilations for speed: T = 54, 4 lengths (6, 20, 36, 54) give 26.8
+    rows on average (+ cls) against 55 without buckets and 20.1 gathering each batch exactly.
+    ``count <= 0``: no buckets, ``()``.
+    """
+    if count <= 0:
+        return ()
+    # P(visible = k) under u ~ U(0, 1): the u-interval where floor(T (1 - cos(pi u / 2))) = k
+    edges = np.arange(seq_length + 2, dtype=np.float64)
+    u_at = np.arccos(np.clip(1.0 - edges / seq_length, -1.0, 1.0)) * 2.0 / math.pi
+    prob = np.diff(np.minimum(u_at, 1.0))[: seq_length + 1]
+    cdf = np.concatenate([[0.0], np.cumsum(prob)])  # cdf[k + 1] = P(visible <= k)
+    n = seq_length + 1
+    count = min(count, n)
+    # best[j][c]: least expected rows covering counts 0..c with j lengths, the largest = c
+    best = np.full((count + 1, n), np.inf)
+    prev = np.zeros((count + 1, n), np.int64)
+    best[1] = cdf[1:] * (np.arange(n) + 1)
+    for j in range(2, count + 1):
+        for c in range(j - 1, n):
+            cands = best[j - 1, :c] + (cdf[c + 1] - cdf[1:c + 1]) * (c + 1)
+            prev[j, c] = int(np.argmin(cands))
+            best[j, c] = cands[prev[j, c]]
+    lengths, c = [seq_length], seq_length
+    for j in range(count, 1, -1):
+        c = int(prev[j, c])
+        lengths.append(c)
+    return tuple(sorted(set(lengths)))
 
 
 def _global_rng(rng):
@@ -195,10 +244,12 @@ class MaskedTokenEncoder(nn.Module):
     def __call__(self, tokens: jnp.ndarray, visible: jnp.ndarray, num_visible: int | None = None) -> jnp.ndarray:
         """tokens: (B, T) int; visible: (B, T) bool/0-1.
 
-        ``num_visible`` (a Python int, every row must have exactly that many visible tokens):
-        run the blocks on the cls token + the visible tokens only, as the original does (same
-        values, less work when few tokens are known). Otherwise all positions go through the
-        blocks and attention ignores the masked keys.
+        ``num_visible`` (a Python int, no row may have more visible tokens): run the blocks on
+        the cls token + ``num_visible`` rows, the visible tokens first, as the original gathers
+        them (same values, less work when few tokens are known). A row with fewer visible tokens
+        fills the rest with masked ones that attention ignores as keys (the training buckets of
+        :func:`visible_buckets`); their outputs are never read. Otherwise all positions go
+        through the blocks and attention ignores the masked keys.
 
         Returns:
           (B, 1 + T, emb_dim): index 0 = cls feature, index 1 + t = token t's feature (only
@@ -226,7 +277,8 @@ class MaskedTokenEncoder(nn.Module):
             # positions of the visible tokens, in sequence order (a stable sort puts them first)
             idx = jnp.argsort(~visible, axis=-1, stable=True)[:, :num_visible]
             x = jnp.concatenate([cls, jnp.take_along_axis(x, idx[..., None], axis=1)], axis=1)
-            mask = None
+            keys = jnp.concatenate([jnp.ones((b, 1), bool), jnp.take_along_axis(visible, idx, axis=1)], axis=1)
+            mask = keys[:, None, None, :]
         x = x.astype(self.dtype)
         for i in range(self.num_layers):
             x = Block(self.num_heads, 4 * self.emb_dim, dtype=self.dtype, name=f"blocks_{i}")(x, mask)
@@ -411,9 +463,10 @@ class VQMAE(nn.Module):
         return self.decoder(self.encoder(tokens, visible, num_visible), visible, cond_embedded, faithful,
                             positions)
 
-    def __call__(self, tokens: jnp.ndarray, visible: jnp.ndarray) -> jnp.ndarray:
-        """tokens (B, T) int, visible (B, T) -> logits (B, T, dim_tokens)."""
-        return self.predict_tokens(tokens, visible)
+    def __call__(self, tokens: jnp.ndarray, visible: jnp.ndarray, num_visible: int | None = None) -> jnp.ndarray:
+        """tokens (B, T) int, visible (B, T) -> logits (B, T, dim_tokens); ``num_visible``: see
+        :meth:`MaskedTokenEncoder.__call__`."""
+        return self.predict_tokens(tokens, visible, num_visible=num_visible)
 
 
 class CVQMAE(VQMAE):
@@ -458,7 +511,7 @@ class CVQMAE(VQMAE):
 
     def __call__(self, tokens: jnp.ndarray, visible: jnp.ndarray, images: jnp.ndarray | None = None,
                  cond: jnp.ndarray | None = None, faithful: bool = False, train: bool = False,
-                 cond_dropout_key: jax.Array | None = None):
+                 cond_dropout_key: jax.Array | None = None, num_visible: int | None = None):
         """Full forward pass.
 
         Args:
@@ -467,6 +520,8 @@ class CVQMAE(VQMAE):
           images: (B, H, W, 3) NHWC normalised images, or ``cond`` (B, L, cond_dim) directly.
           train: backbone in training mode (BatchNorm statistics), rot/cam dropout on.
           cond_dropout_key: drops whole conditions with probability ``cond_dropout``.
+          num_visible: encoder length (a Python int, at least every row's visible count; see
+            :meth:`MaskedTokenEncoder.__call__`), or None for every position.
         Returns:
           ``(logits (B, T, dim_tokens), rot6d (B, 6), cam (B, 3))``.
         """
@@ -475,7 +530,8 @@ class CVQMAE(VQMAE):
                 raise ValueError("pass images or condition features")
             cond = self.condition(images, train=train)
         rot6d, cam = self.rotation_camera(cond, deterministic=not train)
-        logits = self.predict_tokens(tokens, visible, self.embed_condition(cond, cond_dropout_key), faithful)
+        logits = self.predict_tokens(tokens, visible, self.embed_condition(cond, cond_dropout_key), faithful,
+                                     num_visible)
         return logits, rot6d, cam
 
 

@@ -12,9 +12,12 @@ loop with logging, validation, checkpoints, preemption and NaN handling.
   ``jax.make_array_from_process_local_data`` assembles the global array); parameters and
   optimizer state are replicated (``config.sharding.params = "replicated"``) or sharded along
   their largest divisible axis (``"fsdp"``). jit inserts the gradient all-reduce.
-* Determinism: the step's random key is ``fold_in(key(seed), step)`` and the Grain iterator
-  position is checkpointed, so a run killed at any moment and restarted continues with exactly
-  the loss sequence of an uninterrupted run.
+* Determinism: the step's random key is ``fold_in(key(seed), step)``, the stage's host-side
+  draws (:meth:`~hmr_jax.training.stages.base.Stage.step_draws`) depend on ``(seed, step)``
+  only, and the Grain iterator position is checkpointed, so a run killed at any moment and
+  restarted continues with exactly the loss sequence of an uninterrupted run.
+* Programs: the step is compiled once per distinct ``StepDraws.program`` the stage returns
+  (MEGA: the encoder length its masking needs, a few values) and cached by ``jax.jit``.
 * Failures: a step whose loss is NaN / inf is not applied (parameters stay finite); the loop
   notices at the next logged or checkpointed step, stops with ``NonFiniteLossError`` and keeps
   the last checkpoint (written before). SIGTERM (preemption) saves a checkpoint and returns.
@@ -48,7 +51,7 @@ from hmr_jax.files import atomic_write, folder_lock
 from hmr_jax.training import checkpointing, optim
 from hmr_jax.training.metric_writers import MetricWriter
 from hmr_jax.training.pictures import save_png, validation_picture
-from hmr_jax.training.stages import Stage, get_stage
+from hmr_jax.training.stages import Stage, StepDraws, get_stage
 
 log = logging.getLogger(__name__)
 
@@ -133,20 +136,23 @@ def to_global(batch: dict, sharding: NamedSharding) -> dict:
 
 # ----------------------------------------------------------------------------- state and step
 def make_train_step(stage: Stage, tx: optax.GradientTransformation, seed: int):
-    """The pure train step ``(state, frozen, batch) -> (state, metrics)``.
+    """The pure train step ``(state, frozen, batch, values=None, program=None) -> (state, metrics)``.
 
-    ``state`` = {"step", "params", "opt_state", "model_state", "nonfinite", "first_nonfinite"}.
-    An update whose loss is not finite, or that the stage marks invalid, is not applied; a
-    non-finite loss increments ``nonfinite`` (and records its step) for the host to report.
+    ``state`` = {"step", "params", "opt_state", "model_state", "nonfinite", "first_nonfinite"};
+    ``values`` / ``program``: the step's :class:`~hmr_jax.training.stages.StepDraws` fields
+    (``program`` static). An update whose loss is not finite, or that the stage marks invalid,
+    is not applied; a non-finite loss increments ``nonfinite`` (and records its step) for the
+    host to report.
     """
     base_key = jax.random.key(seed)
 
-    def train_step(state, frozen, batch):
+    def train_step(state, frozen, batch, values=None, program=None):
         step = state["step"]
         rng = jax.random.fold_in(base_key, step)
+        draws = StepDraws(program, dict(values or {}))
 
         def loss_fn(params):
-            return stage.loss(params, state["model_state"], frozen, batch, rng, step)
+            return stage.loss(params, state["model_state"], frozen, batch, rng, step, draws)
 
         (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         finite = jnp.isfinite(loss)
@@ -223,7 +229,15 @@ class TrainSetup:
     state_shardings: dict
     frozen: Any
     schedule: optim.Schedule
-    step_fn: Any        # jitted (state, frozen, batch) -> (state, metrics); donates state
+    step_fn: Any        # jitted (state, frozen, batch, values, program) -> (state, metrics); donates state
+    stage: Stage
+    seed: int
+
+    def run_step(self, state: dict, frozen: Any, batch: dict, step: int):
+        """Training step number ``step`` (a host int equal to ``state["step"]``) with the stage's
+        host-side draws for it: ``(state, metrics)``, ``state`` donated."""
+        draws = self.stage.step_draws(step, self.seed)
+        return self.step_fn(state, frozen, batch, dict(draws.values), draws.program)
 
 
 def build_train_state(stage: Stage, config, mesh: jax.sharding.Mesh, example: dict,
@@ -256,10 +270,10 @@ def build_train_state(stage: Stage, config, mesh: jax.sharding.Mesh, example: di
     state = jax.device_put(state, state_shardings)
     frozen = jax.device_put(stage.frozen(), replicated)
     step_fn = jax.jit(make_train_step(stage, tx, config.seed),
-                      in_shardings=(state_shardings, None, batch_sharding),
+                      in_shardings=(state_shardings, None, batch_sharding, replicated),
                       out_shardings=(state_shardings, replicated),
-                      donate_argnums=(0,))
-    return TrainSetup(state, state_shardings, frozen, schedule, step_fn)
+                      static_argnums=(4,), donate_argnums=(0,))
+    return TrainSetup(state, state_shardings, frozen, schedule, step_fn, stage, config.seed)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -314,7 +328,7 @@ def _train(config, workdir: str) -> dict:
             local = next(train_iter)
             if "skipped_records" in local:  # config.data.skip_bad_records: counted, not trained on
                 meter.skipped += int(np.sum(local.pop("skipped_records")))
-            state, metrics = setup.step_fn(state, frozen, to_global(local, batch_sharding))
+            state, metrics = setup.run_step(state, frozen, to_global(local, batch_sharding), step)
             step += 1
             if bar is not None:
                 bar.update(1)

@@ -381,7 +381,7 @@ class MeshMeanStage(Stage):
     def init(self, rng, batch):
         return Variables(params={"m": jnp.zeros(())}, model_state={})
 
-    def loss(self, params, model_state, frozen, batch, rng, step):
+    def loss(self, params, model_state, frozen, batch, rng, step, draws):
         loss = jnp.mean((batch["vertices"] - params["m"]) ** 2)
         return loss, LossOutput(terms={}, model_state={})
 

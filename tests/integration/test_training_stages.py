@@ -12,6 +12,7 @@ import pytest
 
 from hmr_jax.training.config import load_config
 from hmr_jax.training.metric_writers import read_metrics
+from hmr_jax.training.stages import get_stage
 from hmr_jax.training.trainer import train
 from helpers.stages import grid_faces, quick, tiny_tokenizer_model
 from helpers import REPO_ROOT
@@ -104,14 +105,19 @@ def pretrain_run(tiny, tokenizer_run):
     c.data.train = str(tiny / "meshes")
     c.data.val = str(tiny / "meshes_val")
     workdir = str(tiny / "run_pretrain")
-    return workdir, train(c, workdir)
+    return workdir, train(c, workdir), c
 
 
 def test_mega_pretrain_stage_trains(pretrain_run):
-    workdir, _ = pretrain_run
+    workdir, _, config = pretrain_run
     records = [r for r in read_metrics(workdir) if "loss" in r]
     ce = [r["cross_entropy"] for r in records]
     assert len(ce) == 30 and all(np.isfinite(ce))
+    # each step masked as many tokens as the stage drew on the host for it (seed, step)
+    stage = get_stage(config)
+    drawn = [1 - int(stage.step_draws(r["step"] - 1, config.seed).values["num_visible"]) / 8 for r in records]
+    np.testing.assert_allclose([r["masked_ratio"] for r in records], drawn, atol=1e-6)
+    assert len(set(drawn)) > 3  # the schedule varies the ratio from step to step
     assert np.mean(ce[-5:]) < np.mean(ce[:5])
     # lr: 1e-3-style scaling by batch / 256 and the per-epoch warm-up (4 steps per epoch).
     assert records[0]["lr"] == pytest.approx(0.05 * 16 / 256 * 1 / (1 + 1e-8), rel=1e-5)

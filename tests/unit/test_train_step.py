@@ -16,7 +16,7 @@ class _Quadratic:
     """A stand-in stage: loss = mean((w x - y)^2) (+ NaN / invalid on request); a running count
     in ``model_state`` stands for batch statistics."""
 
-    def loss(self, params, model_state, frozen, batch, rng, step):
+    def loss(self, params, model_state, frozen, batch, rng, step, draws):
         pred = batch["x"] @ params["w"] + params["b"]
         loss = jnp.mean((pred - batch["y"]) ** 2) + batch["nan"]
         new_state = {"count": model_state["count"] + 1.0}
@@ -49,7 +49,7 @@ def test_a_good_step_is_optax_adamw():
     state = _state(tx)
     ref_params, ref_opt = state["params"], state["opt_state"]
     for _ in range(3):
-        grads = jax.grad(lambda p: _Quadratic().loss(p, {"count": 0.0}, None, _batch(), None, 0)[0])(ref_params)
+        grads = jax.grad(lambda p: _Quadratic().loss(p, {"count": 0.0}, None, _batch(), None, 0, None)[0])(ref_params)
         updates, ref_opt = tx.update(grads, ref_opt, ref_params)
         ref_params = optax.apply_updates(ref_params, updates)
     for _ in range(3):

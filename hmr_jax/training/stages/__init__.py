@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from hmr_jax.training.stages.base import LossOutput, Stage, Variables
+from hmr_jax.training.stages.base import LossOutput, Stage, StepDraws, Variables
 from hmr_jax.training.stages.mega import MegaPretrainStage, MegaStage
 from hmr_jax.training.stages.mesh_vqvae import MeshVQVAEStage
 from hmr_jax.training.stages.toy import ToyStage
@@ -15,7 +15,7 @@ from hmr_jax.training.stages.vqhps import VQHPSStage
 STAGES: dict[str, type[Stage]] = {cls.name: cls for cls in (
     ToyStage, MeshVQVAEStage, MegaPretrainStage, MegaStage, VQHPSStage)}
 
-__all__ = ["STAGES", "LossOutput", "Stage", "Variables", "get_stage"]
+__all__ = ["STAGES", "LossOutput", "Stage", "StepDraws", "Variables", "get_stage"]
 
 
 def get_stage(config) -> Stage:

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar, Hashable, Iterable, Mapping
 
 import flax.struct
 import grain
 import jax
+import numpy as np
+
+#: salt of the host-side draws' generator (seeded with (seed, step, salt))
+_DRAW_SALT = 0x64726177
 
 
 @flax.struct.dataclass
@@ -48,6 +52,20 @@ class LossOutput:
     terms: Mapping[str, jax.Array]
     model_state: Any
     valid: jax.Array | bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class StepDraws:
+    """Random choices a stage makes on the host before a training step (:meth:`Stage.step_draws`).
+
+    program: a hashable, static value the loss may branch on in Python (a sequence length, say);
+      the trainer compiles one train step per distinct value, so keep the set small.
+    values: name -> NumPy scalar / array passed into the step as traced arrays (the same shapes
+      at every step).
+    """
+
+    program: Hashable = None
+    values: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class Stage(abc.ABC):
@@ -91,10 +109,24 @@ class Stage(abc.ABC):
         """Put converted / previously trained weights (``config.init``) into fresh variables."""
         return variables
 
+    def step_draws(self, step: int, seed: int) -> StepDraws:
+        """The host-side draws of training step ``step``: :meth:`draws_at` of one uniform number
+        from a NumPy generator seeded with ``(seed, step)`` (so a resumed run repeats them and
+        every process agrees)."""
+        u = np.random.default_rng([int(seed), int(step), _DRAW_SALT]).random()
+        return self.draws_at(float(u))
+
+    def draws_at(self, u: float) -> StepDraws:
+        """The host-side draws for a uniform ``u`` in [0, 1) (the inverse of their distribution;
+        the benchmarks time steps at fixed quantiles). Default: none."""
+        return StepDraws()
+
     @abc.abstractmethod
     def loss(self, params, model_state, frozen, batch, rng: jax.Array,
-             step: jax.Array) -> tuple[jax.Array, LossOutput]:
-        """Scalar training loss of ``batch`` and its ``LossOutput`` (pure, traced by jit)."""
+             step: jax.Array, draws: StepDraws) -> tuple[jax.Array, LossOutput]:
+        """Scalar training loss of ``batch`` and its ``LossOutput`` (pure, traced by jit).
+
+        ``draws``: this step's :meth:`step_draws` (``program`` static, ``values`` traced)."""
 
     @abc.abstractmethod
     def validate(self, params, model_state, frozen, batch) -> Mapping[str, jax.Array]:

@@ -1,7 +1,10 @@
 """Stages ``mega_pretrain`` (VQMAE on meshes) and ``mega`` (CVQMAE on images), as MEGA's trainers.
 
 Both read tokens from the frozen Mesh-VQ-VAE (``config.tokenizer.path``) and mask them with the
-cosine-scheduled ratio (``masking: scheduled``). Losses, as the originals weight them (all 1):
+cosine-scheduled ratio (``masking: scheduled``): one visible count per batch, drawn on the host
+so that the encoder runs on the visible tokens only, as the original (padded to one of
+``mega.visible_buckets`` lengths, one compiled step each: :class:`_MaskingMixin`). Losses, as
+the originals weight them (all 1):
 
 * ``mega_pretrain``: cross-entropy on the masked tokens. A batch with no masked token (the
   original's NaN) is skipped.
@@ -23,22 +26,49 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hmr_jax.metrics.protocols import mesh_errors
 from hmr_jax.models.backbones import build_backbone
-from hmr_jax.models.mega import CVQMAE, VQMAE, random_visible_mask, scheduled_visible_mask
+from hmr_jax.models.mega import (CVQMAE, VQMAE, random_visible_mask, scheduled_visible_count,
+                                 scheduled_visible_mask, visible_buckets)
 from hmr_jax.training import losses
 from hmr_jax.training.stages import common
-from hmr_jax.training.stages.base import LossOutput, Stage, Variables
+from hmr_jax.training.stages.base import LossOutput, Stage, StepDraws, Variables
 
 _MEGA_FIELDS = ("seq_length", "emb_dim", "encoder_layer", "encoder_head", "decoder_layer",
                 "decoder_head", "num_embeddings", "dim_tokens")
 
 
-def _visible_mask(config, key, batch, seq_length):
-    if config.mega.get("masking", "scheduled") == "scheduled":
-        return scheduled_visible_mask(key, batch, seq_length)
-    return random_visible_mask(key, batch, seq_length, config.mega.mask_ratio)
+class _MaskingMixin:
+    """Training masking of the MEGA stages (``config.mega.masking``).
+
+    ``scheduled``: the batch's visible count is drawn on the host (:meth:`draws_at`, from
+    ``(seed, step)``), the positions inside the step from its key; the encoder runs on the
+    visible tokens padded to the smallest of ``visible_buckets`` lengths that holds them (the
+    step's ``program``; one compilation per length). ``random``: the fixed count
+    ``int(T (1 - mask_ratio))`` is the encoder length.
+    """
+
+    def _scheduled(self) -> bool:
+        return self.config.mega.get("masking", "scheduled") == "scheduled"
+
+    def draws_at(self, u):
+        """``u`` -> the visible count ``int(T (1 - cos(pi u / 2)))`` (``values["num_visible"]``)
+        and the encoder length holding it (``program``; None without buckets)."""
+        seq = self.config.mega.seq_length
+        if not self._scheduled():
+            return StepDraws(program=int(seq * (1 - self.config.mega.mask_ratio)))
+        count = scheduled_visible_count(u, seq)
+        lengths = visible_buckets(seq, int(self.config.mega.get("visible_buckets", 4)))
+        program = next((n for n in lengths if n >= count), None) if lengths else None
+        return StepDraws(program=program, values={"num_visible": np.int32(count)})
+
+    def _visible(self, key, shape, draws):
+        """(B, T) bool visible mask of this step and the encoder length (``draws.program``)."""
+        if self._scheduled():
+            return scheduled_visible_mask(key, *shape, num_visible=draws.values["num_visible"]), draws.program
+        return random_visible_mask(key, *shape, self.config.mega.mask_ratio), draws.program
 
 
 class _TokenizerMixin:
@@ -58,7 +88,7 @@ class _TokenizerMixin:
             self.tokenizer.apply(frozen["tokenizer"], tokens, method="decode"))
 
 
-class MegaPretrainStage(_TokenizerMixin, Stage):
+class MegaPretrainStage(_MaskingMixin, _TokenizerMixin, Stage):
     """Config: ``mega`` (VQMAE sizes, ``masking``), ``tokenizer.path``, ``data.train`` / ``val``
     (meshes), optional ``init.mega`` (a workdir or converted folder to start from)."""
 
@@ -84,10 +114,10 @@ class MegaPretrainStage(_TokenizerMixin, Stage):
         v = self.model.init(rng, jnp.zeros((b, t), jnp.int32), jnp.ones((b, t), bool))
         return Variables(params=v["params"])
 
-    def loss(self, params, model_state, frozen, batch, rng, step):
+    def loss(self, params, model_state, frozen, batch, rng, step, draws):
         tokens = self._tokens(frozen, batch["vertices"])
-        visible = _visible_mask(self.config, rng, *tokens.shape)
-        logits = self.model.apply({"params": params}, tokens, visible)
+        visible, length = self._visible(rng, tokens.shape, draws)
+        logits = self.model.apply({"params": params}, tokens, visible, length)
         ce, valid = losses.masked_cross_entropy(logits, tokens, ~visible)
         accuracy = jnp.sum((jnp.argmax(logits, -1) == tokens) & ~visible) / jnp.maximum(
             jnp.sum(~visible), 1)
@@ -121,7 +151,7 @@ class _ImageMixin:
         return common.val_batches(self.config, local_batch, "image", self.backbone)
 
 
-class MegaStage(_TokenizerMixin, _ImageMixin, Stage):
+class MegaStage(_MaskingMixin, _TokenizerMixin, _ImageMixin, Stage):
     """Config: ``mega`` (CVQMAE sizes incl. ``cond_length`` / ``cond_dim`` / ``cond_dropout``),
     ``backbone`` (a backbone config, see ``hmr_jax.models.backbones.build_backbone``; ``kind``
     hrnet | resnet | vit selects the crop), ``tokenizer.path``, ``body_models`` (folder with the
@@ -168,13 +198,14 @@ class MegaStage(_TokenizerMixin, _ImageMixin, Stage):
                     state["batch_stats"]["backbone"], src["batch_stats"], "backbone statistics")}}
         return Variables(params=params, model_state=state)
 
-    def loss(self, params, model_state, frozen, batch, rng, step):
+    def loss(self, params, model_state, frozen, batch, rng, step, draws):
         k_mask, k_drop, k_cond = jax.random.split(rng, 3)
         tokens = self._tokens(frozen, batch["vertices_canonical"])
-        visible = _visible_mask(self.config, k_mask, *tokens.shape)
+        visible, length = self._visible(k_mask, tokens.shape, draws)
         (logits, rot6d, cam), updates = self.model.apply(
             {"params": params, **model_state}, tokens, visible, images=batch["image"], train=True,
-            cond_dropout_key=k_cond, rngs={"dropout": k_drop}, mutable=list(model_state.keys()))
+            cond_dropout_key=k_cond, num_visible=length, rngs={"dropout": k_drop},
+            mutable=list(model_state.keys()))
         ce, _ = losses.masked_cross_entropy(logits, tokens, ~visible)
         rot = losses.rotation_loss(rot6d, batch["global_orient"])
         pred_tokens = jnp.where(visible, tokens, jnp.argmax(logits, -1)).astype(jnp.int32)

@@ -60,7 +60,7 @@ class MeshVQVAEStage(Stage):
         return {"quantizer": {**stats, "embedding": codes, "ema_w": codes,
                               "ema_cluster_size": jnp.ones((k,), jnp.float32)}}
 
-    def loss(self, params, model_state, frozen, batch, rng, step):
+    def loss(self, params, model_state, frozen, batch, rng, step, draws):
         out, updates = self.model.apply({"params": params, **model_state}, batch["vertices"],
                                         train=True, mutable=["vq_stats"])
         v2v = losses.vertex_error(batch["vertices"], out.recon)

@@ -95,7 +95,7 @@ class ToyStage(Stage):
         return Variables(params=variables["params"],
                          model_state={"batch_stats": variables["batch_stats"]})
 
-    def loss(self, params, model_state, frozen, batch, rng, step):
+    def loss(self, params, model_state, frozen, batch, rng, step, draws):
         pred, updates = self.model.apply({"params": params, **model_state}, batch["x"],
                                          train=True, rngs={"dropout": rng},
                                          mutable=["batch_stats"])

@@ -80,7 +80,7 @@ class VQHPSStage(_TokenizerMixin, _ImageMixin, Stage):
         out = self.model.apply({"params": params, **model_state}, images, pose_init, train=train, **kwargs)
         return out if train else (out, model_state)
 
-    def loss(self, params, model_state, frozen, batch, rng, step):
+    def loss(self, params, model_state, frozen, batch, rng, step, draws):
         out, updates = self._forward(params, model_state, frozen, batch["image"], True, rng)
         tokens = self._tokens(frozen, batch["vertices_canonical"])
         ce = losses.cross_entropy(out["logits"], tokens)
