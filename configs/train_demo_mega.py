@@ -22,6 +22,7 @@ def get_config(arg=None):
     c = train_mega.get_config("resnet")
     c.mega.update(seq_length=30, emb_dim=128, encoder_layer=2, encoder_head=4, decoder_layer=2,
                   decoder_head=4, num_embeddings=64, dim_tokens=64, cond_length=9)
+    c.mega.visible_buckets = 1   # one compiled step: a short CPU run is mostly compilation
     c.backbone.model.layers = (1, 1, 1, 1)
     c.backbone.model.width = 16  # a quarter of ResNet-50's channels: 512 output features
     c.mega.cond_dim = 32 * c.backbone.model.width

@@ -20,7 +20,10 @@ def grid_faces(h: int, w: int) -> np.ndarray:
 
 def quick(c, steps: int):
     """Set a config for a short run: ``steps`` steps, log every step, one checkpoint at the end,
-    no progress bar and no TensorBoard."""
+    no progress bar and no TensorBoard; MEGA stages with one encoder length (one compiled step,
+    still the gathered-visible-token path; the bucketed lengths are tested on their own)."""
+    if "mega" in c and "visible_buckets" in c.mega:
+        c.mega.visible_buckets = 1
     c.total_steps = steps
     c.log_every_steps = 1
     c.progress_bar = False

@@ -147,6 +147,7 @@ def test_training_config_model_equals_the_released_config(train, arg, released):
         want = dict(r[section])
         if section == "mega":
             assert got.pop("masking") == "scheduled" and got.pop("mask_ratio") == 1.0
+            assert got.pop("visible_buckets") == 4  # training-only: encoder lengths (speed)
             if released == "mega_vit":
                 # Documented exception: 196 in config_vit.yaml, 192 tokens from a 256 x 192 crop.
                 assert want.pop("cond_length") == 196 and got.pop("cond_length") == 192

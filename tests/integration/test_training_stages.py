@@ -96,7 +96,7 @@ def test_mesh_vqvae_stage_trains(tokenizer_run):
 def pretrain_run(tiny, tokenizer_run):
     c = quick(load_config("train_mega_pretrain"), 30)
     c.mega.update(seq_length=8, emb_dim=32, encoder_layer=1, decoder_layer=1, num_embeddings=16,
-                  dim_tokens=16)
+                  dim_tokens=16, visible_buckets=4)  # the default lengths: several programs
     c.tokenizer.path = tokenizer_run[0]
     c.batch_size = 16
     c.optim.update(base_lr=0.05, warmup_epochs=1.0, total_epochs=10.0)
