@@ -65,7 +65,6 @@ sys.path.insert(0, ROOT)
 import copy  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -316,6 +315,8 @@ def original_image_step(originals, mega_config, connections, tmp, batch_np):
     import torch  # the original is PyTorch code (only with --original)
     from scipy.spatial.transform import Rotation
 
+    from hmr_jax.models.mega import scheduled_mask_ratio
+
     import _original
 
     mega, vq, losses = originals
@@ -351,8 +352,8 @@ def original_image_step(originals, mega_config, connections, tmp, batch_np):
         return loss
 
     def call():
-        for u in DRAW_QUANTILES:  # its masked ratio cos(pi u / 2): the visible counts of ours
-            one_step(math.cos(u * math.pi * 0.5))
+        for u in DRAW_QUANTILES:  # the schedule's ratio at u: the visible counts of ours
+            one_step(scheduled_mask_ratio(u))
 
     return call
 

@@ -109,10 +109,17 @@ def scheduled_visible_mask(key: jax.Array, batch: int, seq_length: int,
     return rank < keep
 
 
+def scheduled_mask_ratio(u: float) -> float:
+    """The cosine schedule's masked ratio ``cos(pi u / 2)`` for a uniform draw ``u`` in [0, 1)
+    (the original's ``cosine_schedule``; float64)."""
+    return math.cos(float(u) * math.pi * 0.5)
+
+
 def scheduled_visible_count(u: float, seq_length: int) -> int:
     """Visible tokens of the cosine schedule for a uniform draw ``u`` in [0, 1):
-    ``int(T (1 - cos(pi u / 2)))`` (the original's ``PatchShuffleScheduled``; float64)."""
-    return int(seq_length * (1.0 - math.cos(float(u) * math.pi * 0.5)))
+    ``int(T (1 - ratio))`` with :func:`scheduled_mask_ratio` (the original's
+    ``PatchShuffleScheduled``)."""
+    return int(seq_length * (1.0 - scheduled_mask_ratio(u)))
 
 
 @functools.lru_cache(maxsize=None)

@@ -26,6 +26,7 @@ def _expected_rows(lengths, seq, n=20000):
 def test_visible_count_is_the_originals_schedule():
     for u in np.linspace(0, 0.999, 37):
         ratio = math.cos(u * math.pi * 0.5)  # the original's cosine_schedule(rand_time)
+        assert M.scheduled_mask_ratio(u) == ratio
         assert M.scheduled_visible_count(u, 54) == int(54 * (1 - ratio))
     assert M.scheduled_visible_count(0.0, 54) == 0 and M.scheduled_visible_count(0.9999, 54) == 53
 
