@@ -221,7 +221,8 @@ def _mega_generate(model, variables, cond, key, gen_temp, noise, *, steps, num_s
         b = cond.shape[0]
         out["rot6d"], out["cam"] = model.apply(variables, cond, method=M.CVQMAE.rotation_camera)
         cond_emb = model.apply(variables, cond, method=M.CVQMAE.embed_condition)
-        cond_emb = jnp.repeat(cond_emb, num_samples, axis=0)  # hypotheses of an image are adjacent
+        # one condition per image, shared by its hypotheses (adjacent rows): the decoder projects
+        # the condition rows of its first block once per image
     else:
         b, cond_emb = batch_size, None
     n = b * num_samples
@@ -253,7 +254,7 @@ def _mega_generate(model, variables, cond, key, gen_temp, noise, *, steps, num_s
             # transformer runs once per image and its logits are shared (same values)
             rows = slice(None, None, num_samples)
             logits = model.apply(variables, patches[rows], visible[rows],
-                                 None if cond_emb is None else cond_emb[rows], faithful, num_visible,
+                                 cond_emb, faithful, num_visible,
                                  method=type(model).predict_tokens).astype(jnp.float32)
             logits = jnp.repeat(logits, num_samples, axis=0)
         else:

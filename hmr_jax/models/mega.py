@@ -380,27 +380,31 @@ class MaskedTokenDecoder(nn.Module):
 
     def __call__(self, features: jnp.ndarray, visible: jnp.ndarray,
                  cond_embedded: jnp.ndarray | None = None, faithful: bool = False,
-                 positions: jnp.ndarray | None = None) -> jnp.ndarray:
+                 positions: jnp.ndarray | None = None, num_visible: int | None = None) -> jnp.ndarray:
         """Token logits.
 
-        The last block only computes the outputs the head reads (the mesh tokens, or just
-        ``positions``): attention keys and values still come from every token, so the logits
-        are those of the full computation.
+        Work that changes no logit is skipped (:meth:`_first_block_qkv`): the last block only
+        computes the outputs the head reads (the mesh tokens, or just ``positions``; attention
+        keys and values still come from every token), and the first block projects the rows
+        shared by several sequences, or constant, once.
 
         Args:
           features: (B, 1 + T, emb_dim) encoder output.
           visible: (B, T) which tokens the encoder saw (others get the mask token).
-          cond_embedded: (B, L, emb_dim) from :meth:`embed_condition` (CVQMAE only).
+          cond_embedded: (B / N, L, emb_dim) from :meth:`embed_condition` (CVQMAE only), one per N
+            consecutive rows of ``features`` (N hypotheses of an image; N = 1 usually).
           faithful: slice the output with ``cond_length`` as the original (error if it differs
             from L); default slices with the real L.
           positions: optional (B, P) int token positions (0..T-1) whose logits are wanted.
+          num_visible: optional Python int, no row has more visible tokens (as the encoder's).
         Returns:
           (B, T, dim_tokens) logits, or (B, P, dim_tokens) at ``positions``.
         """
+        b = features.shape[0]
         vis = jnp.asarray(visible).astype(bool)[..., None]
         tokens = jnp.where(vis, features[:, 1:], self.mask_token.astype(features.dtype))
-        x = jnp.concatenate([features[:, :1], tokens], axis=1) + self.pos_embedding
-        skip = 0
+        x = (jnp.concatenate([features[:, :1], tokens], axis=1) + self.pos_embedding).astype(self.dtype)
+        skip, cond = 0, None
         if self.cond_dim is not None:
             if cond_embedded is None:
                 raise ValueError("this decoder is conditional: pass the embedded condition tokens")
@@ -411,16 +415,58 @@ class MaskedTokenDecoder(nn.Module):
                     f"{self.cond_length} but there are {n_cond} condition tokens; it would drop "
                     f"mesh tokens and crash. Use faithful=False (slices with the real count) or "
                     f"set cond_length={n_cond}.")
-            x = jnp.concatenate([cond_embedded.astype(x.dtype), x], axis=1)
+            if cond_embedded.shape[0] == 0 or b % cond_embedded.shape[0]:
+                raise ValueError(f"{cond_embedded.shape[0]} conditions for {b} sequences: each condition "
+                                 f"must serve the same number of consecutive sequences")
+            cond = cond_embedded.astype(self.dtype)
             skip = n_cond
         elif cond_embedded is not None:
             raise ValueError("this decoder is unconditional (VQMAE): it takes no condition tokens")
-        x = x.astype(self.dtype)
-        for blk in self.blocks[:-1]:
-            x = blk(x)
+        qkv = self._first_block_qkv(x, visible, cond, num_visible)
+        if cond is not None:
+            x = jnp.concatenate([jnp.repeat(cond, b // cond.shape[0], axis=0), x], axis=1)
         queries = slice(skip + 1, None) if positions is None else jnp.asarray(positions, jnp.int32) + skip + 1
-        x = self.blocks[-1](x, queries=queries)
+        for i, blk in enumerate(self.blocks):
+            last = i == len(self.blocks) - 1
+            x = blk(x, qkv=qkv if i == 0 else None, queries=queries if last else None)
         return self.head(x).astype(jnp.float32)
+
+    def _first_block_qkv(self, x, visible, cond, num_visible):
+        """The first block's attention inputs (B, L + 1 + T, 3 emb_dim) of ``[cond, x]``, each row
+        projected where it is not repeated.
+
+        A row's inputs depend on that row alone. The condition rows are the same for the N
+        sequences sharing a condition (projected once per condition), and a masked token's row
+        is the mask token plus its position's embedding, the same in every sequence (54 rows
+        projected once). With ``num_visible`` the other rows -- the cls row and the visible
+        tokens, gathered as the encoder gathers them -- are the only ones projected per sequence.
+
+        Args:
+          x: (B, 1 + T, emb_dim) decoder input of the mesh part (cls, then tokens, positions
+            added); visible: (B, T); cond: (B / N, L, emb_dim) or None.
+        """
+        first = self.blocks[0]
+        b, n_tok = x.shape[0], x.shape[1] - 1
+        parts = []
+        if cond is not None:
+            parts.append(jnp.repeat(first(cond, project_only=True), b // cond.shape[0], axis=0))
+        if num_visible is None:
+            parts.append(first(x, project_only=True))
+        else:
+            masked_rows = (self.mask_token + self.pos_embedding[1:]).astype(self.dtype)
+            table = first(masked_rows[None], project_only=True)[0]  # (T, 3C)
+            vis = jnp.asarray(visible).astype(bool)
+            idx = jnp.argsort(~vis, axis=-1, stable=True)[:, :num_visible]  # visible positions first
+            rows = jnp.concatenate([x[:, :1], jnp.take_along_axis(x[:, 1:], idx[..., None], axis=1)], axis=1)
+            own = first(rows, project_only=True)  # (B, 1 + num_visible, 3C)
+            mesh = jnp.broadcast_to(table, (b, n_tok, table.shape[-1]))
+            if num_visible:
+                # back in place: a visible token's row is its rank among the visible ones (a
+                # gather and a select; XLA:CPU's scatter is 2-3x slower here)
+                slot = jnp.clip(jnp.cumsum(vis, axis=-1) - 1, 0, num_visible - 1)
+                mesh = jnp.where(vis[..., None], jnp.take_along_axis(own[:, 1:], slot[..., None], axis=1), mesh)
+            parts += [own[:, :1], mesh]
+        return jnp.concatenate(parts, axis=1)
 
 
 # ------------------------------------------------------------------------------------------
@@ -469,7 +515,7 @@ class VQMAE(nn.Module):
         only the logits at those token positions, (B, P, dim_tokens) (the same values).
         """
         return self.decoder(self.encoder(tokens, visible, num_visible), visible, cond_embedded, faithful,
-                            positions)
+                            positions, num_visible)
 
     def __call__(self, tokens: jnp.ndarray, visible: jnp.ndarray, num_visible: int | None = None) -> jnp.ndarray:
         """tokens (B, T) int, visible (B, T) -> logits (B, T, dim_tokens); ``num_visible``: see

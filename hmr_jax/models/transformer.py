@@ -66,17 +66,26 @@ class SelfAttention(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None,
-                 deterministic: bool = True, queries=None) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray | None, mask: jnp.ndarray | None = None,
+                 deterministic: bool = True, queries=None, qkv: jnp.ndarray | None = None,
+                 project_only: bool = False) -> jnp.ndarray:
         """x: (B, T, C) -> (B, T, C); mask as in :func:`attention`.
 
         ``queries`` (see :func:`take_queries`): only those positions attend (to every key) and
         are returned, (B, Q, C) -- the same values as the full output at those positions.
+        ``project_only``: return the packed projection ``qkv`` (B, T, 3C) of ``x`` and stop.
+        ``qkv``: that projection, computed beforehand (``x`` is then unused, pass None): a caller
+        whose rows are shared by several sequences, or constant, projects them once.
         """
-        b, t, c = x.shape
-        if c % self.num_heads:
-            raise ValueError(f"feature size {c} is not divisible by num_heads={self.num_heads}")
-        qkv = nn.Dense(3 * c, use_bias=self.qkv_bias, dtype=self.dtype, name="qkv")(x)
+        if qkv is None:
+            c = x.shape[-1]
+            if c % self.num_heads:
+                raise ValueError(f"feature size {c} is not divisible by num_heads={self.num_heads}")
+            qkv = nn.Dense(3 * c, use_bias=self.qkv_bias, dtype=self.dtype, name="qkv")(x)
+            if project_only:
+                return qkv
+        b, t, c3 = qkv.shape
+        c = c3 // 3
         qkv = qkv.reshape(b, t, 3, self.num_heads, c // self.num_heads)
         drop = nn.Dropout(self.dropout_rate) if self.dropout_rate > 0 else None
         q = qkv[:, :, 0] if queries is None else take_queries(qkv[:, :, 0], queries)
@@ -127,12 +136,19 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None,
-                 deterministic: bool = True, queries=None) -> jnp.ndarray:
+                 deterministic: bool = True, queries=None, qkv: jnp.ndarray | None = None,
+                 project_only: bool = False) -> jnp.ndarray:
         """x: (B, T, C) -> (B, T, C); ``mask`` (True = attend) is combined with the causal mask.
 
         ``queries`` (see :func:`take_queries`; not with ``causal``): compute only the outputs at
         those positions, (B, Q, C), equal to the full output there -- a last block whose other
         outputs are discarded skips their attention, projection and MLP.
+
+        The attention inputs of a row depend on that row alone (``LN1`` then the packed q/k/v
+        projection), so rows repeated across sequences, or constant, need them only once:
+        ``project_only=True`` returns them, (B, T, 3C), for any rows ``x``; ``qkv`` passes them
+        back for the whole of ``x`` (B, T, 3C), and the block skips its own ``LN1`` and projection
+        (same output).
         """
         if self.causal:
             if queries is not None:
@@ -140,9 +156,15 @@ class Block(nn.Module):
             t = x.shape[1]
             causal = jnp.tril(jnp.ones((t, t), bool))[None, None]
             mask = causal if mask is None else jnp.logical_and(mask, causal)
-        h = nn.LayerNorm(self.layer_norm_eps, dtype=jnp.float32, name="norm1")(x)
-        y = SelfAttention(self.num_heads, self.qkv_bias, self.dropout_rate, self.dtype,
-                          name="attn")(h.astype(self.dtype), mask, deterministic, queries)
+        attn = SelfAttention(self.num_heads, self.qkv_bias, self.dropout_rate, self.dtype, name="attn")
+        h = None
+        if qkv is None:
+            h = nn.LayerNorm(self.layer_norm_eps, dtype=jnp.float32, name="norm1")(x).astype(self.dtype)
+            if project_only:
+                return attn(h, project_only=True)
+        elif qkv.shape[:2] != x.shape[:2]:
+            raise ValueError(f"qkv covers {qkv.shape[:2]} rows, the block input has {x.shape[:2]}")
+        y = attn(h, mask, deterministic, queries, qkv=qkv)
         x = (x if queries is None else take_queries(x, queries)) + y
         h = nn.LayerNorm(self.layer_norm_eps, dtype=jnp.float32, name="norm2")(x)
         x = x + Mlp(self.mlp_dim, self.dropout_rate, self.dtype, name="mlp")(

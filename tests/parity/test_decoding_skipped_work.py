@@ -1,6 +1,9 @@
 """Work the decoders skip or share changes no output.
 
-* A transformer block asked for some query positions returns the full block's output there.
+* A transformer block asked for some query positions returns the full block's output there;
+  one given its attention inputs precomputed (``project_only`` rows) returns its own output.
+* MEGA's decoder projects the first block's rows that are repeated (a condition shared by the
+  hypotheses of an image) or constant (the masked tokens) once: the same logits.
 * MEGA's decoder computes its last block only where logits are read (the mesh tokens, or the
   still-masked positions while decoding stochastically): the same logits as the full pass.
 * The stochastic decoding (corrected mode, recorded noise) gives exactly the tokens of a plain
@@ -48,6 +51,46 @@ def test_block_queries_equal_the_full_block():
     np.testing.assert_allclose(got, np.take_along_axis(full, idx[..., None], axis=1), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="causal"):
         Block(num_heads=4, mlp_dim=64, causal=True).apply(variables, x, queries=slice(1, None))
+
+
+def test_block_with_precomputed_attention_inputs_equals_the_block():
+    block = Block(num_heads=4, mlp_dim=64)
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 11, 16))
+    variables = block.init(jax.random.PRNGKey(1), x)
+    full = np.asarray(block.apply(variables, x))
+    # rows projected in pieces (as the decoder does), then passed back
+    qkv = jnp.concatenate([block.apply(variables, x[:, :4], project_only=True),
+                           block.apply(variables, x[:, 4:], project_only=True)], axis=1)
+    assert qkv.shape == (3, 11, 48)
+    np.testing.assert_allclose(np.asarray(block.apply(variables, x, qkv=qkv)), full, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(block.apply(variables, x, qkv=qkv, queries=slice(6, None))), full[:, 6:],
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="rows"):
+        block.apply(variables, x, qkv=qkv[:, :5])
+
+
+def test_decoder_shared_and_constant_rows_give_the_same_logits(cvqmae):
+    """One condition for 3 consecutive rows and the masked rows' table (``num_visible``) against
+    every row projected, at exactly ``num_visible`` visible tokens per row, fewer (the training
+    buckets), and none (the deterministic mode)."""
+    model, variables, cond = cvqmae
+    rng = np.random.default_rng(1)
+    n = 3
+    emb = model.apply(variables, cond, method=M.CVQMAE.embed_condition)  # (2, L, C)
+    emb_rows = jnp.repeat(emb, n, axis=0)
+    tokens = jnp.asarray(rng.integers(0, 512, (2 * n, 54)), jnp.int32)
+    for counts, num_visible in (([7] * 6, 7), ([7, 3, 0, 7, 5, 1], 7), ([0] * 6, 0)):
+        visible = np.zeros((2 * n, 54), bool)
+        for row, k in enumerate(counts):
+            visible[row, rng.permutation(54)[:k]] = True
+        visible = jnp.asarray(visible)
+        plain = np.asarray(model.apply(variables, tokens, visible, emb_rows, method=M.CVQMAE.predict_tokens))
+        shared = np.asarray(model.apply(variables, tokens, visible, emb, num_visible=num_visible,
+                                        method=M.CVQMAE.predict_tokens))
+        np.testing.assert_allclose(shared, plain, rtol=1e-5, atol=1e-5)
+        assert np.array_equal(shared.argmax(-1), plain.argmax(-1))
+    with pytest.raises(ValueError, match="consecutive"):
+        model.apply(variables, tokens[:5], visible[:5], emb, method=M.CVQMAE.predict_tokens)
 
 
 def test_decoder_positions_give_the_full_logits_there(cvqmae):
