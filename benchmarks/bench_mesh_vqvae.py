@@ -26,6 +26,7 @@ Prints ONE JSON line: the machine (CPU model and features, cores, load, XLA flag
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -42,6 +43,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import _common  # noqa: E402
+from hmr_jax import runtime  # noqa: E402
 from hmr_jax.cli import parse_command  # noqa: E402
 from hmr_jax.errors import command_line  # noqa: E402
 
@@ -75,10 +77,12 @@ def ours_fns(args):
         model = conv.build_model(config)
         variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 6890, 3), jnp.float32))
     variables = jax.device_put(variables)
+    # the compile options the library's tokenizer programs get (hmr_jax.models.decoding)
+    jit = functools.partial(jax.jit, compiler_options=runtime.small_matmul_compiler_options() or None)
     fns = {
-        "encode": jax.jit(lambda v, x: model.apply(v, x, method="encode")),
-        "decode": jax.jit(lambda v, i: model.apply(v, i, method="decode")),
-        "encode_decode": jax.jit(lambda v, x: model.apply(v, model.apply(v, x, method="encode"), method="decode")),
+        "encode": jit(lambda v, x: model.apply(v, x, method="encode")),
+        "decode": jit(lambda v, i: model.apply(v, i, method="decode")),
+        "encode_decode": jit(lambda v, x: model.apply(v, model.apply(v, x, method="encode"), method="decode")),
     }
     return variables, fns
 
@@ -117,6 +121,7 @@ def main(argv=None) -> int:
 
     result: dict = _common.machine()
     result["weights"] = "converted" if args.checkpoint else "random"
+    result["compiler_options"] = runtime.small_matmul_compiler_options()
     result["original"] = args.original or "not timed (pass --original /path/to/Mesh-VQ-VAE)"
     variables, fns = ours_fns(args)
     rng = np.random.default_rng(0)

@@ -67,6 +67,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hmr_jax import runtime
 from hmr_jax.geometry.rotations import rotation_6d_to_matrix
 from hmr_jax.models import mega as M
 from hmr_jax.models.mesh_vqvae import MeshVQVAE
@@ -380,7 +381,13 @@ def meshes_from_tokens(mesh_decode: Callable[[jnp.ndarray], jnp.ndarray], tokens
     return _meshes_from_tokens(mesh_decode, jnp.asarray(tokens, jnp.int32), jnp.asarray(rot6d, jnp.float32))
 
 
-@functools.partial(jax.jit, static_argnums=0)
+# the Mesh-VQ-VAE decode is many small matrix products: compiled without YNNPACK on the CPU
+# (hmr_jax.runtime.small_matmul_compiler_options); the jitted mesh_decode is inlined here, so it
+# must not carry compile options of its own (JAX refuses them on a nested jit)
+_TOKENIZER_OPTIONS = runtime.small_matmul_compiler_options() or None
+
+
+@functools.partial(jax.jit, static_argnums=0, compiler_options=_TOKENIZER_OPTIONS)
 def _meshes_from_tokens(mesh_decode, tokens, rot6d):
     lead = tokens.shape[:-1]
     canonical = mesh_decode(tokens.reshape(-1, tokens.shape[-1]))
@@ -394,7 +401,12 @@ def _meshes_from_tokens(mesh_decode, tokens, rot6d):
 
 
 def mesh_decoder_fn(model, variables) -> Callable[[jnp.ndarray], jnp.ndarray]:
-    """``ids (M, 54) -> meshes (M, 6890, 3)`` for a Mesh-VQ-VAE module and its variables (jitted)."""
+    """``ids (M, 54) -> meshes (M, 6890, 3)`` for a Mesh-VQ-VAE module and its variables (jitted).
+
+    A plain ``jax.jit``, so that it can run inside other jitted code: :func:`meshes_from_tokens`
+    inlines it into its own program, which carries the tokenizer's CPU compile options
+    (:func:`hmr_jax.runtime.small_matmul_compiler_options`; JAX allows them on top-level jits only).
+    """
     @jax.jit
     def decode(ids):
         return model.apply(variables, jnp.asarray(ids, jnp.int32), method=MeshVQVAE.decode)

@@ -89,6 +89,21 @@ def test_real_model_is_batch_size_independent(vq):
     assert common.max_relative_error(mesh1, io["out_decoded"][2:3]) <= TOL
 
 
+def test_library_decode_program_gives_the_original_meshes(vq):
+    """``mesh_decoder_fn``, alone and inlined into ``meshes_from_tokens`` (whose program carries the
+    tokenizer's CPU options, :func:`hmr_jax.runtime.small_matmul_compiler_options`), decodes the
+    original's ids to its meshes."""
+    from hmr_jax.models import decoding
+
+    variables, config, io, _ = vq
+    decode = decoding.mesh_decoder_fn(conv.build_model(config), variables)
+    meshes = np.asarray(decode(io["out_indices"]))
+    assert common.max_relative_error(meshes, io["out_decoded"]) <= TOL
+    rot6d = jnp.tile(jnp.asarray([[1.0, 0, 0, 0, 1, 0]]), (len(meshes), 1))  # identity rotation
+    out = decoding.meshes_from_tokens(decode, io["out_indices"], rot6d)
+    assert common.max_relative_error(np.asarray(out["vertices"]), io["out_decoded"]) <= TOL
+
+
 def test_wrong_vertex_count_and_id_shape_are_explained(vq):
     variables, config, io, _ = vq
     model = conv.build_model(config)

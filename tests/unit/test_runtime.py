@@ -77,3 +77,36 @@ def test_flag_reaches_xla(tmp_path):
         else:
             # the library default (no explicit list recorded, or one with convolutions)
             assert not lines or any("INDIVIDUAL_CONVOLUTION" in ln for ln in lines), lines
+
+
+PRINT_OPTIONS = ("import json, hmr_jax; from hmr_jax import runtime; "
+                 "print(json.dumps({'options': runtime.small_matmul_compiler_options()}))")
+
+
+def test_tokenizer_options_follow_the_flag_rules():
+    """The per-program options of the tokenizer: on by default (where the flags apply), off when
+    opted out or when the user set the same XLA option."""
+    want = dict(runtime.SMALL_MATMUL_OPTIONS) if runtime.default_cpu_flags() else {}
+    assert _child(PRINT_OPTIONS)["options"] == want
+    assert _child(PRINT_OPTIONS, XLA_FLAGS="--xla_force_host_platform_device_count=2")["options"] == want
+    assert _child(PRINT_OPTIONS, XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type=")["options"] == {}
+    assert _child(PRINT_OPTIONS, HMR_JAX_XLA_DEFAULTS="0")["options"] == {}
+
+
+def test_tokenizer_options_reach_xla(tmp_path):
+    """XLA's record of a program compiled with the options lists no YNNPACK fusion type; a plain
+    program keeps the default list."""
+    if not runtime.default_cpu_flags():
+        return  # newer jaxlib: no options, nothing to check
+    code = (
+        "import hmr_jax, jax, jax.numpy as jnp, json\n"
+        "from hmr_jax import runtime\n"
+        "a = jnp.ones((8, 8))\n"
+        "jax.jit(lambda x: x @ x, compiler_options=runtime.small_matmul_compiler_options())(a).block_until_ready()\n"
+        "jax.jit(lambda x: x @ x + 1)(a).block_until_ready()\n"
+        "print(json.dumps({}))\n")
+    _child(code, XLA_FLAGS=f"--xla_dump_to={tmp_path}")
+    records = sorted(tmp_path.glob("*jit__lambda*debug_options"))
+    assert len(records) == 2, records
+    ynn = [[ln for ln in p.read_text().splitlines() if "ynn_fusion_type" in ln] for p in records]
+    assert ynn[0] == [] and ynn[1], ynn  # module ids follow the compile order
