@@ -233,6 +233,16 @@ def decoder_mask_out(visible, backward_indexes=None, faithful: bool = False):
 # Encoder / decoder
 
 
+def visible_first(visible: jnp.ndarray, count: int) -> jnp.ndarray:
+    """The first ``count`` positions of each row with the visible ones first, in sequence order.
+
+    The rows the encoder runs on with ``num_visible`` (and the decoder's per-sequence rows of its
+    first block): a stable sort puts the visible tokens first, masked ones after (padding when a
+    row has fewer than ``count``). visible: (B, T) bool. Returns (B, count) int32.
+    """
+    return jnp.argsort(~jnp.asarray(visible).astype(bool), axis=-1, stable=True)[:, :count].astype(jnp.int32)
+
+
 class MaskedTokenEncoder(nn.Module):
     """MEGA's encoder: visible tokens + cls token -> features.
 
@@ -283,7 +293,7 @@ class MaskedTokenEncoder(nn.Module):
             mask = keys[:, None, None, :]
         else:
             # positions of the visible tokens, in sequence order (a stable sort puts them first)
-            idx = jnp.argsort(~visible, axis=-1, stable=True)[:, :num_visible]
+            idx = visible_first(visible, num_visible)
             x = jnp.concatenate([cls, jnp.take_along_axis(x, idx[..., None], axis=1)], axis=1)
             keys = jnp.concatenate([jnp.ones((b, 1), bool), jnp.take_along_axis(visible, idx, axis=1)], axis=1)
             mask = keys[:, None, None, :]
@@ -456,7 +466,7 @@ class MaskedTokenDecoder(nn.Module):
             masked_rows = (self.mask_token + self.pos_embedding[1:]).astype(self.dtype)
             table = first(masked_rows[None], project_only=True)[0]  # (T, 3C)
             vis = jnp.asarray(visible).astype(bool)
-            idx = jnp.argsort(~vis, axis=-1, stable=True)[:, :num_visible]  # visible positions first
+            idx = visible_first(vis, num_visible)  # the rows the encoder ran on
             rows = jnp.concatenate([x[:, :1], jnp.take_along_axis(x[:, 1:], idx[..., None], axis=1)], axis=1)
             own = first(rows, project_only=True)  # (B, 1 + num_visible, 3C)
             mesh = jnp.broadcast_to(table, (b, n_tok, table.shape[-1]))
